@@ -1,0 +1,3 @@
+from relist.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""The composition root: the only module that joins the core to the edges.
+
+For each message: ask the core which DNS facts it needs, resolve them at the edge,
+run the core, store the record, and log one line.  Relaying itself (MAIL/RCPT in
+lock-step, DATA) is driven by ``relist.edge.smtp_in``, which calls ``Relay.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from datetime import datetime, timezone
+
+from relist import core
+from relist.config import Config
+from relist.core.facts import Facts
+from relist.core.model import Context, Envelope, Outcome, Record, Reply
+from relist.edge.smtp_out import Pool
+from relist.edge.store import Store
+
+__all__ = ["Relay", "new_relist_id"]
+
+log = logging.getLogger("relist")
+
+_ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
+
+
+def new_relist_id() -> str:
+    """A short unique id in the manner of a Postfix queue id (12 characters)."""
+    n = int.from_bytes(os.urandom(8), "big")
+    out = []
+    for _ in range(12):
+        n, r = divmod(n, len(_ID_ALPHABET))
+        out.append(_ID_ALPHABET[r])
+    return "".join(out)
+
+
+class Relay:
+    """Shared state of one relist process: config, upstream pool, store, resolver."""
+
+    def __init__(self, config: Config, *, store: Store | None = None, resolver=None):
+        self.config = config
+        up = config.upstream
+        self.pool = Pool(up["host"], up["port"], timeout=up["timeout"],
+                         connect_timeout=up["connect_timeout"], data_timeout=up["data_timeout"],
+                         helo=up["helo"] or config.hostname, size=up["pool_size"])
+        self.store = store
+        self.resolver = resolver
+        self.counters = {"messages": 0, "relayed": 0, "deferred": 0, "rejected": 0, "errors": 0}
+
+    async def facts_for(self, raw: bytes) -> Facts:
+        """Resolve, round by round, every DNS question the core asks for ``raw``."""
+        facts = Facts()
+        if self.resolver is None:
+            return facts
+        for _ in range(16):  # the DMARC tree walk needs a few rounds at most
+            questions = core.plan(raw, self.config.relay, facts)
+            if not questions:
+                break
+            facts = facts.merged(await self.resolver.resolve(questions))
+        return facts
+
+    async def run(self, raw: bytes, envelope: Envelope, relist_id: str) -> Outcome:
+        """Run the pipeline over ``raw``.  Exceptions are bugs and propagate."""
+        facts = await self.facts_for(raw)
+        ctx = Context(envelope=envelope, policy=self.config.relay,
+                      now=datetime.now(timezone.utc), relist_id=relist_id, facts=facts)
+        if len(raw) > 256 * 1024:
+            # Large messages: keep the event loop responsive while the core works.
+            return await asyncio.to_thread(core.process, raw, ctx)
+        return core.process(raw, ctx)
+
+    def finish(self, relist_id: str, record: Record | None, envelope: Envelope,
+               upstream: dict[str, Reply], reply: Reply, started: float,
+               size: int) -> None:
+        """Count, store and log one finished transaction."""
+        ms = (time.monotonic() - started) * 1000
+        self.counters["messages"] += 1
+        if reply.code < 300:
+            self.counters["relayed"] += 1
+        elif reply.code < 500:
+            self.counters["deferred"] += 1
+        else:
+            self.counters["rejected"] += 1
+        if record is not None and self.store is not None:
+            self.store.save(record, upstream, reply, ms)
+        steps = ",".join(record.steps_applied()) if record else "-"
+        log.info("%s: message-id=%s list=%s from=<%s> nrcpt=%d size=%d steps=%s reply=\"%s\" ms=%.1f",
+                 relist_id, (record.message_id if record else "") or "-",
+                 (record.list_address if record else None) or "-",
+                 envelope.mail_from, len(envelope.rcpt_tos), size, steps or "-",
+                 str(reply), ms)

@@ -1,0 +1,224 @@
+"""Read and validate ``relist.toml`` once, at start-up, into immutable values.
+
+Every key is declared in ``SCHEMA`` with its type, default and a check; an unknown
+key, a wrong type or a bad value raises ``ConfigError`` naming the key and the value,
+so a typo never silently falls back to a default.  The result feeds everything:
+the core's ``RelayPolicy``/``ListPolicy`` and the edges' settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from relist.core.errors import ConfigError
+from relist.core.policy import ListPolicy, RelayPolicy
+
+__all__ = ["Config", "ConfigError", "load", "parse", "parse_hostport"]
+
+ENV_VAR = "RELIST_CONFIG"
+
+
+def parse_hostport(text: str, key: str) -> tuple[str, int]:
+    """``"127.0.0.1:10026"`` or ``"[::1]:10026"`` -> (host, port)."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError(f"{key} = {text!r}: expected \"HOST:PORT\"")
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key} = {text!r}: expected \"HOST:PORT\" with a port from 1 to 65535")
+    return host, int(port)
+
+
+# -- value checks -----------------------------------------------------------------
+
+def _positive(v, key):
+    if v <= 0:
+        raise ConfigError(f"{key} = {v!r}: must be greater than 0")
+    return v
+
+
+def _non_negative(v, key):
+    if v < 0:
+        raise ConfigError(f"{key} = {v!r}: must not be negative")
+    return v
+
+
+def _one_of(*choices):
+    def check(v, key):
+        if v not in choices:
+            raise ConfigError(f"{key} = {v!r}: must be one of {', '.join(map(repr, choices))}")
+        return v
+    return check
+
+
+def _cidrs(v, key):
+    out = []
+    for item in v:
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{key}: {item!r} is not an IP network (CIDR) or address") from None
+    return tuple(out)
+
+
+def _hostport(v, key):
+    return parse_hostport(v, key)
+
+
+def _hostports(v, key):
+    return tuple(parse_hostport(item, key) for item in v)
+
+
+def _deliver_to(v, key):
+    proto, _, rest = v.partition(":")
+    if proto not in ("lmtp", "smtp"):
+        raise ConfigError(f"{key} = {v!r}: expected \"lmtp:HOST:PORT\" or \"smtp:HOST:PORT\"")
+    return (proto,) + parse_hostport(rest, key)
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any
+    check: Callable[[Any, str], Any] | None = None
+
+
+# Global sections.  Keep names as written: outside checks rely on them.
+SCHEMA: dict[str, dict[str, Key]] = {
+    "server": {
+        "listen": Key(str, "127.0.0.1:10026", _hostport),
+        "hostname": Key(str, ""),
+        "allowed_clients": Key(list, ["127.0.0.0/8", "::1"], _cidrs),
+        "max_message_size": Key(int, 25 * 1024 * 1024, _positive),
+        "authserv_id": Key(str, ""),
+        "add_received": Key(bool, True),
+        "workers": Key(int, 0, _non_negative),
+        "unknown_list": Key(str, "pass", _one_of("pass", "defer", "reject")),
+    },
+    "upstream": {
+        "host": Key(str, "127.0.0.1"),
+        "port": Key(int, 10025, _positive),
+        "timeout": Key((int, float), 60, _positive),
+        "connect_timeout": Key((int, float), 10, _positive),
+        "data_timeout": Key((int, float), 600, _positive),
+        "pool_size": Key(int, 8, _non_negative),
+        "helo": Key(str, ""),
+    },
+    "store": {
+        "path": Key(str, "var/relist.db"),
+    },
+    "dns": {
+        "nameservers": Key(list, [], _hostports),
+        "timeout": Key((int, float), 5, _positive),
+    },
+    "log": {
+        "level": Key(str, "info", _one_of("debug", "info", "warning", "error")),
+    },
+}
+
+# Per-list keys: valid in [list_defaults] and in every [lists."ADDRESS"].
+LIST_SCHEMA: dict[str, Key] = {}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, validated."""
+
+    path: Path | None
+    server: dict[str, Any]
+    upstream: dict[str, Any]
+    store: dict[str, Any]
+    dns: dict[str, Any]
+    log: dict[str, Any]
+    relay: RelayPolicy = field(default_factory=RelayPolicy)
+
+    @property
+    def hostname(self) -> str:
+        return self.relay.hostname
+
+    @property
+    def authserv_id(self) -> str:
+        return self.server["authserv_id"] or self.relay.hostname
+
+
+def _check(key: Key, value: Any, name: str) -> Any:
+    types = key.type if isinstance(key.type, tuple) else (key.type,)
+    if isinstance(value, bool) and bool not in types:
+        raise ConfigError(f"{name} = {value!r}: expected {'/'.join(t.__name__ for t in types)}")
+    if not isinstance(value, types):
+        raise ConfigError(f"{name} = {value!r}: expected {'/'.join(t.__name__ for t in types)}")
+    return key.check(value, name) if key.check else value
+
+
+def _section(schema: dict[str, Key], data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise ConfigError(f"[{where}] {unknown[0]}: unknown key (known: {', '.join(sorted(schema))})")
+    out = {}
+    for name, key in schema.items():
+        value = data.get(name, key.default)
+        out[name] = _check(key, value, f"[{where}] {name}")
+    return out
+
+
+def _list_policy(values: dict[str, Any], address: str, configured: bool) -> ListPolicy:
+    return ListPolicy(address=address, configured=configured, **values)
+
+
+def parse(data: dict[str, Any], path: Path | None = None) -> Config:
+    """Validate a TOML document (already parsed) into a ``Config``."""
+    known = set(SCHEMA) | {"list_defaults", "lists"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"[{unknown[0]}]: unknown section (known: {', '.join(sorted(known))})")
+    sections = {name: _section(schema, data.get(name, {}), name) for name, schema in SCHEMA.items()}
+    defaults = _section(LIST_SCHEMA, data.get("list_defaults", {}), "list_defaults")
+    lists_data = data.get("lists", {})
+    if not isinstance(lists_data, dict):
+        raise ConfigError("[lists] must be a table of [lists.\"ADDRESS\"] sections")
+    lists = []
+    for address, section in lists_data.items():
+        if "@" not in address or address.count("@") != 1 or address.startswith("@"):
+            raise ConfigError(f"[lists.{address!r}]: the section name must be a list address like \"name@example.org\"")
+        merged = {**defaults, **_section(LIST_SCHEMA, section, f"lists.{address!r}")}
+        lists.append(_list_policy(merged, address.lower(), True))
+    hostname = sections["server"]["hostname"] or socket.getfqdn()
+    relay = RelayPolicy(
+        hostname=hostname,
+        add_received=sections["server"]["add_received"],
+        unknown_list=sections["server"]["unknown_list"],
+        defaults=_list_policy(defaults, "", False),
+        lists=tuple(lists),
+    )
+    return Config(path=path, relay=relay, **sections)
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    """Read the configuration from ``path``, else ``$RELIST_CONFIG``, else defaults."""
+    if path is None:
+        path = os.environ.get(ENV_VAR) or None
+    if path is None:
+        return parse({})
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, path)
+
+
+def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with some section values replaced (used by ``relist demo``)."""
+    changes = {name: {**getattr(cfg, name), **values} for name, values in sections.items()}
+    return replace(cfg, **changes)

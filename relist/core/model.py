@@ -1,0 +1,146 @@
+"""The values that flow through the core: immutable, typed, no IO.
+
+``Envelope`` and ``Context`` come in from the edges; each step takes a ``Work``
+(the message plus what is known about it) and returns a new one; the pipeline ends
+with an ``Outcome``: the bytes to relay (or none), the ``Record`` to store and the
+``Reply`` to give when relist refuses the message itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from relist.core.facts import Facts
+from relist.core.message import RawMessage
+from relist.core.policy import ListPolicy, RelayPolicy
+
+__all__ = [
+    "Action", "Context", "Envelope", "Known", "Outcome", "Record", "Reply",
+    "StepNote", "Work",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    mail_options: tuple[str, ...] = ()
+    client_ip: str = ""
+    client_helo: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply: basic code, enhanced status code (RFC 3463) and text."""
+
+    code: int
+    enhanced: str
+    text: str
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    def line(self) -> str:
+        """The reply as SMTP lines joined by CRLF (no final CRLF)."""
+        lines = self.text.split("\n")
+        enh = f"{self.enhanced} " if self.enhanced else ""
+        last = len(lines) - 1
+        return "\r\n".join(
+            f"{self.code}{'-' if i < last else ' '}{enh}{text}" for i, text in enumerate(lines)
+        )
+
+    def __str__(self) -> str:
+        return self.line().replace("\r\n", " / ")
+
+
+class Action(enum.StrEnum):
+    """What a step did."""
+
+    APPLIED = "applied"   # changed the message
+    RECORDED = "recorded"  # learned something, bytes unchanged
+    SKIPPED = "skipped"   # chose not to act (with a reason)
+
+
+@dataclass(frozen=True, slots=True)
+class StepNote:
+    """One line of the audit trail: step name, what it did and why."""
+
+    step: str
+    action: Action
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"step": self.step, "action": str(self.action), "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the pipeline has learned about the message so far.
+
+    Each step adds to it by returning a new ``Known`` (``dataclasses.replace``);
+    nothing is mutated.  Later steps read what earlier ones found.
+    """
+
+    message_id: str = ""
+    list_address: str | None = None
+    list_source: str = ""          # "list-id", "envelope" or "" when unknown
+    list_policy: ListPolicy | None = None
+    extra: tuple[tuple[str, Any], ...] = ()  # named facts recorded by steps
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    message: RawMessage
+    known: Known = field(default_factory=Known)
+    notes: tuple[StepNote, ...] = ()
+
+    def note(self, step: str, action: Action, detail: str = "", **changes) -> Work:
+        """Return a new Work with a note appended and fields (message, known) replaced."""
+        return replace(self, notes=self.notes + (StepNote(step, action, detail),), **changes)
+
+    def learn(self, **facts) -> Known:
+        return replace(self.known, **facts)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything a step may consult besides the message.  Built by the edge."""
+
+    envelope: Envelope
+    policy: RelayPolicy
+    now: datetime
+    relist_id: str
+    facts: Facts = field(default_factory=Facts)
+    keys: Any = None   # signing keys (issue: sign late); opaque to steps that do not sign
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The immutable account of one transaction, as stored."""
+
+    relist_id: str
+    time: datetime
+    envelope: Envelope
+    message_id: str
+    list_address: str | None
+    size_in: int
+    size_out: int
+    steps: tuple[StepNote, ...]
+    reply: Reply | None = None   # relist's own refusal, if any
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def steps_applied(self) -> list[str]:
+        return [n.step for n in self.steps if n.action == Action.APPLIED]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the core decided: ``message`` is None when relist refuses (see ``reply``)."""
+
+    message: bytes | None
+    record: Record
+    reply: Reply | None

@@ -1,0 +1,65 @@
+"""identify: which list is this message from?
+
+First the List-Id field (RFC 2919), matched against the configured lists; a List-Id
+that matches no configured list is read the way Mailman writes it
+(``name.domain`` for ``name@domain``).  Without a List-Id, the envelope sender that
+Mailman uses for list mail and its own notices: ``<list>-bounces@<domain>`` or, with
+VERP, ``<list>-bounces+<member>@<domain>``.  The list's policy is the list's own
+section over ``[list_defaults]``; a list with no section gets the defaults.
+
+A message that belongs to no list is handled by ``unknown_list``: "pass" relays it
+unchanged (recorded), "defer" answers 4xx, "reject" answers 5xx.
+"""
+
+from __future__ import annotations
+
+import re
+
+from relist.core.errors import DeferMessage, RejectMessage
+from relist.core.model import Action, Context, Work
+
+NAME = "identify"
+
+_ANGLE = re.compile(r"<([^<>]+)>")
+_BOUNCES = re.compile(r"^(?P<list>.+)-bounces(?:\+[^@]*)?@(?P<domain>[^@]+)$", re.IGNORECASE)
+
+
+def list_id_value(text: str) -> str | None:
+    """The list-id proper from a List-Id field value (RFC 2919 §3: ``phrase <id>``)."""
+    m = _ANGLE.search(text)
+    value = (m.group(1) if m else text).strip().lower()
+    return value or None
+
+
+def apply(work: Work, ctx: Context) -> Work:
+    """See `relist.core.steps`."""
+    policy = ctx.policy
+    address = None
+    source = ""
+    list_id_text = work.message.header_text("list-id")
+    if list_id_text:
+        lid = list_id_value(list_id_text)
+        if lid:
+            configured = policy.list_for_id(lid)
+            if configured is not None:
+                address = configured.address
+            elif "." in lid:
+                name, _, domain = lid.partition(".")
+                address = f"{name}@{domain}"
+            source = "list-id" if address else ""
+    if address is None:
+        m = _BOUNCES.match(ctx.envelope.mail_from or "")
+        if m:
+            address = f"{m.group('list')}@{m.group('domain')}".lower()
+            source = "envelope"
+    if address is None:
+        detail = "no List-Id and the envelope sender is not a list's bounce address"
+        if policy.unknown_list == "defer":
+            raise DeferMessage(f"relist: {detail} (unknown_list = defer)", 451, "4.7.0")
+        if policy.unknown_list == "reject":
+            raise RejectMessage(f"relist: {detail}; this relay accepts list mail only", 550, "5.7.1")
+        return work.note(NAME, Action.SKIPPED, detail + "; passed unchanged (unknown_list = pass)")
+    lp = policy.list_for_address(address)
+    detail = f"{address} (from {source}{'' if lp.configured else ', list defaults'})"
+    return work.note(NAME, Action.RECORDED, detail,
+                     known=work.learn(list_address=address, list_source=source, list_policy=lp))

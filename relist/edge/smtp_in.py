@@ -1,0 +1,216 @@
+"""The SMTP front end: aiosmtpd hooks that relay in lock-step with the upstream MTA.
+
+Before-queue proxy semantics: MAIL FROM opens (or reuses) an upstream connection
+and is forwarded; each RCPT is forwarded and the MTA's reply becomes relist's reply;
+at the end of DATA the core runs, the result goes upstream, and the MTA's final
+reply is relist's reply.  relist answers 250 only after the MTA did, and anything it
+cannot finish is a 4xx.  The hooks only translate between SMTP and ``relist.app``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from datetime import datetime, timezone
+
+from aiosmtpd.smtp import SMTP
+
+from relist.app import Relay, new_relist_id
+from relist.core.model import Envelope, Record, Reply
+from relist.edge.smtp_out import Capabilities, Connection, UpstreamError
+
+__all__ = ["RelayHandler", "RelistSMTP", "is_allowed"]
+
+log = logging.getLogger("relist.smtpd")
+
+INTERNAL_ERROR = "relist: internal error (id {id}); try again later"
+
+
+def is_allowed(peer, networks) -> bool:
+    if not peer:
+        return False
+    try:
+        ip = ipaddress.ip_address(peer[0] if isinstance(peer, tuple) else peer)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+class RelistSMTP(SMTP):
+    """aiosmtpd's server with relist's connection policy."""
+
+    # Mailman and MUAs sometimes exceed RFC 5321's 1000-octet line; the MTA downstream
+    # copes, so relist relays such lines rather than answering a permanent 500.
+    line_length_limit = 1 << 20
+
+    def __init__(self, handler: RelayHandler, **kwargs):
+        super().__init__(handler, **kwargs)
+        self.relay_handler = handler
+
+    async def _handle_client(self) -> None:
+        # aiosmtpd has no connect hook; refuse clients outside allowed_clients here,
+        # before the greeting (RFC 5321 §3.1: 554 instead of 220).
+        peer = self.session.peer
+        if not is_allowed(peer, self.relay_handler.allowed):
+            log.warning("connect from %s refused: not in allowed_clients", peer)
+            await self.push(f"554 5.7.1 {self.hostname} relist: client {peer[0] if peer else '?'} "
+                            "is not in allowed_clients")
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    def connection_lost(self, error) -> None:
+        conn = getattr(self.session, "upstream", None)
+        if conn is not None:
+            self.session.upstream = None
+            conn.close()  # a transaction may be open upstream: abandon it
+        super().connection_lost(error)
+
+
+class RelayHandler:
+    """aiosmtpd hooks.  State per SMTP session lives on aiosmtpd's ``session``."""
+
+    def __init__(self, relay: Relay, allowed):
+        self.relay = relay
+        self.allowed = allowed
+
+    # -- helpers ------------------------------------------------------------------
+
+    async def _caps(self) -> Capabilities:
+        pool = self.relay.pool
+        if pool.caps is None:
+            try:
+                conn = await pool.acquire()
+                await pool.release(conn, clean=True)
+            except UpstreamError:
+                return Capabilities()
+        return pool.caps or Capabilities()
+
+    async def _drop_upstream(self, session, *, clean: bool = False) -> None:
+        conn: Connection | None = getattr(session, "upstream", None)
+        session.upstream = None
+        if conn is not None:
+            await self.relay.pool.release(conn, clean=clean)
+
+    # -- hooks --------------------------------------------------------------------
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        await self._drop_upstream(session)
+        caps = await self._caps()
+        out = []
+        for line in responses:
+            word = line[4:].split(" ")[0].upper()
+            if word == "8BITMIME" and not caps.eightbitmime:
+                continue
+            if word == "SMTPUTF8" and not caps.smtputf8:
+                continue
+            out.append(line)
+        out.insert(-1, "250-PIPELINING")
+        out.insert(-1, "250-ENHANCEDSTATUSCODES")
+        return out
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        await self._drop_upstream(session)  # e.g. after an oversize DATA left one open
+        session.relist_id = new_relist_id()
+        session.upstream_replies = {}
+        try:
+            conn = await self.relay.pool.acquire()
+        except UpstreamError as exc:
+            log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, address, exc.reply)
+            return exc.reply.line()
+        options = []
+        for opt in mail_options:
+            key = opt.split("=", 1)[0].upper()
+            if key == "SMTPUTF8":
+                if not conn.caps.smtputf8:
+                    await self.relay.pool.release(conn, clean=True)
+                    return "555 5.6.7 relist: the upstream MTA does not offer SMTPUTF8"
+                options.append(opt)
+            elif key == "BODY" and conn.caps.eightbitmime:
+                options.append(opt)
+            elif key == "SIZE" and conn.caps.size is not None:
+                options.append(opt)
+        try:
+            reply = await conn.mail(address, options)
+        except UpstreamError as exc:
+            conn.close()
+            return exc.reply.line()
+        if reply.code >= 300:
+            await self.relay.pool.release(conn, clean=True)
+            return reply.line()
+        session.upstream = conn
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return reply.line()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        conn: Connection | None = getattr(session, "upstream", None)
+        if conn is None or conn.broken:
+            reply = Reply(451, "4.4.2", "relist: connection to upstream MTA lost; try again later")
+        else:
+            try:
+                reply = await conn.rcpt(address)
+            except UpstreamError as exc:
+                reply = exc.reply
+        session.upstream_replies[address] = reply
+        if reply.code < 300:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(rcpt_options)
+        return reply.line()
+
+    async def handle_DATA(self, server, session, envelope):
+        started = time.monotonic()
+        relist_id = session.relist_id
+        raw = envelope.original_content
+        env = Envelope(
+            mail_from=envelope.mail_from,
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            mail_options=tuple(envelope.mail_options),
+            client_ip=str(session.peer[0]) if session.peer else "",
+            client_helo=session.host_name or "",
+        )
+        conn: Connection | None = getattr(session, "upstream", None)
+        session.upstream = None
+        record = None
+        upstream = dict(session.upstream_replies)
+        try:
+            if conn is None or conn.broken:
+                raise UpstreamError(Reply(451, "4.4.2", "relist: connection to upstream MTA lost; try again later"))
+            outcome = await self.relay.run(raw, env, relist_id)
+            record = outcome.record
+            if outcome.reply is not None:
+                reply = outcome.reply
+                await self.relay.pool.release(conn, clean=False)
+            else:
+                reply = (await conn.data(outcome.message))[0]
+                upstream["DATA"] = reply
+                await self.relay.pool.release(conn, clean=True)
+        except UpstreamError as exc:
+            reply = exc.reply
+            if conn is not None:
+                conn.close()
+        except Exception:  # noqa: BLE001 - a bug: never let it become a 5xx
+            log.exception("%s: internal error while processing message from=<%s>", relist_id, env.mail_from)
+            reply = Reply(451, "4.3.0", INTERNAL_ERROR.format(id=relist_id))
+            if conn is not None:
+                conn.close()
+        if record is None:
+            record = Record(relist_id, datetime.now(timezone.utc), env, "", None, len(raw), 0, (), reply)
+        self.relay.finish(relist_id, record, env, upstream, reply, started, len(raw))
+        return reply.line()
+
+    async def handle_RSET(self, server, session, envelope):
+        await self._drop_upstream(session)
+        return "250 2.0.0 Ok"
+
+    async def handle_QUIT(self, server, session, envelope):
+        await self._drop_upstream(session)
+        return "221 2.0.0 Bye"
+
+    async def handle_exception(self, error):
+        log.error("unexpected error in the SMTP session", exc_info=error)
+        return "451 4.3.0 relist: internal error; try again later"

@@ -1,0 +1,264 @@
+"""SMTP (or LMTP) to the next hop: a small asyncio client and a connection pool.
+
+Every failure is normalised into a ``Reply`` (RFC 5321 code, RFC 3463 enhanced code):
+a connection that cannot be made is ``451 4.4.1``, a timeout or a dropped connection
+``451 4.4.2``.  The caller never sees a socket exception, so nothing relist cannot
+finish can turn into a permanent failure for the sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+
+from relist.core.model import Reply
+
+__all__ = ["Capabilities", "UpstreamError", "Connection", "Pool", "dot_stuff"]
+
+log = logging.getLogger("relist.upstream")
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?: |$)")
+
+
+class UpstreamError(Exception):
+    """The connection is unusable; ``reply`` is what to tell the client."""
+
+    def __init__(self, reply: Reply):
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    esmtp: bool = False
+    size: int | None = None
+    eightbitmime: bool = False
+    smtputf8: bool = False
+    pipelining: bool = False
+
+    @classmethod
+    def from_ehlo(cls, lines: list[str]) -> Capabilities:
+        words = {}
+        for line in lines[1:]:
+            parts = line.split()
+            if parts:
+                words[parts[0].upper()] = parts[1:]
+        size = words.get("SIZE")
+        return cls(
+            esmtp=True,
+            size=int(size[0]) if size and size[0].isdigit() else None,
+            eightbitmime="8BITMIME" in words,
+            smtputf8="SMTPUTF8" in words,
+            pipelining="PIPELINING" in words,
+        )
+
+
+def parse_reply(code: int, lines: list[str]) -> Reply:
+    enhanced = ""
+    texts = []
+    for line in lines:
+        m = _ENHANCED.match(line)
+        if m:
+            enhanced = enhanced or m.group(1)
+            line = line[m.end():]
+        texts.append(line)
+    return Reply(code, enhanced, "\n".join(texts))
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """RFC 5321 §4.5.2 transparency, CRLF line ends, and the terminating dot."""
+    if data.count(b"\n") != data.count(b"\r\n"):  # bare LF somewhere: SMTP wants CRLF
+        data = _BARE_LF.sub(b"\r\n", data)
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if data and not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+def _lost(what: str) -> UpstreamError:
+    return UpstreamError(Reply(451, "4.4.2", f"relist: connection to upstream MTA lost {what}; try again later"))
+
+
+class Connection:
+    """One SMTP/LMTP session with the next hop."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, connect_timeout: float,
+                 helo: str, data_timeout: float = 600, lmtp: bool = False):
+        self.host, self.port = host, port
+        self.timeout = timeout
+        self.data_timeout = data_timeout
+        self.connect_timeout = connect_timeout
+        self.helo = helo
+        self.lmtp = lmtp
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.caps = Capabilities()
+        self.broken = False
+        self.transactions = 0
+
+    # -- low level --------------------------------------------------------------
+
+    async def _read_reply(self, what: str, timeout: float | None = None) -> Reply:
+        assert self.reader is not None
+        lines: list[str] = []
+        try:
+            while True:
+                raw = await asyncio.wait_for(self.reader.readline(), timeout or self.timeout)
+                if not raw:
+                    raise _lost(what)
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if len(line) < 3 or not line[:3].isdigit():
+                    raise UpstreamError(Reply(451, "4.5.0", f"relist: upstream MTA sent a malformed reply {what}"))
+                lines.append(line[4:])
+                if len(line) == 3 or line[3] != "-":
+                    return parse_reply(int(line[:3]), lines)
+        except asyncio.TimeoutError:
+            self.broken = True
+            raise UpstreamError(Reply(451, "4.4.2", f"relist: upstream MTA timed out {what}; try again later")) from None
+        except (ConnectionError, OSError):
+            self.broken = True
+            raise _lost(what) from None
+        except UpstreamError:
+            self.broken = True
+            raise
+
+    async def _send(self, data: bytes, what: str) -> None:
+        assert self.writer is not None
+        try:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), self.timeout)
+        except asyncio.TimeoutError:
+            self.broken = True
+            raise UpstreamError(Reply(451, "4.4.2", f"relist: upstream MTA timed out {what}; try again later")) from None
+        except (ConnectionError, OSError):
+            self.broken = True
+            raise _lost(what) from None
+
+    async def command(self, line: str, what: str = "") -> Reply:
+        await self._send(line.encode("utf-8") + b"\r\n", what or f"after {line.split()[0]}")
+        return await self._read_reply(what or f"after {line.split()[0]}")
+
+    # -- session ----------------------------------------------------------------
+
+    async def connect(self) -> Capabilities:
+        try:
+            self.reader, self.writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, limit=1 << 20), self.connect_timeout)
+        except (asyncio.TimeoutError, OSError) as exc:
+            self.broken = True
+            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else (exc.strerror or str(exc))
+            raise UpstreamError(Reply(451, "4.4.1",
+                                      f"relist: cannot connect to upstream MTA {self.host}:{self.port} "
+                                      f"({reason}); try again later")) from None
+        greeting = await self._read_reply("at greeting")
+        if greeting.code != 220:
+            self.broken = True
+            raise UpstreamError(Reply(451, "4.4.1", f"relist: upstream MTA refused the connection: {greeting}"))
+        verb = "LHLO" if self.lmtp else "EHLO"
+        reply = await self.command(f"{verb} {self.helo}")
+        if reply.code == 250:
+            self.caps = Capabilities.from_ehlo(reply.text.split("\n"))
+        elif not self.lmtp:
+            reply = await self.command(f"HELO {self.helo}")
+            if reply.code != 250:
+                self.broken = True
+                raise UpstreamError(Reply(451, "4.4.1", f"relist: upstream MTA refused HELO: {reply}"))
+            self.caps = Capabilities()
+        else:
+            self.broken = True
+            raise UpstreamError(Reply(451, "4.4.1", f"relist: LMTP server refused LHLO: {reply}"))
+        return self.caps
+
+    async def mail(self, sender: str, options: list[str]) -> Reply:
+        opts = "".join(" " + o for o in options)
+        return await self.command(f"MAIL FROM:<{sender}>{opts}")
+
+    async def rcpt(self, recipient: str, options: list[str] = ()) -> Reply:
+        opts = "".join(" " + o for o in options)
+        return await self.command(f"RCPT TO:<{recipient}>{opts}")
+
+    async def data(self, content: bytes, n_rcpts: int = 1) -> list[Reply]:
+        """Send DATA and the content; return the final reply (one per recipient in LMTP)."""
+        reply = await self.command("DATA")
+        if reply.code != 354:
+            return [reply] * (n_rcpts if self.lmtp else 1)
+        await self._send(dot_stuff(content), "during DATA")
+        self.transactions += 1
+        # RFC 5321 §4.5.3.2.6 suggests 10 minutes for the final reply ([upstream]
+        # data_timeout): giving up earlier risks a duplicate if the MTA did queue it.
+        count = n_rcpts if self.lmtp else 1
+        return [await self._read_reply("after end of DATA", self.data_timeout) for _ in range(count)]
+
+    async def rset(self) -> None:
+        reply = await self.command("RSET")
+        if reply.code != 250:
+            self.broken = True
+
+    async def quit(self) -> None:
+        if self.writer is None:
+            return
+        try:
+            if not self.broken:
+                self.writer.write(b"QUIT\r\n")
+                await asyncio.wait_for(self.reader.readline(), 2)
+        except Exception:  # noqa: BLE001 - closing anyway; nothing to report
+            pass
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.broken = True
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class Pool:
+    """A small pool of idle connections to one next hop.
+
+    A connection goes back to the pool only in a clean state (after a final DATA
+    reply or a successful RSET) and is dropped after ``max_transactions``.
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float, connect_timeout: float,
+                 helo: str, data_timeout: float = 600, size: int = 8, lmtp: bool = False,
+                 max_transactions: int = 1000):
+        self.host, self.port = host, port
+        self.kwargs = dict(timeout=timeout, connect_timeout=connect_timeout, helo=helo,
+                           data_timeout=data_timeout, lmtp=lmtp)
+        self.size = size
+        self.max_transactions = max_transactions
+        self.idle: list[Connection] = []
+        self.caps: Capabilities | None = None   # as last seen
+
+    async def acquire(self) -> Connection:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.broken and conn.reader is not None and not conn.reader.at_eof():
+                return conn
+            conn.close()
+        conn = Connection(self.host, self.port, **self.kwargs)
+        self.caps = await conn.connect()
+        return conn
+
+    async def release(self, conn: Connection, *, clean: bool) -> None:
+        """Return ``conn``; ``clean`` says no transaction is open on it."""
+        if not conn.broken and not clean:
+            try:
+                await conn.rset()
+            except UpstreamError:
+                conn.close()
+                return
+        if conn.broken or len(self.idle) >= self.size or conn.transactions >= self.max_transactions:
+            await conn.quit()
+            return
+        self.idle.append(conn)
+
+    async def close(self) -> None:
+        while self.idle:
+            await self.idle.pop().quit()

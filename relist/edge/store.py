@@ -1,0 +1,190 @@
+"""SQLite store: one row per transaction, written off the event loop.
+
+The record is secondary to delivery: a store failure (locked database, full disk)
+is logged and counted, and mail keeps flowing.  All writes go through one
+dedicated thread that owns the connection (sqlite3 connections are thread-affine)
+and commits in batches; the event loop only puts records on a queue.
+
+The schema is versioned with ``PRAGMA user_version``; ``MIGRATIONS[i]`` takes a
+database from version ``i`` to ``i + 1``.  Never edit a released migration: append.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from relist.core.model import Record, Reply
+
+__all__ = ["MIGRATIONS", "Store", "connect", "record_row"]
+
+log = logging.getLogger("relist.store")
+
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: transactions
+    """
+    CREATE TABLE transactions (
+        relist_id     TEXT PRIMARY KEY,
+        time          TEXT NOT NULL,            -- ISO 8601, UTC
+        client_ip     TEXT NOT NULL,
+        client_helo   TEXT NOT NULL,
+        mail_from     TEXT NOT NULL,
+        rcpt_tos      TEXT NOT NULL,            -- JSON list
+        message_id    TEXT NOT NULL,
+        list_address  TEXT,
+        size_in       INTEGER NOT NULL,
+        size_out      INTEGER NOT NULL,
+        steps         TEXT NOT NULL,            -- JSON list of {step, action, detail}
+        facts         TEXT NOT NULL DEFAULT '{}', -- JSON: what the steps learned
+        relist_reply  TEXT,                     -- relist's own refusal, if any
+        upstream      TEXT NOT NULL DEFAULT '{}', -- JSON {recipient: "code enhanced text"} + "DATA"
+        reply         TEXT NOT NULL DEFAULT '', -- the final reply given to the client
+        duration_ms   REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX transactions_message_id ON transactions(message_id);
+    CREATE INDEX transactions_list_time ON transactions(list_address, time);
+    """,
+)
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open (creating and migrating) the database at ``path``."""
+    path = Path(path)
+    if str(path) != ":memory:":
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=5, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise RuntimeError(f"database schema version {version} is newer than this relist "
+                           f"({len(MIGRATIONS)}); refusing to touch it")
+    while version < len(MIGRATIONS):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current == version:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def record_row(record: Record, upstream: dict[str, Reply], reply: Reply | None,
+               duration_ms: float) -> tuple:
+    env = record.envelope
+    return (
+        record.relist_id,
+        record.time.isoformat(),
+        env.client_ip,
+        env.client_helo,
+        env.mail_from,
+        json.dumps(list(env.rcpt_tos)),
+        record.message_id,
+        record.list_address,
+        record.size_in,
+        record.size_out,
+        json.dumps([n.as_dict() for n in record.steps]),
+        json.dumps({k: _jsonable(v) for k, v in record.extra}),
+        record.reply.line() if record.reply else None,
+        json.dumps({k: r.line() for k, r in upstream.items()}),
+        reply.line() if reply else "",
+        round(duration_ms, 3),
+    )
+
+
+_INSERT = "INSERT OR REPLACE INTO transactions VALUES (" + ",".join("?" * 16) + ")"
+
+
+class Store:
+    """Asynchronous writer: ``save()`` never blocks and never raises."""
+
+    def __init__(self, path: str | Path, *, batch: int = 256):
+        self.path = path
+        self.batch = batch
+        self.failures = 0
+        self.written = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="relist-store", daemon=True)
+        self._conn = connect(path)  # fail loudly at start-up, not per message
+        self._thread.start()
+
+    def save(self, record: Record, upstream: dict[str, Reply], reply: Reply | None,
+             duration_ms: float) -> None:
+        try:
+            self._queue.put(record_row(record, upstream, reply, duration_ms))
+        except Exception:  # noqa: BLE001 - the record is secondary to delivery
+            self.failures += 1
+            log.exception("%s: could not serialise the record", record.relist_id)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            rows = [item]
+            stop = False
+            while len(rows) < self.batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                rows.append(nxt)
+            self._write(rows)
+            if stop:
+                break
+        self._conn.close()
+
+    def _write(self, rows: list[tuple]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+            try:
+                conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self.written += len(rows)
+        except sqlite3.Error as exc:
+            self.failures += len(rows)
+            log.error("store: %d record(s) not written (%s); mail is not affected; "
+                      "ids: %s", len(rows), exc, ",".join(r[0] for r in rows[:10]))
+
+    def close(self, timeout: float = 10) -> None:
+        """Flush what is queued and stop the writer thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)

@@ -1,0 +1,161 @@
+"""An upstream MTA stand-in: an aiosmtpd server that records what it accepts and can
+be told to misbehave (the fake MTA with an error-injection queue, as Mailman's
+``testing/mta.py``).
+
+Injections are consumed in order, each for one command (``"MAIL"``, ``"RCPT"``,
+``"DATA"``) and optionally one address:
+
+* a reply string, e.g. ``"550 5.1.1 no such user"``: answered instead of the default;
+* ``"hang"``: wait ``hang_seconds`` before answering (a slow or stuck MTA);
+* ``"drop"``: close the connection without answering;
+* ``"drop-mid-data"`` (DATA only): read part of the data, then close.
+
+Only messages answered 250 at end of DATA are in ``messages``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiosmtpd.smtp import SMTP
+
+from relist.sandbox.loop import LoopThread
+
+__all__ = ["Delivered", "Sink"]
+
+
+@dataclass
+class Delivered:
+    mail_from: str
+    rcpt_tos: list[str]
+    mail_options: list[str]
+    data: bytes
+
+
+@dataclass
+class Injection:
+    command: str
+    action: str
+    address: str | None = None
+
+
+class _SinkSMTP(SMTP):
+    async def smtp_DATA(self, arg):
+        sink: Sink = self.event_handler
+        inj = sink._take("DATA", None, peek=True)
+        if inj is not None and inj.action == "drop-mid-data" and self.envelope.rcpt_tos:
+            sink._take("DATA", None)
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            await self._reader.readline()
+            self.transport.close()
+            return
+        await super().smtp_DATA(arg)
+
+
+class Sink:
+    def __init__(self, *, eightbitmime: bool = True, smtputf8: bool = True,
+                 hang_seconds: float = 30.0, reply: str = "250 2.0.0 Ok: queued as {n}"):
+        self.eightbitmime = eightbitmime
+        self.smtputf8 = smtputf8
+        self.hang_seconds = hang_seconds
+        self.reply = reply
+        self.messages: list[Delivered] = []
+        self.injections: list[Injection] = []
+        self.connections = 0
+        self._thread: LoopThread | None = None
+        self._server = None
+
+    # -- control ------------------------------------------------------------------
+
+    def inject(self, command: str, action: str, address: str | None = None) -> None:
+        self.injections.append(Injection(command.upper(), action, address))
+
+    def _take(self, command: str, address: str | None, peek: bool = False) -> Injection | None:
+        for i, inj in enumerate(self.injections):
+            if inj.command == command and (inj.address is None or inj.address == address):
+                return inj if peek else self.injections.pop(i)
+        return None
+
+    async def _injected(self, server, command: str, address: str | None = None):
+        inj = self._take(command, address)
+        if inj is None:
+            return None
+        if inj.action == "hang":
+            await asyncio.sleep(self.hang_seconds)
+            return None
+        if inj.action == "drop":
+            server.transport.close()
+            return "421 4.4.2 dropped"  # never seen by the peer: the connection is gone
+        return inj.action
+
+    # -- aiosmtpd hooks -------------------------------------------------------------
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        out = []
+        for line in responses:
+            word = line[4:].split(" ")[0].upper()
+            if (word == "8BITMIME" and not self.eightbitmime) or (word == "SMTPUTF8" and not self.smtputf8):
+                continue
+            out.append(line)
+        return out
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = await self._injected(server, "MAIL", address)
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = await self._injected(server, "RCPT", address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await self._injected(server, "DATA")
+        if reply:
+            return reply
+        self.messages.append(Delivered(envelope.mail_from, list(envelope.rcpt_tos),
+                                       list(envelope.mail_options), envelope.original_content))
+        return self.reply.format(n=len(self.messages))
+
+    # -- running --------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> Sink:
+        self._thread = LoopThread("sink")
+        loop = self._thread.loop
+
+        def factory():
+            self.connections += 1
+            return _SinkSMTP(self, hostname="sink.test", enable_SMTPUTF8=True,
+                             data_size_limit=None, loop=loop)
+
+        async def create():
+            return await loop.create_server(factory, host, port)
+        self._server = self._thread.call(create())
+        return self
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+
+        async def close():
+            self._server.close()
+        self._thread.call(close())
+        self._thread.close()
+        self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

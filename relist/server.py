@@ -1,0 +1,182 @@
+"""Run relist: logging, the listening socket, worker processes, clean shutdown.
+
+With ``[server] workers = N`` (0 = one per CPU) the parent binds the listening socket
+and forks N workers that accept on it, each with its own event loop, upstream pool
+and store writer: the CPU work (parsing, verification, signing) then uses every core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from relist.app import Relay
+from relist.config import Config
+from relist.edge.smtp_in import RelayHandler, RelistSMTP
+from relist.edge.store import Store
+
+__all__ = ["Server", "ThreadedServer", "bind", "serve", "setup_logging"]
+
+log = logging.getLogger("relist")
+
+
+def setup_logging(level: str = "info", stream=None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s relist[%(process)d]: %(message)s"))
+    root = logging.getLogger("relist")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    # aiosmtpd logs every command at INFO; keep it to warnings.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def bind(listen: tuple[str, int]) -> socket.socket:
+    host, port = listen
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class Server:
+    """One process's relist: a listener plus its Relay."""
+
+    config: Config
+    use_store: bool = True
+    relay: Relay | None = None
+    servers: list = field(default_factory=list)
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        cfg = self.config
+        store = Store(cfg.store["path"]) if self.use_store else None
+        self.relay = Relay(cfg, store=store, resolver=self._resolver())
+        handler = RelayHandler(self.relay, cfg.server["allowed_clients"])
+        loop = asyncio.get_running_loop()
+
+        def factory():
+            return RelistSMTP(handler, hostname=cfg.hostname, ident="relist ESMTP",
+                              data_size_limit=cfg.server["max_message_size"],
+                              enable_SMTPUTF8=True, loop=loop)
+        if sock is None:
+            host, port = cfg.server["listen"]
+            sock = bind((host, port))
+        self.servers.append(await loop.create_server(factory, sock=sock))
+
+    def _resolver(self):
+        try:
+            from relist.edge.dns import Resolver
+        except ImportError:
+            return None
+        return Resolver.from_config(self.config)
+
+    @property
+    def port(self) -> int:
+        return self.servers[0].sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for srv in self.servers:
+            srv.close()
+            await srv.wait_closed()
+        if self.relay is not None:
+            await self.relay.pool.close()
+            if self.relay.store is not None:
+                await asyncio.to_thread(self.relay.store.close)
+
+
+class ThreadedServer:
+    """A Server on its own event loop in a thread (tests, ``relist demo``)."""
+
+    def __init__(self, config: Config, use_store: bool = True):
+        self.server = Server(config, use_store=use_store)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="relist")
+
+    def start(self) -> ThreadedServer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def relay(self) -> Relay:
+        return self.server.relay
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+async def _run_until_signal(config: Config, sock: socket.socket) -> None:
+    server = Server(config)
+    await server.start(sock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: %s", server.relay.counters)
+    await server.stop()
+
+
+def serve(config: Config) -> int:
+    """``relist serve``: run until SIGTERM/SIGINT."""
+    setup_logging(config.log["level"])
+    listen = config.server["listen"]
+    sock = bind(listen)
+    workers = config.server["workers"] or os.cpu_count() or 1
+    log.info("listening on %s:%d, relaying to %s:%d, %d worker(s)", listen[0], listen[1],
+             config.upstream["host"], config.upstream["port"], workers)
+    if workers == 1:
+        asyncio.run(_run_until_signal(config, sock))
+        return 0
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                asyncio.run(_run_until_signal(config, sock))
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(signum, _frame):
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in children:
+        while True:
+            try:
+                _, st = os.waitpid(pid, 0)
+                status = status or (os.waitstatus_to_exitcode(st) != 0)
+                break
+            except InterruptedError:
+                continue
+    return int(status)
+
