@@ -123,7 +123,54 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 
 # Per-list keys: valid in [list_defaults] and in every [lists."ADDRESS"].
-LIST_SCHEMA: dict[str, Key] = {}
+def _strings(v, key):
+    if not all(isinstance(x, str) for x in v):
+        raise ConfigError(f"{key} = {v!r}: expected a list of strings")
+    return tuple(v)
+
+
+def _canon(v, key):
+    head, _, body = v.partition("/")
+    body = body or "simple"
+    if head not in ("simple", "relaxed") or body not in ("simple", "relaxed"):
+        raise ConfigError(f"{key} = {v!r}: expected HEADER/BODY with each simple or relaxed")
+    return f"{head}/{body}"
+
+
+def _reply_to(v, key):
+    if v not in ("", "list") and "@" not in v:
+        raise ConfigError(f"{key} = {v!r}: expected \"\" (leave alone), \"list\" or an address")
+    return v
+
+
+LIST_SCHEMA: dict[str, Key] = {
+    "mode": Key(str, "resign", _one_of("preserve", "resign", "auto")),
+    "strip": Key(str, "all", _one_of("all", "broken")),
+    "display_name": Key(str, ""),
+    "footer": Key(str, ""),
+    "subject_prefix": Key(str, ""),
+    "add_sender": Key(bool, True),
+    "list_headers": Key(str, "keep", _one_of("keep", "replace")),
+    "reply_to": Key(str, "", _reply_to),
+    "remove_headers": Key(list, [], _strings),
+    "archive_url": Key(str, ""),
+    "unsubscribe_url": Key(str, ""),
+    "help_url": Key(str, ""),
+    "subscribe_url": Key(str, ""),
+    "signing_domain": Key(str, ""),
+    "selector": Key(str, ""),
+    "private_key": Key(str, ""),
+    "ed25519_selector": Key(str, ""),
+    "ed25519_private_key": Key(str, ""),
+    "canonicalization": Key(str, "relaxed/relaxed", _canon),
+    "sign_headers": Key(list, [], _strings),
+    "signature_ttl": Key(int, 0, _non_negative),
+    "arc_seal": Key(bool, True),
+    "dmarc_mitigation": Key(str, "munge_from", _one_of("none", "munge_from", "wrap")),
+    "dmarc_trigger": Key(str, "policy", _one_of("policy", "always", "evidence")),
+    "munge_phrase": Key(str, "{name} via {list_name}"),
+    "downgrade_8bit": Key(bool, False),
+}
 
 
 @dataclass(frozen=True)
@@ -156,7 +203,8 @@ def _check(key: Key, value: Any, name: str) -> Any:
     return key.check(value, name) if key.check else value
 
 
-def _section(schema: dict[str, Key], data: Any, where: str) -> dict[str, Any]:
+def _section(schema: dict[str, Key], data: Any, where: str, fill: bool = True) -> dict[str, Any]:
+    """Validate one table; with ``fill`` add defaults for absent keys."""
     if not isinstance(data, dict):
         raise ConfigError(f"[{where}] must be a table")
     unknown = sorted(set(data) - set(schema))
@@ -164,8 +212,8 @@ def _section(schema: dict[str, Key], data: Any, where: str) -> dict[str, Any]:
         raise ConfigError(f"[{where}] {unknown[0]}: unknown key (known: {', '.join(sorted(schema))})")
     out = {}
     for name, key in schema.items():
-        value = data.get(name, key.default)
-        out[name] = _check(key, value, f"[{where}] {name}")
+        if name in data or fill:
+            out[name] = _check(key, data.get(name, key.default), f"[{where}] {name}")
     return out
 
 
@@ -188,7 +236,7 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     for address, section in lists_data.items():
         if "@" not in address or address.count("@") != 1 or address.startswith("@"):
             raise ConfigError(f"[lists.{address!r}]: the section name must be a list address like \"name@example.org\"")
-        merged = {**defaults, **_section(LIST_SCHEMA, section, f"lists.{address!r}")}
+        merged = {**defaults, **_section(LIST_SCHEMA, section, f"lists.{address!r}", fill=False)}
         lists.append(_list_policy(merged, address.lower(), True))
     hostname = sections["server"]["hostname"] or socket.getfqdn()
     relay = RelayPolicy(

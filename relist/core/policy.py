@@ -23,6 +23,36 @@ class ListPolicy:
     address: str = ""
     configured: bool = False   # True when the list has its own section
 
+    # -- what the list does to a post (transformations) --------------------------
+    mode: str = "resign"                 # "preserve" | "resign" | "auto"
+    strip: str = "all"                   # resign mode: which poster signatures go: "all" | "broken"
+    display_name: str = ""               # list's name for templates; default: local part
+    footer: str = ""                     # footer template; empty: no footer
+    subject_prefix: str = ""             # e.g. "[{list_name}] "; empty: none
+    add_sender: bool = True              # Sender: <list>-bounces@<domain>
+    list_headers: str = "keep"           # "keep" Mailman's List-* fields, or "replace" them
+    reply_to: str = ""                   # "" (leave), "list", or an address
+    remove_headers: tuple[str, ...] = ()
+    archive_url: str = ""
+    unsubscribe_url: str = ""            # https URL enables RFC 8058 one-click
+    help_url: str = ""
+    subscribe_url: str = ""
+
+    # -- signing (DKIM and ARC under the list's domain) --------------------------
+    signing_domain: str = ""             # d=; default: the list's domain
+    selector: str = ""                   # RSA selector; empty: no RSA signature
+    private_key: str = ""                # path to the RSA private key (PEM)
+    ed25519_selector: str = ""
+    ed25519_private_key: str = ""
+    canonicalization: str = "relaxed/relaxed"
+    sign_headers: tuple[str, ...] = ()   # empty: the default oversigned list
+    signature_ttl: int = 0               # x= = t= + ttl seconds; 0: no x=
+    arc_seal: bool = True
+    dmarc_mitigation: str = "munge_from"  # "none" | "munge_from" | "wrap"
+    dmarc_trigger: str = "policy"        # "policy" | "always" | "evidence"
+    munge_phrase: str = "{name} via {list_name}"
+    downgrade_8bit: bool = False
+
     @property
     def list_id(self) -> str:
         return list_id_for(self.address)
@@ -30,6 +60,11 @@ class ListPolicy:
     @property
     def name(self) -> str:
         return self.address.split("@", 1)[0]
+
+    @property
+    def bounces_address(self) -> str:
+        name, _, domain = self.address.partition("@")
+        return f"{name}-bounces@{domain}"
 
     @property
     def domain(self) -> str:
