@@ -117,6 +117,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "nameservers": Key(list, [], _hostports),
         "timeout": Key((int, float), 5, _positive),
     },
+    "verify": {
+        "max_signatures": Key(int, 10, _positive),
+        "min_key_bits": Key(int, 1024, _positive),
+    },
     "log": {
         "level": Key(str, "info", _one_of("debug", "info", "warning", "error")),
     },
@@ -183,6 +187,7 @@ class Config:
     store: dict[str, Any]
     dns: dict[str, Any]
     log: dict[str, Any]
+    verify: dict[str, Any]
     relay: RelayPolicy = field(default_factory=RelayPolicy)
 
     @property
@@ -191,7 +196,7 @@ class Config:
 
     @property
     def authserv_id(self) -> str:
-        return self.server["authserv_id"] or self.relay.hostname
+        return self.relay.authserv_id
 
 
 def _check(key: Key, value: Any, name: str) -> Any:
@@ -241,6 +246,9 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     hostname = sections["server"]["hostname"] or socket.getfqdn()
     relay = RelayPolicy(
         hostname=hostname,
+        authserv_id=sections["server"]["authserv_id"] or hostname,
+        max_signatures=sections["verify"]["max_signatures"],
+        min_key_bits=sections["verify"]["min_key_bits"],
         add_received=sections["server"]["add_received"],
         unknown_list=sections["server"]["unknown_list"],
         defaults=_list_policy(defaults, "", False),

@@ -89,6 +89,7 @@ class Known:
     list_address: str | None = None
     list_source: str = ""          # "list-id", "envelope" or "" when unknown
     list_policy: ListPolicy | None = None
+    verdict: Any = None            # relist.core.auth results: what verification found
     extra: tuple[tuple[str, Any], ...] = ()  # named facts recorded by steps
 
 
@@ -131,6 +132,7 @@ class Record:
     size_out: int
     steps: tuple[StepNote, ...]
     reply: Reply | None = None   # relist's own refusal, if any
+    verdict: Any = None          # verification results (see Known.verdict)
     extra: tuple[tuple[str, Any], ...] = ()
 
     def steps_applied(self) -> list[str]:

@@ -66,6 +66,7 @@ def process(raw: bytes, ctx: Context) -> Outcome:
         size_out=len(out) if out is not None else 0,
         steps=work.notes,
         reply=reply,
+        verdict=work.known.verdict,
         extra=work.known.extra,
     )
     return Outcome(out, record, reply)

@@ -76,6 +76,9 @@ class RelayPolicy:
     """Global settings the core needs."""
 
     hostname: str = "localhost"
+    authserv_id: str = "localhost"       # RFC 8601 authserv-id of relist's own results
+    max_signatures: int = 10             # verify at most this many signatures per message
+    min_key_bits: int = 1024             # RFC 8301 §3.2: smaller RSA keys fail
     add_received: bool = True
     unknown_list: str = "pass"          # "pass" | "defer" | "reject"
     defaults: ListPolicy = field(default_factory=ListPolicy)

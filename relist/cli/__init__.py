@@ -23,6 +23,11 @@ def _demo(args) -> int:
     return run(verbose=args.verbose, fixtures=args.fixtures)
 
 
+# Commands that live in their own module: each has add_parser(sub) which registers
+# the sub-command and sets ``func``.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relist", description=__doc__.split(".")[0])
     parser.add_argument("--version", action="version", version=f"relist {__version__}")
@@ -37,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print the relayed messages' headers")
     p.add_argument("--fixtures", help="corpus directory (default: the fixtures/mailman corpus)")
     p.set_defaults(func=_demo)
+
+    import importlib
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"relist.cli.{name}").add_parser(sub)
     return parser
 
 
