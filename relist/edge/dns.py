@@ -1,0 +1,138 @@
+"""DNS edge: answer the core's Questions with three-valued Answers.
+
+* FOUND: the TXT records (each record's strings joined, RFC 6376 §3.6.2.2);
+* ABSENT: NXDOMAIN or NODATA (no TXT record at that name);
+* TEMPERROR: every nameserver timed out or answered SERVFAIL/REFUSED/...
+
+Answers are cached for their TTL (negative answers for the SOA minimum, RFC 2308
+§5), and concurrent questions for the same name share one query, so 1000 posts
+signed with one key arriving together cost one lookup.  Nameservers come from
+``[dns] nameservers`` ("HOST:PORT", so tests can use a loopback server), else
+from /etc/resolv.conf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+
+from relist.core.facts import Answer, Facts, Question, Status
+
+__all__ = ["Resolver"]
+
+log = logging.getLogger("relist.dns")
+
+MAX_TTL = 86400
+NEGATIVE_TTL_DEFAULT = 300
+TEMPERROR_TTL = 0   # never cached: the next message asks again
+
+
+def system_nameservers() -> list[tuple[str, int]]:
+    try:
+        return [(ns, 53) for ns in dns.resolver.Resolver().nameservers]
+    except dns.resolver.NoResolverConfiguration:
+        return []
+
+
+class Resolver:
+    def __init__(self, nameservers: list[tuple[str, int]] | None = None, timeout: float = 5.0,
+                 cache_size: int = 50_000):
+        self.nameservers = list(nameservers or system_nameservers())
+        self.timeout = timeout
+        self.cache_size = cache_size
+        self._cache: OrderedDict[Question, tuple[float, Answer]] = OrderedDict()
+        self._inflight: dict[Question, asyncio.Future] = {}
+        self.queries = 0     # sent to a nameserver (for the benchmark and tests)
+        self.cache_hits = 0
+
+    @classmethod
+    def from_config(cls, config) -> Resolver:
+        return cls(list(config.dns["nameservers"]), float(config.dns["timeout"]))
+
+    async def resolve(self, questions) -> Facts:
+        questions = list(questions)
+        answers = await asyncio.gather(*(self.answer(q) for q in questions))
+        return Facts(dict(zip(questions, answers)))
+
+    async def answer(self, q: Question) -> Answer:
+        hit = self._cache.get(q)
+        if hit is not None:
+            expires, ans = hit
+            if expires > time.monotonic():
+                self.cache_hits += 1
+                return ans
+            del self._cache[q]
+        pending = self._inflight.get(q)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[q] = fut
+        try:
+            ans, ttl = await self._query(q)
+            if ttl > 0:
+                self._cache[q] = (time.monotonic() + ttl, ans)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            fut.set_result(ans)
+            return ans
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters re-raise it
+            raise
+        finally:
+            del self._inflight[q]
+
+    async def _query(self, q: Question) -> tuple[Answer, float]:
+        try:
+            qname = dns.name.from_text(q.qname)
+        except dns.exception.DNSException as exc:
+            return Answer(Status.ABSENT, (), f"bad name: {exc}"), NEGATIVE_TTL_DEFAULT
+        rdtype = dns.rdatatype.from_text(q.rdtype)
+        request = dns.message.make_query(qname, rdtype)
+        last = "no nameservers configured"
+        for host, port in self.nameservers:
+            self.queries += 1
+            try:
+                response = await dns.asyncquery.udp(request, host, port=port, timeout=self.timeout)
+                if response.flags & dns.flags.TC:
+                    response = await dns.asyncquery.tcp(request, host, port=port, timeout=self.timeout)
+            except dns.exception.Timeout:
+                last = f"timeout ({host}:{port})"
+                continue
+            except (OSError, dns.exception.DNSException) as exc:
+                last = f"{type(exc).__name__} ({host}:{port})"
+                continue
+            rcode = response.rcode()
+            if rcode == dns.rcode.NXDOMAIN:
+                return Answer(Status.ABSENT, (), "NXDOMAIN"), _negative_ttl(response)
+            if rcode != dns.rcode.NOERROR:
+                last = f"{dns.rcode.to_text(rcode)} ({host}:{port})"
+                continue
+            records, ttl = [], MAX_TTL
+            for rrset in response.answer:
+                if rrset.rdtype == rdtype:
+                    ttl = min(ttl, rrset.ttl)
+                    records.extend(b"".join(rd.strings) for rd in rrset)
+            if not records:
+                return Answer(Status.ABSENT, (), "NODATA"), _negative_ttl(response)
+            return Answer(Status.FOUND, tuple(records)), ttl
+        log.warning("DNS %s %s: temporary error: %s", q.qname, q.rdtype, last)
+        return Answer(Status.TEMPERROR, (), last), TEMPERROR_TTL
+
+
+def _negative_ttl(response) -> float:
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return min(rrset.ttl, rrset[0].minimum, MAX_TTL)
+    return NEGATIVE_TTL_DEFAULT
