@@ -1,0 +1,43 @@
+#!/bin/sh
+# Install what relist needs into ./.venv (and, with --test, the Debian tools the
+# test suite uses as independent peers).  Idempotent; used by demo.sh and test.sh.
+set -eu
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "setup: need root for: $*" >&2; return 1; fi
+}
+
+apt_install() {
+    missing=""
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+    done
+    [ -z "$missing" ] && return 0
+    echo "setup: installing Debian packages:$missing"
+    as_root apt-get update -qq
+    echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    if ! $PY -m venv .venv 2>/dev/null; then
+        rm -rf .venv
+        apt_install python3-venv
+        $PY -m venv .venv
+    fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if [ $want_test = 1 ]; then
+    # Independent verifiers and load tools the tests and benchmarks use:
+    # Perl Mail::DKIM (+ CryptX for Ed25519), OpenDKIM, Postfix's smtp-source/smtp-sink.
+    apt_install libmail-dkim-perl libcryptx-perl opendkim opendkim-tools postfix
+    .venv/bin/python -m pip install -q -e '.[test]'
+else
+    .venv/bin/python -m pip install -q -e .
+fi

@@ -1,0 +1,90 @@
+"""Configuration: the shipped file is valid and documents every key; errors name keys."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from relist.cli import main
+from relist.config import LIST_SCHEMA, SCHEMA, ConfigError, load, parse
+from tests.conftest import ROOT
+
+CONF = ROOT / "conf" / "relist.toml"
+
+
+def test_shipped_config_is_valid():
+    cfg = load(CONF)
+    assert cfg.server["listen"] == ("127.0.0.1", 10026)
+    assert cfg.upstream["port"] == 10025
+    assert cfg.relay.defaults.mode == "resign"
+
+
+def test_shipped_config_lists_every_key_with_its_default():
+    data = tomllib.loads(CONF.read_text())
+    for section, keys in SCHEMA.items():
+        for name, key in keys.items():
+            assert name in data[section], f"[{section}] {name} missing from conf/relist.toml"
+            assert data[section][name] == key.default, f"[{section}] {name}: shown value is not the default"
+    for name, key in LIST_SCHEMA.items():
+        assert data["list_defaults"].get(name) == key.default, f"[list_defaults] {name}"
+
+
+def test_every_key_has_a_comment():
+    lines = CONF.read_text().splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^([a-z_0-9]+) = ", line)
+        if m:
+            # Either commented directly, or grouped under the comment of the key above
+            # (host/port).
+            above = lines[i - 1]
+            assert above.startswith("#") or re.match(r"^[a-z_0-9]+ = ", above), f"{m.group(1)} has no comment"
+
+
+BAD = [
+    ({"server": {"listen": "localhost"}}, "[server] listen = 'localhost'"),
+    ({"server": {"listen": "127.0.0.1:99999"}}, "[server] listen"),
+    ({"server": {"allowed_clients": ["10.0.0.0/8", "nonsense"]}}, "'nonsense' is not an IP network"),
+    ({"server": {"max_message_size": -1}}, "[server] max_message_size = -1"),
+    ({"server": {"workers": "2"}}, "[server] workers = '2': expected int"),
+    ({"upstream": {"port": True}}, "[upstream] port = True"),
+    ({"upstream": {"hots": "x"}}, "[upstream] hots: unknown key"),
+    ({"dns": {"nameservers": ["127.0.0.1"]}}, "[dns] nameservers = '127.0.0.1'"),
+    ({"storage": {}}, "[storage]: unknown section"),
+    ({"lists": {"nolist": {}}}, "must be a list address"),
+    ({"lists": {"a@b.org": {"mode": "keep"}}}, "[lists.'a@b.org'] mode = 'keep': must be one of"),
+    ({"list_defaults": {"canonicalization": "relaxed/loose"}}, "canonicalization = 'relaxed/loose'"),
+    ({"list_defaults": {"reply_to": "somewhere"}}, "[list_defaults] reply_to = 'somewhere'"),
+]
+
+
+@pytest.mark.parametrize("data,message", BAD, ids=[m[:40] for _, m in BAD])
+def test_errors_name_the_key_and_value(data, message):
+    with pytest.raises(ConfigError) as err:
+        parse(data)
+    assert message in str(err.value)
+
+
+def test_list_section_overrides_defaults_only_where_set():
+    cfg = parse({"list_defaults": {"footer": "F", "mode": "auto"},
+                 "lists": {"A@B.org": {"mode": "preserve"}}})
+    lp = cfg.relay.list_for_address("a@b.org")
+    assert (lp.footer, lp.mode, lp.configured) == ("F", "preserve", True)
+    other = cfg.relay.list_for_address("other@b.org")
+    assert (other.footer, other.mode, other.configured) == ("F", "auto", False)
+
+
+def test_relist_config_environment_variable(tmp_path, monkeypatch):
+    path = tmp_path / "r.toml"
+    path.write_text('[upstream]\nport = 2525\n')
+    monkeypatch.setenv("RELIST_CONFIG", str(path))
+    assert load().upstream["port"] == 2525
+
+
+def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys):
+    path = tmp_path / "r.toml"
+    path.write_text('[server]\nlisten = "nowhere"\n')
+    assert main(["serve", "-c", str(path)]) == 2
+    assert "[server] listen = 'nowhere'" in capsys.readouterr().err
+    assert main(["serve", "-c", str(tmp_path / "missing.toml")]) == 2
