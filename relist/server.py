@@ -140,6 +140,18 @@ async def _run_until_signal(config: Config, sock: socket.socket) -> None:
     await server.stop()
 
 
+def _run(coro) -> None:
+    """asyncio.run on uvloop where available (libuv: about half the per-message event
+    loop cost of the stdlib loop for relist's many small socket operations)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
+
 def serve(config: Config) -> int:
     """``relist serve``: run until SIGTERM/SIGINT."""
     setup_logging(config.log["level"])
@@ -149,14 +161,14 @@ def serve(config: Config) -> int:
     log.info("listening on %s:%d, relaying to %s:%d, %d worker(s)", listen[0], listen[1],
              config.upstream["host"], config.upstream["port"], workers)
     if workers == 1:
-        asyncio.run(_run_until_signal(config, sock))
+        _run(_run_until_signal(config, sock))
         return 0
     children = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
             try:
-                asyncio.run(_run_until_signal(config, sock))
+                _run(_run_until_signal(config, sock))
             finally:
                 os._exit(0)
         children.append(pid)

@@ -245,3 +245,11 @@ def test_store_failure_does_not_stop_mail(relist_server, sink):
         assert c.sendmail(SENDER, ["a@example.com"], MSG) == {}
     assert len(sink.messages) == 1
     assert wait_for(lambda: store.failures >= 1)
+
+
+@pytest.mark.parametrize("sender", ["", '"odd local"@example.com', "list-bounces+m=example.com@lists.example.org"],
+                         ids=["null-sender", "quoted-local-part", "verp"])
+def test_envelope_sender_forms_relay_unchanged(relist_server, sink, sender):
+    with client(relist_server.port) as c:
+        assert c.sendmail(sender, ["a@example.com"], MSG) == {}
+    assert sink.messages[0].mail_from == sender

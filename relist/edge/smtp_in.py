@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import time
 from datetime import datetime, timezone
 
@@ -25,6 +26,10 @@ __all__ = ["RelayHandler", "RelistSMTP", "is_allowed"]
 log = logging.getLogger("relist.smtpd")
 
 INTERNAL_ERROR = "relist: internal error (id {id}); try again later"
+
+# "<dot-atom@domain>" and what follows: the form Mailman and MTAs always use.
+_SIMPLE_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                          r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)\Z", re.DOTALL)
 
 
 def is_allowed(peer, networks) -> bool:
@@ -61,6 +66,15 @@ class RelistSMTP(SMTP):
             self.transport.close()
             return
         await super()._handle_client()
+
+    def _getaddr(self, arg):
+        # aiosmtpd parses every path with the email package's RFC 5322 parser (about
+        # a tenth of relist's per-message CPU); the plain "<local@domain>" form needs
+        # only this regex.  Anything else (quoted local parts, "<>") goes the long way.
+        m = _SIMPLE_PATH.match(arg or "")
+        if m:
+            return m.group(1), m.group(2)
+        return super()._getaddr(arg)
 
     def connection_lost(self, error) -> None:
         conn = getattr(self.session, "upstream", None)

@@ -1,0 +1,167 @@
+"""Relay throughput: smtp-source -> relist -> smtp-sink beside smtp-source -> smtp-sink.
+
+Run by hand (not part of the test suite):
+
+    .venv/bin/python bench/bench_relay.py [--messages 20000] [--sessions 4] [--size 4096]
+                                          [--recipients 1] [--workers 2] [--config conf.toml]
+
+Postfix's load tools come from the Debian package ``postfix``.  Both paths run in
+the same invocation, so the direct figure shows the load generator's headroom on
+this machine.  relist's CPU time (all its processes) is read from /proc.  With
+``--config`` the given file's lists/keys are used (e.g. to benchmark re-signing);
+listen/upstream/store are always overridden.  Everything binds 127.0.0.1 and stops
+by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of ``pid`` and all its live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(c) for c in children]
+    except FileNotFoundError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (FileNotFoundError, IndexError):
+            pass
+    return total
+
+
+def source(port: int, args) -> float:
+    cmd = ["smtp-source", "-d", "-s", str(args.sessions), "-m", str(args.messages), "-l", str(args.size),
+           "-f", "bench-bounces@lists.example.org", "-t", "member@example.com",
+           "-r", str(args.recipients), "-M", "mailman.bench", f"127.0.0.1:{port}"]
+    started = time.monotonic()
+    subprocess.run(cmd, check=True, timeout=args.timeout)
+    return time.monotonic() - started
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=20000)
+    ap.add_argument("--sessions", type=int, default=4)
+    ap.add_argument("--size", type=int, default=4096)
+    ap.add_argument("--recipients", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--config", help="a relist.toml whose lists/keys to use")
+    ap.add_argument("--timeout", type=int, default=600)
+    args = ap.parse_args()
+    for tool in ("smtp-source", "smtp-sink"):
+        if not shutil.which(tool):
+            print(f"{tool} not found: apt-get install postfix", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="relist-bench-") as tmp:
+        sink_port, relist_port = free_port(), free_port()
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        sink = subprocess.Popen(["smtp-sink", *user, "-c", "-8", f"127.0.0.1:{sink_port}", "1024"],
+                                stdout=subprocess.DEVNULL)
+        wait_port(sink_port)
+        base = Path(args.config).read_text() if args.config else ""
+        conf = Path(tmp) / "relist.toml"
+        conf.write_text(_override(base, relist_port, sink_port, Path(tmp) / "relist.db", args.workers))
+        relist = subprocess.Popen([sys.executable, "-m", "relist", "serve", "-c", str(conf)],
+                                  stderr=open(Path(tmp) / "relist.log", "w"))
+        try:
+            wait_port(relist_port)
+            source(relist_port, argparse.Namespace(**{**vars(args), "messages": 200}))  # warm up
+            direct = source(sink_port, args)
+            cpu0 = cpu_seconds(relist.pid)
+            through = source(relist_port, args)
+            cpu = cpu_seconds(relist.pid) - cpu0
+        finally:
+            relist.send_signal(signal.SIGTERM)
+            relist.wait(30)
+            sink.terminate()
+            sink.wait(10)
+        n = args.messages
+        print(f"messages={n} size={args.size} sessions={args.sessions} recipients={args.recipients} "
+              f"workers={args.workers}")
+        print(f"direct  smtp-source -> smtp-sink:          {n / direct:8.0f} msgs/s")
+        print(f"through smtp-source -> relist -> smtp-sink: {n / through:8.0f} msgs/s   "
+              f"relist CPU {cpu * 1000 / n:.3f} ms/msg")
+        errors = [line for line in (Path(tmp) / "relist.log").read_text().splitlines()
+                  if "error" in line.lower() or "Traceback" in line]
+        if errors:
+            print(f"relist logged {len(errors)} error line(s), first: {errors[0]}")
+    return 0
+
+
+def _override(base: str, port: int, sink_port: int, db: Path, workers: int) -> str:
+    """Append the bench's own [server]/[upstream]/[store]/[log] to ``base``."""
+    import tomllib
+    data = tomllib.loads(base) if base else {}
+    for section in ("server", "upstream", "store", "log"):
+        data.pop(section, None)
+    lines = [
+        "[server]", f'listen = "127.0.0.1:{port}"', f"workers = {workers}", 'hostname = "relist.bench"',
+        "[upstream]", f"port = {sink_port}",
+        "[store]", f'path = "{db}"',
+        "[log]", 'level = "warning"',
+    ]
+    return "\n".join(lines) + "\n" + _dump(data)
+
+
+def _dump(data: dict, prefix: str = "") -> str:
+    out = []
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    if prefix and scalars:
+        out.append(f"[{prefix}]")
+    for k, v in scalars.items():
+        out.append(f"{k} = {_toml(v)}")
+    for k, v in tables.items():
+        name = f'{prefix}."{k}"' if prefix == "lists" else (f"{prefix}.{k}" if prefix else k)
+        out.append(_dump(v, name))
+    return "\n".join(out)
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
