@@ -27,6 +27,10 @@ log = logging.getLogger("relist.smtpd")
 
 INTERNAL_ERROR = "relist: internal error (id {id}); try again later"
 
+# aiosmtpd represents the null reverse-path (RFC 5321 §4.5.5, used by bounces) as
+# the string "<>"; upstream it must go out as MAIL FROM:<>, not <<>>.
+NULL_PATH = "<>"
+
 # "<dot-atom@domain>" and what follows: the form Mailman and MTAs always use.
 _SIMPLE_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                           r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)\Z", re.DOTALL)
@@ -149,7 +153,7 @@ class RelayHandler:
             elif key == "SIZE" and conn.caps.size is not None:
                 options.append(opt)
         try:
-            reply = await conn.mail(address, options)
+            reply = await conn.mail("" if address == NULL_PATH else address, options)
         except UpstreamError as exc:
             conn.close()
             return exc.reply.line()
@@ -181,7 +185,7 @@ class RelayHandler:
         relist_id = session.relist_id
         raw = envelope.original_content
         env = Envelope(
-            mail_from=envelope.mail_from,
+            mail_from="" if envelope.mail_from == NULL_PATH else envelope.mail_from,
             rcpt_tos=tuple(envelope.rcpt_tos),
             mail_options=tuple(envelope.mail_options),
             client_ip=str(session.peer[0]) if session.peer else "",
