@@ -38,14 +38,30 @@ def new_relist_id() -> str:
 
 
 class Relay:
-    """Shared state of one relist process: config, upstream pool, store, resolver."""
+    """One leg of relist in one process: its steps, next-hop pool, store, resolver.
 
-    def __init__(self, config: Config, *, store: Store | None = None, resolver=None):
+    The egress leg (Mailman -> relist -> MTA) runs ``core.STEPS``; the ingress leg
+    (MTA -> relist -> Mailman's LMTP port) runs ``core.INGRESS_STEPS`` and speaks
+    LMTP on both sides, so every recipient gets its own final reply.
+    """
+
+    def __init__(self, config: Config, *, leg: str = "egress", store: Store | None = None,
+                 resolver=None):
         self.config = config
+        self.leg = leg
         up = config.upstream
-        self.pool = Pool(up["host"], up["port"], timeout=up["timeout"],
+        if leg == "ingress":
+            proto, host, port = config.ingress["deliver_to"]
+            self.steps = core.INGRESS_STEPS
+            self.lmtp = True
+        else:
+            proto, host, port = "smtp", up["host"], up["port"]
+            self.steps = core.STEPS
+            self.lmtp = False
+        self.pool = Pool(host, port, timeout=up["timeout"],
                          connect_timeout=up["connect_timeout"], data_timeout=up["data_timeout"],
-                         helo=up["helo"] or config.hostname, size=up["pool_size"])
+                         helo=up["helo"] or config.hostname, size=up["pool_size"],
+                         lmtp=proto == "lmtp")
         self.store = store
         self.resolver = resolver
         self.counters = {"messages": 0, "relayed": 0, "deferred": 0, "rejected": 0, "errors": 0}
@@ -56,7 +72,7 @@ class Relay:
         if self.resolver is None:
             return facts
         for _ in range(16):  # the DMARC tree walk needs a few rounds at most
-            questions = core.plan(raw, self.config.relay, facts)
+            questions = core.plan(raw, self.config.relay, facts, self.steps)
             if not questions:
                 break
             facts = facts.merged(await self.resolver.resolve(questions))
@@ -69,8 +85,8 @@ class Relay:
                       now=datetime.now(timezone.utc), relist_id=relist_id, facts=facts)
         if len(raw) > 256 * 1024:
             # Large messages: keep the event loop responsive while the core works.
-            return await asyncio.to_thread(core.process, raw, ctx)
-        return core.process(raw, ctx)
+            return await asyncio.to_thread(core.process, raw, ctx, self.steps)
+        return core.process(raw, ctx, self.steps)
 
     def finish(self, relist_id: str, record: Record | None, envelope: Envelope,
                upstream: dict[str, Reply], reply: Reply, started: float,
@@ -87,8 +103,9 @@ class Relay:
         if record is not None and self.store is not None:
             self.store.save(record, upstream, reply, ms)
         steps = ",".join(record.steps_applied()) if record else "-"
-        log.info("%s: message-id=%s list=%s from=<%s> nrcpt=%d size=%d steps=%s reply=\"%s\" ms=%.1f",
-                 relist_id, (record.message_id if record else "") or "-",
+        log.info("%s: %smessage-id=%s list=%s from=<%s> nrcpt=%d size=%d steps=%s reply=\"%s\" ms=%.1f",
+                 relist_id, "ingress " if self.leg == "ingress" else "",
+                 (record.message_id if record else "") or "-",
                  (record.list_address if record else None) or "-",
                  envelope.mail_from, len(envelope.rcpt_tos), size, steps or "-",
                  str(reply), ms)

@@ -126,6 +126,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+# [ingress]: the verify-early leg (MTA -> relist -> Mailman's LMTP port).  Present in
+# the file = enabled; these are the defaults for keys the section leaves out.
+INGRESS_SCHEMA: dict[str, Key] = {
+    "listen": Key(str, "127.0.0.1:10024", _hostport),
+    "deliver_to": Key(str, "lmtp:127.0.0.1:8024", _deliver_to),
+    "retention_days": Key((int, float), 7, _positive),
+}
+
 # Per-list keys: valid in [list_defaults] and in every [lists."ADDRESS"].
 def _strings(v, key):
     if not all(isinstance(x, str) for x in v):
@@ -188,6 +196,7 @@ class Config:
     dns: dict[str, Any]
     log: dict[str, Any]
     verify: dict[str, Any]
+    ingress: dict[str, Any] | None = None   # None: no [ingress] section, leg disabled
     relay: RelayPolicy = field(default_factory=RelayPolicy)
 
     @property
@@ -228,7 +237,7 @@ def _list_policy(values: dict[str, Any], address: str, configured: bool) -> List
 
 def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     """Validate a TOML document (already parsed) into a ``Config``."""
-    known = set(SCHEMA) | {"list_defaults", "lists"}
+    known = set(SCHEMA) | {"list_defaults", "lists", "ingress"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"[{unknown[0]}]: unknown section (known: {', '.join(sorted(known))})")
@@ -254,7 +263,8 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
         defaults=_list_policy(defaults, "", False),
         lists=tuple(lists),
     )
-    return Config(path=path, relay=relay, **sections)
+    ingress = _section(INGRESS_SCHEMA, data["ingress"], "ingress") if "ingress" in data else None
+    return Config(path=path, relay=relay, ingress=ingress, **sections)
 
 
 def load(path: str | os.PathLike | None = None) -> Config:

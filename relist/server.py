@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from relist.app import Relay
 from relist.config import Config
-from relist.edge.smtp_in import RelayHandler, RelistSMTP
+from relist.edge.smtp_in import RelayHandler, RelistLMTP, RelistSMTP
 from relist.edge.store import Store
 
 __all__ = ["Server", "ThreadedServer", "bind", "serve", "setup_logging"]
@@ -55,22 +55,31 @@ class Server:
     config: Config
     use_store: bool = True
     relay: Relay | None = None
+    ingress: Relay | None = None
     servers: list = field(default_factory=list)
 
-    async def start(self, sock: socket.socket | None = None) -> None:
+    async def start(self, sock: socket.socket | None = None,
+                    ingress_sock: socket.socket | None = None) -> None:
+        """Listen for Mailman (egress) and, with an [ingress] section, for the MTA."""
         cfg = self.config
         store = Store(cfg.store["path"]) if self.use_store else None
-        self.relay = Relay(cfg, store=store, resolver=self._resolver())
-        handler = RelayHandler(self.relay, cfg.server["allowed_clients"])
+        resolver = self._resolver()
+        self.relay = Relay(cfg, store=store, resolver=resolver)
+        await self._listen(self.relay, RelistSMTP, "relist ESMTP", sock or bind(cfg.server["listen"]))
+        if cfg.ingress is not None:
+            self.ingress = Relay(cfg, leg="ingress", store=store, resolver=resolver)
+            await self._listen(self.ingress, RelistLMTP, "relist LMTP",
+                               ingress_sock or bind(cfg.ingress["listen"]))
+
+    async def _listen(self, relay: Relay, protocol, ident: str, sock: socket.socket) -> None:
+        cfg = self.config
+        handler = RelayHandler(relay, cfg.server["allowed_clients"])
         loop = asyncio.get_running_loop()
 
         def factory():
-            return RelistSMTP(handler, hostname=cfg.hostname, ident="relist ESMTP",
-                              data_size_limit=cfg.server["max_message_size"],
-                              enable_SMTPUTF8=True, loop=loop)
-        if sock is None:
-            host, port = cfg.server["listen"]
-            sock = bind((host, port))
+            return protocol(handler, hostname=cfg.hostname, ident=ident,
+                            data_size_limit=cfg.server["max_message_size"],
+                            enable_SMTPUTF8=True, loop=loop)
         self.servers.append(await loop.create_server(factory, sock=sock))
 
     def _resolver(self):
@@ -84,14 +93,19 @@ class Server:
     def port(self) -> int:
         return self.servers[0].sockets[0].getsockname()[1]
 
+    @property
+    def ingress_port(self) -> int:
+        return self.servers[1].sockets[0].getsockname()[1]
+
     async def stop(self) -> None:
         for srv in self.servers:
             srv.close()
             await srv.wait_closed()
-        if self.relay is not None:
-            await self.relay.pool.close()
-            if self.relay.store is not None:
-                await asyncio.to_thread(self.relay.store.close)
+        for relay in (self.ingress, self.relay):
+            if relay is not None:
+                await relay.pool.close()
+        if self.relay is not None and self.relay.store is not None:
+            await asyncio.to_thread(self.relay.store.close)
 
 
 class ThreadedServer:
@@ -115,6 +129,10 @@ class ThreadedServer:
     def relay(self) -> Relay:
         return self.server.relay
 
+    @property
+    def ingress_port(self) -> int:
+        return self.server.ingress_port
+
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -128,9 +146,9 @@ class ThreadedServer:
         self.stop()
 
 
-async def _run_until_signal(config: Config, sock: socket.socket) -> None:
+async def _run_until_signal(config: Config, sock: socket.socket, ingress_sock) -> None:
     server = Server(config)
-    await server.start(sock)
+    await server.start(sock, ingress_sock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -157,18 +175,22 @@ def serve(config: Config) -> int:
     setup_logging(config.log["level"])
     listen = config.server["listen"]
     sock = bind(listen)
+    ingress_sock = bind(config.ingress["listen"]) if config.ingress is not None else None
     workers = config.server["workers"] or os.cpu_count() or 1
     log.info("listening on %s:%d, relaying to %s:%d, %d worker(s)", listen[0], listen[1],
              config.upstream["host"], config.upstream["port"], workers)
+    if config.ingress is not None:
+        (ihost, iport), (proto, dhost, dport) = config.ingress["listen"], config.ingress["deliver_to"]
+        log.info("ingress: LMTP on %s:%d, delivering to %s:%s:%d", ihost, iport, proto, dhost, dport)
     if workers == 1:
-        _run(_run_until_signal(config, sock))
+        _run(_run_until_signal(config, sock, ingress_sock))
         return 0
     children = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
             try:
-                _run(_run_until_signal(config, sock))
+                _run(_run_until_signal(config, sock, ingress_sock))
             finally:
                 os._exit(0)
         children.append(pid)

@@ -17,7 +17,7 @@ from relist.core.model import Context, Outcome, Record, Work
 from relist.core.policy import RelayPolicy
 from relist.core.steps import identify, parse, trace
 
-__all__ = ["STEPS", "plan", "process"]
+__all__ = ["INGRESS_STEPS", "STEPS", "plan", "process"]
 
 STEPS = (
     # Read identities first: every later step needs the Message-ID and the list.
@@ -29,8 +29,15 @@ STEPS = (
     trace,
 )
 
+# The ingress leg (MTA -> relist -> Mailman): verify and record before Mailman changes
+# anything; the post goes on to Mailman otherwise unchanged.
+INGRESS_STEPS = (
+    parse,
+    trace,
+)
 
-def plan(raw: bytes, policy: RelayPolicy, facts: Facts) -> frozenset[Question]:
+
+def plan(raw: bytes, policy: RelayPolicy, facts: Facts, steps=STEPS) -> frozenset[Question]:
     """The DNS questions ``process`` will need that ``facts`` does not answer yet.
 
     The edge calls this until it returns nothing (the DMARC tree walk asks its next
@@ -38,18 +45,18 @@ def plan(raw: bytes, policy: RelayPolicy, facts: Facts) -> frozenset[Question]:
     """
     msg = RawMessage.parse(raw)
     wanted: set[Question] = set()
-    for step in STEPS:
+    for step in steps:
         ask = getattr(step, "questions", None)
         if ask is not None:
             wanted.update(ask(msg, policy, facts))
     return frozenset(q for q in wanted if q not in facts.answers)
 
 
-def process(raw: bytes, ctx: Context) -> Outcome:
-    """Run every step over ``raw``; return what to relay, what to record, how to reply."""
+def process(raw: bytes, ctx: Context, steps=STEPS) -> Outcome:
+    """Run ``steps`` over ``raw``; return what to relay, what to record, how to reply."""
     work = Work(RawMessage.parse(raw))
     reply = None
-    for step in STEPS:
+    for step in steps:
         try:
             work = step.apply(work, ctx)
         except (RejectMessage, DeferMessage) as refusal:

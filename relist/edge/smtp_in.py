@@ -15,13 +15,14 @@ import re
 import time
 from datetime import datetime, timezone
 
+from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from relist.app import Relay, new_relist_id
 from relist.core.model import Envelope, Record, Reply
 from relist.edge.smtp_out import Capabilities, Connection, UpstreamError
 
-__all__ = ["RelayHandler", "RelistSMTP", "is_allowed"]
+__all__ = ["RelayHandler", "RelistLMTP", "RelistSMTP", "is_allowed"]
 
 log = logging.getLogger("relist.smtpd")
 
@@ -86,6 +87,20 @@ class RelistSMTP(SMTP):
             self.session.upstream = None
             conn.close()  # a transaction may be open upstream: abandon it
         super().connection_lost(error)
+
+
+def _summary(replies: list[Reply]) -> Reply:
+    """One reply for the log and the record: the first failure, else the first reply."""
+    for r in replies:
+        if r.code >= 400:
+            return r
+    return replies[0]
+
+
+class RelistLMTP(RelistSMTP, LMTP):
+    """The same, speaking LMTP (RFC 2033): LHLO instead of EHLO, and a final reply per
+    recipient after DATA.  The ingress leg listens with this, so the MTA learns per
+    recipient what Mailman's LMTP runner said."""
 
 
 class RelayHandler:
@@ -195,31 +210,37 @@ class RelayHandler:
         session.upstream = None
         record = None
         upstream = dict(session.upstream_replies)
+        lmtp = self.relay.lmtp
+        n = len(env.rcpt_tos) if lmtp else 1
         try:
             if conn is None or conn.broken:
                 raise UpstreamError(Reply(451, "4.4.2", "relist: connection to upstream MTA lost; try again later"))
             outcome = await self.relay.run(raw, env, relist_id)
             record = outcome.record
             if outcome.reply is not None:
-                reply = outcome.reply
+                replies = [outcome.reply] * n
                 await self.relay.pool.release(conn, clean=False)
             else:
-                reply = (await conn.data(outcome.message))[0]
-                upstream["DATA"] = reply
+                replies = await conn.data(outcome.message, n)
+                if lmtp:  # LMTP: one final reply per accepted recipient, in RCPT order
+                    upstream.update({f"DATA {r}": rep for r, rep in zip(env.rcpt_tos, replies)})
+                else:
+                    upstream["DATA"] = replies[0]
                 await self.relay.pool.release(conn, clean=True)
         except UpstreamError as exc:
-            reply = exc.reply
+            replies = [exc.reply] * n
             if conn is not None:
                 conn.close()
         except Exception:  # noqa: BLE001 - a bug: never let it become a 5xx
             log.exception("%s: internal error while processing message from=<%s>", relist_id, env.mail_from)
-            reply = Reply(451, "4.3.0", INTERNAL_ERROR.format(id=relist_id))
+            replies = [Reply(451, "4.3.0", INTERNAL_ERROR.format(id=relist_id))] * n
             if conn is not None:
                 conn.close()
+        reply = _summary(replies)
         if record is None:
             record = Record(relist_id, datetime.now(timezone.utc), env, "", None, len(raw), 0, (), reply)
         self.relay.finish(relist_id, record, env, upstream, reply, started, len(raw))
-        return reply.line()
+        return "\r\n".join(r.line() for r in replies)
 
     async def handle_RSET(self, server, session, envelope):
         await self._drop_upstream(session)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from relist.sandbox.loop import LoopThread
@@ -53,13 +54,22 @@ class _SinkSMTP(SMTP):
         await super().smtp_DATA(arg)
 
 
+class _SinkLMTP(_SinkSMTP, LMTP):
+    pass
+
+
 class Sink:
-    def __init__(self, *, eightbitmime: bool = True, smtputf8: bool = True,
+    """``lmtp=True`` makes it an LMTP server (Mailman's LMTP runner stand-in): after
+    DATA it answers per recipient; a ``"DATA"`` injection with an address sets that
+    recipient's reply."""
+
+    def __init__(self, *, eightbitmime: bool = True, smtputf8: bool = True, lmtp: bool = False,
                  hang_seconds: float = 30.0, reply: str = "250 2.0.0 Ok: queued as {n}"):
         self.eightbitmime = eightbitmime
         self.smtputf8 = smtputf8
         self.hang_seconds = hang_seconds
         self.reply = reply
+        self.lmtp = lmtp
         self.messages: list[Delivered] = []
         self.injections: list[Injection] = []
         self.connections = 0
@@ -117,12 +127,28 @@ class Sink:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.lmtp:
+            return self._lmtp_data(envelope)
         reply = await self._injected(server, "DATA")
         if reply:
             return reply
         self.messages.append(Delivered(envelope.mail_from, list(envelope.rcpt_tos),
                                        list(envelope.mail_options), envelope.original_content))
         return self.reply.format(n=len(self.messages))
+
+    def _lmtp_data(self, envelope) -> str:
+        lines, delivered = [], []
+        for rcpt in envelope.rcpt_tos:
+            inj = self._take("DATA", rcpt)
+            if inj is not None and inj.address == rcpt:
+                lines.append(inj.action)
+            else:
+                delivered.append(rcpt)
+                lines.append(f"250 2.0.0 <{rcpt}> delivered")
+        if delivered:
+            self.messages.append(Delivered(envelope.mail_from, delivered,
+                                           list(envelope.mail_options), envelope.original_content))
+        return "\r\n".join(lines)
 
     # -- running --------------------------------------------------------------------
 
@@ -132,7 +158,8 @@ class Sink:
 
         def factory():
             self.connections += 1
-            return _SinkSMTP(self, hostname="sink.test", enable_SMTPUTF8=True,
+            cls = _SinkLMTP if self.lmtp else _SinkSMTP
+            return cls(self, hostname="sink.test", enable_SMTPUTF8=True,
                              data_size_limit=None, loop=loop)
 
         async def create():
