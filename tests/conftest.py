@@ -8,12 +8,22 @@ from pathlib import Path
 import pytest
 
 from relist.config import parse, with_overrides
+from relist.sandbox.dnsserver import DNSServer
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 FIXTURES = ROOT / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def dns_server():
+    """A loopback DNS server; tests add names with ``dns_server.set``.  Relay tests
+    resolve through it, so nothing ever asks the machine's resolver."""
+    s = DNSServer().start()
+    yield s
+    s.stop()
 
 
 @pytest.fixture
@@ -23,8 +33,10 @@ def sink():
     s.stop()
 
 
-def make_config(tmp_path, sink_port: int, data: dict | None = None, **overrides):
+def make_config(tmp_path, sink_port: int, data: dict | None = None, nameserver: str = "127.0.0.1:9",
+                **overrides):
     data = dict(data or {})
+    data.setdefault("dns", {"nameservers": [nameserver], "timeout": 1})
     data.setdefault("server", {})
     data["server"] = {"hostname": "relist.test", **data["server"]}
     data.setdefault("upstream", {})
@@ -36,11 +48,12 @@ def make_config(tmp_path, sink_port: int, data: dict | None = None, **overrides)
 
 
 @pytest.fixture
-def relist_factory(tmp_path, sink):
+def relist_factory(tmp_path, sink, dns_server):
     started = []
 
     def start(data: dict | None = None, **overrides) -> ThreadedServer:
-        srv = ThreadedServer(make_config(tmp_path, sink.port, data, **overrides)).start()
+        cfg = make_config(tmp_path, sink.port, data, nameserver=dns_server.nameserver, **overrides)
+        srv = ThreadedServer(cfg).start()
         started.append(srv)
         return srv
     yield start
@@ -51,6 +64,22 @@ def relist_factory(tmp_path, sink):
 @pytest.fixture
 def relist_server(relist_factory):
     return relist_factory()
+
+
+def split_added(data: bytes, names=(b"received", b"authentication-results")) -> tuple[list[bytes], bytes]:
+    """Split off the header fields relist prepends; return (their names, the rest)."""
+    added = []
+    while True:
+        name = data.split(b":", 1)[0].lower()
+        if name not in names:
+            return added, data
+        end = 0
+        while True:
+            end = data.index(b"\r\n", end) + 2
+            if data[end:end + 1] not in (b" ", b"\t"):
+                break
+        added.append(name)
+        data = data[end:]
 
 
 def client(port: int) -> smtplib.SMTP:

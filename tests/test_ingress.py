@@ -8,7 +8,7 @@ import pytest
 
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer
-from tests.conftest import make_config
+from tests.conftest import make_config, split_added
 
 POST = (b"From: Poster <poster@poster.example>\r\nTo: dev@lists.example.org\r\n"
         b"Subject: hello\r\nMessage-ID: <in-1@poster.example>\r\n\r\nHi list.\r\n")
@@ -22,9 +22,9 @@ def mailman():
 
 
 @pytest.fixture
-def relist_ingress(tmp_path, sink, mailman):
+def relist_ingress(tmp_path, sink, mailman, dns_server):
     cfg = make_config(tmp_path, sink.port, {"ingress": {"deliver_to": f"lmtp:127.0.0.1:{mailman.port}"}},
-                      ingress={"listen": ("127.0.0.1", 0)})
+                      nameserver=dns_server.nameserver, ingress={"listen": ("127.0.0.1", 0)})
     srv = ThreadedServer(cfg).start()
     yield srv
     srv.stop()
@@ -53,9 +53,9 @@ def test_lhlo_and_per_recipient_final_replies(relist_ingress, mailman):
     assert data[0] == (250, b"2.0.0 <a@lists.example.org> delivered")
     assert data[1] == (452, b"4.2.2 <b@lists.example.org> mailbox full")
     assert len(mailman.messages) == 1 and mailman.messages[0].rcpt_tos == ["a@lists.example.org"]
-    # The post reaches Mailman with only a trace field added.
-    assert mailman.messages[0].data.endswith(POST)
-    assert mailman.messages[0].data.startswith(b"Received: ")
+    # The post reaches Mailman unchanged below relist's trace and results fields.
+    added, rest = split_added(mailman.messages[0].data)
+    assert added == [b"authentication-results", b"received"] and rest == POST
 
 
 def test_ehlo_is_refused_on_the_lmtp_port(relist_ingress):
@@ -64,8 +64,9 @@ def test_ehlo_is_refused_on_the_lmtp_port(relist_ingress):
     c.close()
 
 
-def test_mailman_down_is_451_for_every_recipient(tmp_path, sink):
+def test_mailman_down_is_451_for_every_recipient(tmp_path, sink, dns_server):
     cfg = make_config(tmp_path, sink.port, {"ingress": {"deliver_to": "lmtp:127.0.0.1:1"}},
+                      nameserver=dns_server.nameserver,
                       ingress={"listen": ("127.0.0.1", 0)})
     with ThreadedServer(cfg) as srv:
         c = smtplib.LMTP("127.0.0.1", srv.ingress_port, timeout=10)

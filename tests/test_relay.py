@@ -11,7 +11,7 @@ import pytest
 
 from relist.core import pipeline
 from relist.sandbox.sink import Sink
-from tests.conftest import client
+from tests.conftest import client, split_added
 
 MSG = (b"From: Poster <poster@poster.example>\r\n"
        b"To: test@lists.example.org\r\n"
@@ -40,8 +40,9 @@ def test_all_accepted(relist_server, sink):
     got = sink.messages[0]
     assert got.mail_from == SENDER
     assert got.rcpt_tos == ["a@example.com", "b@example.com"]
-    assert got.data.endswith(MSG)
-    assert got.data.startswith(b"Received: from mailman.test ([127.0.0.1])\r\n\tby relist.test (relist)")
+    added, rest = split_added(got.data)
+    assert added == [b"authentication-results", b"received"] and rest == MSG
+    assert b"Received: from mailman.test ([127.0.0.1])\r\n\tby relist.test (relist)" in got.data
 
 
 def test_byte_identical_pass_through(relist_factory, sink):
@@ -49,18 +50,21 @@ def test_byte_identical_pass_through(relist_factory, sink):
     odd = MSG.replace(b"Hello.", b"caf\xc3\xa9 \xff raw 8-bit\tand\ttabs   ") + b"no final newline"
     with client(srv.port) as c:
         c.sendmail(SENDER, ["a@example.com"], odd)
-    # smtplib appends CRLF to data that lacks it; everything else is untouched.
-    assert sink.messages[0].data == odd + b"\r\n"
+    # smtplib appends CRLF to data that lacks it; below relist's own
+    # Authentication-Results, everything is untouched.
+    added, rest = split_added(sink.messages[0].data)
+    assert added == [b"authentication-results"]
+    assert rest == odd + b"\r\n"
 
 
-def test_received_is_the_only_change(relist_server, sink):
+def test_trace_and_results_are_the_only_changes(relist_server, sink):
     with client(relist_server.port) as c:
         c.sendmail(SENDER, ["a@example.com"], MSG)
     data = sink.messages[0].data
-    first_field_end = data.index(b"\r\nFrom: ") + 2
-    assert data[:first_field_end].startswith(b"Received: ")
-    assert b"for <a@example.com>;" in data[:first_field_end]
-    assert data[first_field_end:] == MSG
+    added, rest = split_added(data)
+    assert rest == MSG
+    assert b"for <a@example.com>;" in data[:len(data) - len(MSG)]
+    assert data.startswith(b"Authentication-Results: relist.test;")
 
 
 def test_some_rcpt_refused_reported_per_recipient(relist_server, sink):
@@ -232,7 +236,7 @@ def test_store_records_each_transaction(relist_server, sink, tmp_path):
     assert json.loads(rcpts) == ["a@example.com"]
     assert mid == "<m1@poster.example>" and lst == "test@lists.example.org"
     assert size == len(MSG)
-    assert [s["step"] for s in json.loads(steps)] == ["parse", "identify", "trace"]
+    assert [s["step"] for s in json.loads(steps)] == ["parse", "identify", "verify", "trace", "authres"]
     up = json.loads(upstream)
     assert up["bad@example.com"] == "550 5.1.1 unknown"
     assert up["DATA"].startswith("250 2.0.0")

@@ -15,7 +15,7 @@ from relist.core.facts import Facts, Question
 from relist.core.message import RawMessage
 from relist.core.model import Context, Outcome, Record, Work
 from relist.core.policy import RelayPolicy
-from relist.core.steps import identify, parse, trace
+from relist.core.steps import authres, identify, parse, trace, verify
 
 __all__ = ["INGRESS_STEPS", "STEPS", "plan", "process"]
 
@@ -24,16 +24,25 @@ STEPS = (
     parse,
     # Which list, hence which policy: before anything list-specific.
     identify,
-    # The trace field goes on top last of all header work that may be signed over:
-    # Received is never in a signature's h=, so adding it cannot break one.
+    # Verify every original signature, the ARC chain and DMARC as the post arrived,
+    # before any step changes a byte (the "verify early" promise).
+    verify,
+    # The trace field: Received is never in a signature's h=, so adding it cannot
+    # break one.
     trace,
+    # Drop Authentication-Results that claim our authserv-id (RFC 8601 §5: forgeries)
+    # and add ours above our Received (§4.1); before signing and sealing, so the ARC
+    # seal carries relist's own verdict, never an upstream claim.
+    authres,
 )
 
 # The ingress leg (MTA -> relist -> Mailman): verify and record before Mailman changes
 # anything; the post goes on to Mailman otherwise unchanged.
 INGRESS_STEPS = (
     parse,
+    verify,
     trace,
+    authres,
 )
 
 

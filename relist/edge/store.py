@@ -21,7 +21,7 @@ from typing import Any
 
 from relist.core.model import Record, Reply
 
-__all__ = ["MIGRATIONS", "Store", "connect", "record_row"]
+__all__ = ["MIGRATIONS", "Store", "connect", "record_row", "verdict_rows"]
 
 log = logging.getLogger("relist.store")
 
@@ -48,6 +48,44 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX transactions_message_id ON transactions(message_id);
     CREATE INDEX transactions_list_time ON transactions(list_address, time);
+    """,
+    # 1 -> 2: what verification found (relist.core.auth.Verdict), one row per
+    # signature (DKIM, DomainKeys, ARC AMS and AS) and one per message for DMARC/ARC.
+    """
+    CREATE TABLE signatures (
+        relist_id        TEXT NOT NULL,
+        idx              INTEGER NOT NULL,      -- order within the message's verdict
+        kind             TEXT NOT NULL,         -- dkim | dk | arc (AMS) | arc-seal
+        domain           TEXT NOT NULL,
+        selector         TEXT NOT NULL,
+        algorithm        TEXT NOT NULL,
+        canonicalization TEXT NOT NULL,
+        headers          TEXT NOT NULL,         -- h= joined with ':'
+        body_length      INTEGER,               -- l=
+        key_bits         INTEGER,
+        result           TEXT NOT NULL,         -- RFC 8601 result word
+        reason           TEXT NOT NULL,
+        body_hash_ok     INTEGER,               -- 1, 0 or NULL (not computed)
+        header_hash_ok   INTEGER,
+        instance         INTEGER,               -- ARC i=
+        PRIMARY KEY (relist_id, idx)
+    );
+    CREATE INDEX signatures_domain ON signatures(domain, result);
+    CREATE TABLE verdicts (
+        relist_id       TEXT PRIMARY KEY,
+        from_domain     TEXT NOT NULL,
+        dmarc_result    TEXT NOT NULL,
+        dmarc_policy    TEXT NOT NULL,          -- none | quarantine | reject | ''
+        dmarc_testing   INTEGER NOT NULL,       -- t=y
+        dmarc_domain    TEXT NOT NULL,          -- where the record was found
+        dmarc_record    TEXT NOT NULL,
+        dmarc_alignment TEXT NOT NULL,          -- JSON list of alignment details
+        dmarc_reason    TEXT NOT NULL,
+        arc_cv          TEXT NOT NULL,
+        arc_oldest_pass INTEGER,
+        arc_reason      TEXT NOT NULL
+    );
+    CREATE INDEX verdicts_dmarc ON verdicts(from_domain, dmarc_result)
     """,
 )
 
@@ -122,7 +160,32 @@ def record_row(record: Record, upstream: dict[str, Reply], reply: Reply | None,
     )
 
 
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(bool(value))
+
+
+def verdict_rows(record: Record) -> tuple[list[tuple], tuple | None]:
+    """(signature rows, verdict row) from ``record.verdict`` (none when not verified)."""
+    verdict = record.verdict
+    if verdict is None or not hasattr(verdict, "signatures"):
+        return [], None
+    sigs = list(verdict.signatures)
+    for arc_set in verdict.arc.sets:
+        sigs.extend(s for s in (arc_set.ams, arc_set.seal) if s is not None)
+    rows = [(record.relist_id, idx, s.kind, s.domain, s.selector, s.algorithm,
+             s.canonicalization, ":".join(s.headers), s.body_length, s.key_bits, str(s.result),
+             s.reason, _flag(s.body_hash_ok), _flag(s.header_hash_ok), s.instance)
+            for idx, s in enumerate(sigs)]
+    d, a = verdict.dmarc, verdict.arc
+    row = (record.relist_id, verdict.from_domain, d.result, d.policy, int(d.testing),
+           d.policy_domain, d.record, json.dumps([x.as_dict() for x in d.alignment]), d.reason,
+           a.cv, a.oldest_pass, a.reason)
+    return rows, row
+
+
 _INSERT = "INSERT OR REPLACE INTO transactions VALUES (" + ",".join("?" * 16) + ")"
+_INSERT_SIGNATURE = "INSERT OR REPLACE INTO signatures VALUES (" + ",".join("?" * 15) + ")"
+_INSERT_VERDICT = "INSERT OR REPLACE INTO verdicts VALUES (" + ",".join("?" * 12) + ")"
 
 
 class Store:
@@ -141,7 +204,8 @@ class Store:
     def save(self, record: Record, upstream: dict[str, Reply], reply: Reply | None,
              duration_ms: float) -> None:
         try:
-            self._queue.put(record_row(record, upstream, reply, duration_ms))
+            self._queue.put((record_row(record, upstream, reply, duration_ms),
+                             *verdict_rows(record)))
         except Exception:  # noqa: BLE001 - the record is secondary to delivery
             self.failures += 1
             log.exception("%s: could not serialise the record", record.relist_id)
@@ -172,7 +236,9 @@ class Store:
         try:
             conn.execute("BEGIN")
             try:
-                conn.executemany(_INSERT, rows)
+                conn.executemany(_INSERT, [r[0] for r in rows])
+                conn.executemany(_INSERT_SIGNATURE, [s for r in rows for s in r[1]])
+                conn.executemany(_INSERT_VERDICT, [r[2] for r in rows if r[2] is not None])
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -182,7 +248,7 @@ class Store:
         except sqlite3.Error as exc:
             self.failures += len(rows)
             log.error("store: %d record(s) not written (%s); mail is not affected; "
-                      "ids: %s", len(rows), exc, ",".join(r[0] for r in rows[:10]))
+                      "ids: %s", len(rows), exc, ",".join(r[0][0] for r in rows[:10]))
 
     def close(self, timeout: float = 10) -> None:
         """Flush what is queued and stop the writer thread."""

@@ -1,0 +1,265 @@
+"""Verify one DKIM-Signature (RFC 6376, RFC 8301, RFC 8463) and say precisely why.
+
+relist classifies; dkimpy canonicalizes and does the crypto.  The order:
+
+1. parse the tag list ourselves (§3.2, §3.5): malformed, duplicate or missing
+   required tags are ``permerror``; an algorithm, canonicalization or query method
+   relist does not implement is ``neutral`` (§3.5, §6.1.1: verifiers ignore them);
+2. times against ``now`` (not the wall clock): x= in the past or t= in the future
+   is ``permerror`` (§6.1.1);
+3. the key from the DNS facts: a temporary DNS error is ``temperror`` and dkimpy is
+   never called (§6.1.2 TEMPFAIL); no key, a revoked key (empty p=), an unusable
+   key, or a key whose k=, h=, s= or t=s forbid this signature is ``permerror``;
+4. body hash computed here with dkimpy's canonicalization (so a changed body is
+   told apart from changed header fields), then the header signature with dkimpy;
+5. RFC 8301: rsa-sha1 (§3.1) and RSA keys under ``min_key_bits`` (§3.2) ``fail``
+   even when the crypto holds; the reason says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+
+import dkim as dkimpy
+from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
+
+from relist.core.auth.keys import KeyProblem, KeyRecord, key_name, lookup_key
+from relist.core.auth.results import Result, SignatureResult
+from relist.core.auth.tags import TagError, parse_tags, strip_ws, valid_domain
+from relist.core.facts import Facts
+
+__all__ = ["CLOCK_SKEW", "Checker", "body_hash", "signature_question", "verify_signature"]
+
+CLOCK_SKEW = 300            # seconds of leeway for t= and x= against ``now``
+REQUIRED = ("v", "a", "b", "bh", "d", "h", "s")   # RFC 6376 §3.5
+ALGORITHMS = {"rsa-sha256": ("rsa", "sha256"), "ed25519-sha256": ("ed25519", "sha256"),
+              "rsa-sha1": ("rsa", "sha1")}
+_B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
+
+
+@dataclass(frozen=True, slots=True)
+class Checker:
+    """What verifying a signature may consult besides the signature itself."""
+
+    facts: Facts
+    now: int                   # seconds since the epoch (from ``ctx.now``)
+    min_key_bits: int = 1024
+    dkim: object = None        # a dkimpy ``DKIM`` over the message, or None
+    dkim_error: str = ""       # why dkimpy could not read the message
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _safe(value: str, limit: int = 80) -> str:
+    """For reasons and display: printable, bounded."""
+    value = "".join(ch if ch.isprintable() else "?" for ch in value)
+    return value[:limit]
+
+
+def _qp_decode(value: str) -> str:
+    """dkim-quoted-printable (RFC 6376 §2.11), used by i=."""
+    value = strip_ws(value)
+    return re.sub(r"=([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+
+
+def body_hash(body: bytes, canonicalization: str, hash_name: str, length: int | None
+              ) -> tuple[bytes, int]:
+    """bh= for ``body`` (RFC 6376 §3.7) and the canonical body's length."""
+    policy = CanonicalizationPolicy.from_c_value(canonicalization.encode("ascii"))
+    canon = policy.canonicalize_body(body)
+    total = len(canon)
+    if length is not None:
+        canon = canon[:length]
+    return _HASHERS[hash_name](canon).digest(), total
+
+
+def _canon(c: str) -> str | None:
+    """c= with the defaults filled in (§3.5: simple/simple; one value: body simple)."""
+    header, _, body = (c or "simple/simple").lower().partition("/")
+    body = body or "simple"
+    if header not in ("simple", "relaxed") or body not in ("simple", "relaxed"):
+        return None
+    return f"{header}/{body}"
+
+
+def signature_question(value: bytes) -> tuple[str, str] | None:
+    """(selector, domain) to look the key up under, if the tags allow it."""
+    try:
+        tags = parse_tags(value)
+    except TagError:
+        return None
+    d, s = valid_domain(tags.get("d", "")), valid_domain(tags.get("s", ""))
+    if not d or not s:
+        return None
+    return s, d
+
+
+def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = "dkim"
+                     ) -> SignatureResult:
+    """Verify the ``index``-th DKIM-Signature (top first) whose value is ``value``."""
+    base = SignatureResult(kind=kind, result=Result.PERMERROR, reason="", index=index)
+
+    def done(result: Result, reason: str, **more) -> SignatureResult:
+        fields = {**partial, **more}
+        return SignatureResult(kind=kind, result=result, reason=reason, index=index, **fields)
+
+    partial: dict = {}
+    try:
+        tags = parse_tags(value)
+    except TagError as exc:
+        return done(Result.PERMERROR, f"malformed tag list: {_safe(str(exc))}")
+    partial = {
+        "domain": _safe(tags.get("d", ""), 255).lower(),
+        "selector": _safe(tags.get("s", ""), 255),
+        "algorithm": _safe(tags.get("a", ""), 40).lower(),
+        "b": re.sub(r"[^A-Za-z0-9+/=]", "", tags.get("b", ""))[:1024],
+    }
+    for tag in REQUIRED:
+        if tag not in tags:
+            return done(Result.PERMERROR, f"missing required tag {tag}=")
+    if tags["v"] != "1":
+        return done(Result.PERMERROR, f"incompatible version v={_safe(tags['v'], 10)} (RFC 6376 §6.1.1)")
+    algorithm = partial["algorithm"]
+    if algorithm not in ALGORITHMS:
+        return done(Result.NEUTRAL, f"unsupported algorithm a={_safe(algorithm, 40)}")
+    key_type, hash_name = ALGORITHMS[algorithm]
+    canonicalization = _canon(tags.get("c", ""))
+    if canonicalization is None:
+        return done(Result.NEUTRAL, f"unsupported canonicalization c={_safe(tags.get('c', ''), 40)}")
+    partial["canonicalization"] = canonicalization
+    methods = [m.strip(" \t\r\n").lower() for m in tags.get("q", "dns/txt").split(":")]
+    if "dns/txt" not in methods:
+        return done(Result.NEUTRAL, f"unsupported query method q={_safe(tags.get('q', ''), 40)}")
+    headers = tuple(h.strip(" \t\r\n").lower() for h in tags["h"].split(":"))
+    partial["headers"] = tuple(_safe(h, 80) for h in headers)
+    b, bh = strip_ws(tags["b"]), strip_ws(tags["bh"])
+    if not b or not _B64.match(b) or len(b) % 4:
+        return done(Result.PERMERROR, "b= is not valid base64")
+    if not bh or not _B64.match(bh) or len(bh) % 4:
+        return done(Result.PERMERROR, "bh= is not valid base64")
+    partial["b"] = b
+    domain = valid_domain(tags["d"])
+    if domain is None:
+        return done(Result.PERMERROR, f"invalid d= domain {_safe(tags['d'], 60)!r}")
+    selector = valid_domain(tags["s"])
+    if selector is None:
+        return done(Result.PERMERROR, f"invalid s= selector {_safe(tags['s'], 60)!r}")
+    partial["domain"], partial["selector"] = domain, selector
+    identity = _qp_decode(tags.get("i", "")) if "i" in tags else f"@{domain}"
+    partial["identity"] = _safe(identity, 255)
+    auid_domain = identity.rpartition("@")[2].lower().rstrip(".")
+    if "@" not in identity or not (auid_domain == domain or auid_domain.endswith("." + domain)):
+        return done(Result.PERMERROR, "i= domain is not d= or a subdomain of it (RFC 6376 §3.5)")
+    if "from" not in headers:
+        return done(Result.PERMERROR, "h= does not include From (RFC 6376 §5.4)")
+    length = None
+    if "l" in tags:
+        if not re.fullmatch(r"\d{1,76}", tags["l"]):
+            return done(Result.PERMERROR, "l= is not a decimal number")
+        length = int(tags["l"])
+        partial["body_length"] = length
+    times = {}
+    for tag in ("t", "x"):
+        if tag in tags:
+            if not re.fullmatch(r"\d{1,12}", tags[tag]):
+                return done(Result.PERMERROR, f"{tag}= is not a decimal number of at most 12 digits")
+            times[tag] = int(tags[tag])
+    partial["timestamp"], partial["expiration"] = times.get("t"), times.get("x")
+    if "t" in times and "x" in times and times["x"] < times["t"]:
+        return done(Result.PERMERROR, "x= is before t= (RFC 6376 §3.5)")
+    if "x" in times and times["x"] < checker.now - CLOCK_SKEW:
+        return done(Result.PERMERROR, f"signature expired (x={times['x']}, {checker.now - times['x']} s ago)")
+    if "t" in times and times["t"] > checker.now + CLOCK_SKEW:
+        return done(Result.PERMERROR, f"signature timestamp in the future (t={times['t']})")
+
+    # -- the key (RFC 6376 §6.1.2) ------------------------------------------------
+    key = lookup_key(checker.facts, selector, domain)
+    if isinstance(key, KeyProblem):
+        return done(key.result, key.reason)     # temperror: dkimpy is never called
+    partial["key_bits"], partial["key_testing"] = key.bits, key.testing
+    if key.k != key_type:
+        return done(Result.PERMERROR, f"key type k={key.k} does not match a={algorithm}")
+    if key.hashes and hash_name not in key.hashes:
+        return done(Result.PERMERROR, f"key h={':'.join(key.hashes)} does not allow {hash_name}")
+    if key.strict and auid_domain != domain:
+        return done(Result.PERMERROR, "key has t=s but the i= domain is a subdomain of d=")
+
+    # -- body hash, then the header signature --------------------------------------
+    if checker.dkim is None:
+        return done(Result.PERMERROR, f"message could not be read: {checker.dkim_error}")
+    body_ok, header_ok, detail = _crypto(checker, index, tags, canonicalization, hash_name,
+                                         length, key, headers, partial)
+    if detail:
+        return done(Result.PERMERROR, detail)
+    notes = []
+    if length is not None:
+        total = partial.get("body_total")
+        notes.append(f"l={length} covers {min(length, total or 0)} of {total} body octets")
+    if key.testing:
+        notes.append("key in testing mode (t=y)")
+    if body_ok is False and header_ok is False:
+        return done(Result.FAIL, "; ".join(["body hash and header signature mismatch"] + notes))
+    if body_ok is False:
+        return done(Result.FAIL, "; ".join(["body hash mismatch (the body changed)"] + notes))
+    if header_ok is False:
+        return done(Result.FAIL, "; ".join(
+            ["signature did not verify (signed header fields changed)"] + notes))
+    if algorithm == "rsa-sha1":
+        return done(Result.FAIL, "; ".join(
+            ["rsa-sha1 is not accepted (RFC 8301 §3.1); the signature itself verifies"] + notes))
+    if key.k == "rsa" and key.bits < checker.min_key_bits:
+        return done(Result.FAIL, "; ".join(
+            [f"key too small: {key.bits}-bit RSA, at least {checker.min_key_bits} required "
+             "(RFC 8301 §3.2)"] + notes))
+    if length is not None and partial.get("body_total") is not None and length > partial["body_total"]:
+        return done(Result.PERMERROR, f"l={length} is longer than the canonical body "
+                                      f"({partial['body_total']} octets)")
+    return done(Result.PASS, "; ".join([f"{key.bits}-bit key"] + notes))
+
+
+def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization: str,
+            hash_name: str, length: int | None, key: KeyRecord, headers: tuple[str, ...],
+            partial: dict) -> tuple[bool | None, bool | None, str]:
+    """(body_hash_ok, header_hash_ok, error) using dkimpy's canonicalization and crypto."""
+    signer = checker.dkim
+    bh_expected = base64.b64decode(strip_ws(tags["bh"]))
+    digest, total = body_hash(signer.body, canonicalization, hash_name, length)
+    partial["body_total"] = total
+    body_ok = digest == bh_expected
+    partial["body_hash_ok"] = body_ok
+    sig_fields = [(x, y) for x, y in signer.headers if x.lower() == b"dkim-signature"]
+    if index >= len(sig_fields):
+        return body_ok, None, "signature field not found by dkimpy"
+    name = key_name(partial["selector"], partial["domain"])
+    try:
+        pk, keysize, ktag, _tlsrpt = dkimpy.evaluate_pk(name, f"k={key.k}; p={key.p}".encode("ascii"))
+    except (dkimpy.DKIMException, binascii.Error, ValueError, TypeError) as exc:
+        return body_ok, None, f"key unusable by the verifier: {_safe(str(exc))}"
+    signer.pk, signer.keysize, signer.ktag, signer.seqtlsrpt = pk, keysize, ktag, False
+    signer.minkey = 0   # the size rule is applied by the caller, with its own reason
+    sig = {b"a": tags["a"].lower().encode("ascii"),
+           b"b": strip_ws(tags["b"]).encode("ascii"),
+           b"c": canonicalization.encode("ascii")}   # no bh=: the body was checked above
+    include = [h.encode("utf-8", "surrogateescape") for h in headers]
+    try:
+        header_ok = bool(signer.verify_sig_process(sig, include, sig_fields[index], None))
+    except (dkimpy.DKIMException, binascii.Error, ValueError, TypeError,
+            InvalidCanonicalizationPolicyError):
+        header_ok = False   # e.g. a b= of the wrong length for the key: it does not verify
+    partial["header_hash_ok"] = header_ok
+    return body_ok, header_ok, ""
+
+
+def open_message(raw: bytes) -> tuple[object, str]:
+    """A dkimpy ``DKIM`` over ``raw`` (or None and why dkimpy cannot read it)."""
+    try:
+        return dkimpy.DKIM(raw, minkey=0), ""
+    except dkimpy.DKIMException as exc:
+        return None, _safe(str(exc))

@@ -1,0 +1,120 @@
+"""DKIM key records (RFC 6376 §3.6.1, RFC 8463 §4) read from ``Facts``.
+
+``lookup_key`` answers with a ``KeyRecord`` or a ``KeyProblem`` (result word and
+reason); nothing here touches the network.  A DNS temporary error is a
+``temperror`` and never becomes "no key" (RFC 6376 §6.1.2: TEMPFAIL).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from relist.core.auth.results import Result
+from relist.core.auth.tags import TagError, parse_tags, strip_ws
+from relist.core.facts import Facts, Status
+
+__all__ = ["KeyProblem", "KeyRecord", "key_name", "lookup_key", "parse_key_record"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    k: str                      # "rsa" | "ed25519"
+    p: str                      # base64, white space removed
+    public_key: object          # cryptography public key
+    bits: int
+    hashes: tuple[str, ...]     # h= (empty: any)
+    services: tuple[str, ...]   # s=
+    flags: tuple[str, ...]      # t=
+    text: str
+
+    @property
+    def testing(self) -> bool:
+        return "y" in self.flags
+
+    @property
+    def strict(self) -> bool:
+        return "s" in self.flags
+
+
+@dataclass(frozen=True, slots=True)
+class KeyProblem:
+    result: Result
+    reason: str
+
+
+def key_name(selector: str, domain: str) -> str:
+    return f"{selector}._domainkey.{domain}".lower()
+
+
+def _colon_list(value: str) -> tuple[str, ...]:
+    return tuple(v.strip(" \t\r\n").lower() for v in value.split(":") if v.strip(" \t\r\n"))
+
+
+def parse_key_record(text: bytes | str) -> KeyRecord | KeyProblem:
+    """Parse and check one key record (RFC 6376 §3.6.1)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
+    perm = Result.PERMERROR
+    try:
+        tags = parse_tags(text)
+    except TagError as exc:
+        return KeyProblem(perm, f"key syntax error: {exc}")
+    if "v" in tags and tags["v"] != "DKIM1":
+        return KeyProblem(perm, f"key record has unsupported version v={tags['v'][:20]}")
+    if "p" not in tags:
+        return KeyProblem(perm, "key syntax error: no p= tag")
+    p = strip_ws(tags["p"])
+    if not p:
+        # RFC 6376 §3.6.1 / §6.1.2: an empty p= means the key has been revoked.
+        return KeyProblem(perm, "key revoked (empty p=)")
+    k = tags.get("k", "rsa").lower()
+    if k not in ("rsa", "ed25519"):
+        return KeyProblem(perm, f"unsupported key type k={k[:20]}")
+    services = _colon_list(tags.get("s", "*"))
+    if not ({"*", "email"} & set(services)):
+        # RFC 6376 §3.6.1: a key not for "email" (or "*") must not be used for mail.
+        return KeyProblem(perm, f"key is not for email (s={':'.join(services)[:40]})")
+    try:
+        der = base64.b64decode(p, validate=True)
+    except (binascii.Error, ValueError):
+        return KeyProblem(perm, "key syntax error: p= is not valid base64")
+    try:
+        if k == "rsa":
+            key = load_der_public_key(der)
+            if not isinstance(key, rsa.RSAPublicKey):
+                return KeyProblem(perm, "key syntax error: p= is not an RSA public key")
+            bits = key.key_size
+        else:
+            # RFC 8463 §4.2: the raw 32-byte Ed25519 public key.
+            if len(der) != 32:
+                return KeyProblem(perm, f"key syntax error: Ed25519 key is {len(der)} bytes, not 32")
+            key = ed25519.Ed25519PublicKey.from_public_bytes(der)
+            bits = 256
+    except (ValueError, TypeError) as exc:
+        return KeyProblem(perm, f"key syntax error: {str(exc)[:80]}")
+    return KeyRecord(k=k, p=p, public_key=key, bits=bits, hashes=_colon_list(tags.get("h", "")),
+                     services=services, flags=_colon_list(tags.get("t", "")), text=text)
+
+
+def lookup_key(facts: Facts, selector: str, domain: str) -> KeyRecord | KeyProblem:
+    """The key for ``selector``/``domain`` from the DNS facts."""
+    name = key_name(selector, domain)
+    answer = facts.txt(name)
+    if answer.status == Status.TEMPERROR:
+        detail = f" ({answer.detail})" if answer.detail else ""
+        return KeyProblem(Result.TEMPERROR, f"key lookup for {name}: DNS temporary error{detail}")
+    if answer.status == Status.ABSENT or not answer.records:
+        detail = f" ({answer.detail})" if answer.detail else ""
+        return KeyProblem(Result.PERMERROR, f"no key for signature at {name}{detail}")
+    problems: list[KeyProblem] = []
+    for record in answer.records:
+        parsed = parse_key_record(record)
+        if isinstance(parsed, KeyRecord):
+            return parsed   # RFC 6376 §3.6.2.2: use the first usable record
+        problems.append(parsed)
+    return problems[0]

@@ -1,0 +1,69 @@
+"""Tag=value lists (RFC 6376 §3.2), shared by DKIM-Signature, ARC fields, key
+records, DomainKey-Signature and DMARC records.
+
+Strict where the RFC is strict: a duplicate tag invalidates the whole list; a tag
+name is ALPHA *ALNUMPUNC.  White space (FWS) around names, ``=`` and ``;`` is
+allowed; a trailing ``;`` is allowed.  Values are kept as text with surrounding
+white space removed (b=, bh= and p= strip inner white space at their use).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["TagError", "parse_tags", "strip_ws", "valid_domain"]
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_WS = re.compile(r"[ \t\r\n]+")
+# One DNS label, letters/digits/hyphen/underscore (selectors and _domainkey use '_').
+_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+class TagError(ValueError):
+    """The tag list is malformed; the message says how."""
+
+
+def _text(raw: bytes | str) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "surrogateescape")
+    return raw
+
+
+def parse_tags(raw: bytes | str) -> dict[str, str]:
+    """Parse a tag-list into an ordered dict (name -> value).  Raises ``TagError``."""
+    text = _text(raw)
+    out: dict[str, str] = {}
+    for part in text.split(";"):
+        if not part.strip(" \t\r\n"):
+            continue   # empty spec: only the trailing ';' is grammatical, but harmless
+        name, eq, value = part.partition("=")
+        name = name.strip(" \t\r\n")
+        if not eq:
+            raise TagError(f"tag {name[:20]!r} has no '='")
+        if not _NAME.match(name):
+            raise TagError(f"invalid tag name {name[:20]!r}")
+        if name in out:
+            raise TagError(f"duplicate tag {name}=")
+        out[name] = value.strip(" \t\r\n")
+    return out
+
+
+def strip_ws(value: str) -> str:
+    """Remove all FWS (RFC 6376 §3.2: allowed inside b=, bh= and p=)."""
+    return _WS.sub("", value)
+
+
+def valid_domain(name: str) -> str | None:
+    """``name`` as a lower-case A-label domain fit for a DNS question, or None."""
+    name = name.strip().rstrip(".")
+    if not name or len(name) > 253:
+        return None
+    try:
+        if not name.isascii():
+            name = name.encode("idna").decode("ascii")   # RFC 8616 / RFC 9989 §5.3.1
+    except (UnicodeError, ValueError):
+        return None
+    labels = name.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        return None
+    return name.lower()

@@ -1,0 +1,77 @@
+"""Verify a message as it arrived: every DKIM signature (up to the cap), DomainKeys,
+the ARC chain and DMARC, into one ``Verdict``; and the DNS questions that needs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from relist.core.auth import arc, dmarc, domainkeys
+from relist.core.auth.dkim import Checker, open_message, signature_question, verify_signature
+from relist.core.auth.results import Result, SignatureResult, Verdict
+from relist.core.auth.tags import TagError, parse_tags
+from relist.core.facts import Facts, Question
+from relist.core.message import RawMessage
+
+__all__ = ["questions", "verify_message"]
+
+
+def _dkim_fields(msg: RawMessage):
+    return msg.get_all("dkim-signature")
+
+
+def _key_question(value: bytes) -> Question | None:
+    found = signature_question(value)
+    return Question.txt(f"{found[0]}._domainkey.{found[1]}") if found else None
+
+
+def questions(msg: RawMessage, max_signatures: int, facts: Facts) -> set[Question]:
+    """Every DNS name verification needs that ``facts`` may not answer yet."""
+    wanted: set[Question] = set()
+    domains = []
+    for f in _dkim_fields(msg)[:max_signatures]:
+        q = _key_question(f.value)
+        if q is not None:
+            wanted.add(q)
+            domains.append(signature_question(f.value)[1])
+    for f in msg.get_all(domainkeys.FIELD)[:max_signatures]:
+        q = _key_question(f.value)
+        if q is not None:
+            wanted.add(q)
+    wanted |= arc.key_questions(msg)
+    wanted |= dmarc.questions(msg, facts, None, tuple(domains))
+    return wanted
+
+
+def _over_cap(value: bytes, index: int, cap: int) -> SignatureResult:
+    info = {}
+    try:
+        tags = parse_tags(value)
+        info = {"domain": tags.get("d", "")[:255].lower(), "selector": tags.get("s", "")[:255],
+                "algorithm": tags.get("a", "")[:40].lower()}
+    except TagError:
+        pass
+    return SignatureResult("dkim", Result.POLICY,
+                           f"not verified: over the limit of {cap} signatures per message",
+                           index=index, **info)
+
+
+def verify_message(msg: RawMessage, facts: Facts, now: datetime, *, max_signatures: int = 10,
+                   min_key_bits: int = 1024) -> Verdict:
+    """The ``Verdict`` for ``msg`` with DNS from ``facts`` and time ``now``."""
+    raw = msg.to_bytes()
+    fields = _dkim_fields(msg)
+    results: list[SignatureResult] = []
+    if fields:
+        signer, error = open_message(raw)
+        checker = Checker(facts=facts, now=int(now.timestamp()), min_key_bits=min_key_bits,
+                          dkim=signer, dkim_error=error)
+        for index, f in enumerate(fields):
+            if index >= max_signatures:
+                results.append(_over_cap(f.value, index, max_signatures))
+            else:
+                results.append(verify_signature(f.value, index, checker))
+    results.extend(domainkeys.verify_domainkeys(msg, facts, max_signatures))
+    signatures = tuple(results)
+    chain = arc.verify_arc(msg, raw, facts)
+    policy = dmarc.evaluate(msg, facts, signatures)
+    return Verdict(signatures=signatures, arc=chain, dmarc=policy, from_domain=policy.domain)
