@@ -46,9 +46,10 @@ class Relay:
     """
 
     def __init__(self, config: Config, *, leg: str = "egress", store: Store | None = None,
-                 resolver=None):
+                 resolver=None, keys: dict | None = None):
         self.config = config
         self.leg = leg
+        self.keys = keys or {}
         up = config.upstream
         if leg == "ingress":
             proto, host, port = config.ingress["deliver_to"]
@@ -82,7 +83,8 @@ class Relay:
         """Run the pipeline over ``raw``.  Exceptions are bugs and propagate."""
         facts = await self.facts_for(raw)
         ctx = Context(envelope=envelope, policy=self.config.relay,
-                      now=datetime.now(timezone.utc), relist_id=relist_id, facts=facts)
+                      now=datetime.now(timezone.utc), relist_id=relist_id, facts=facts,
+                      keys=self.keys)
         if len(raw) > 256 * 1024:
             # Large messages: keep the event loop responsive while the core works.
             return await asyncio.to_thread(core.process, raw, ctx, self.steps)

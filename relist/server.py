@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from relist.app import Relay
 from relist.config import Config
+from relist.edge.keys import load_configured_keys
 from relist.edge.smtp_in import RelayHandler, RelistLMTP, RelistSMTP
 from relist.edge.store import Store
 
@@ -62,12 +63,13 @@ class Server:
                     ingress_sock: socket.socket | None = None) -> None:
         """Listen for Mailman (egress) and, with an [ingress] section, for the MTA."""
         cfg = self.config
+        keys = load_configured_keys(cfg.relay)   # refuses keys others can read
         store = Store(cfg.store["path"]) if self.use_store else None
         resolver = self._resolver()
-        self.relay = Relay(cfg, store=store, resolver=resolver)
+        self.relay = Relay(cfg, store=store, resolver=resolver, keys=keys)
         await self._listen(self.relay, RelistSMTP, "relist ESMTP", sock or bind(cfg.server["listen"]))
         if cfg.ingress is not None:
-            self.ingress = Relay(cfg, leg="ingress", store=store, resolver=resolver)
+            self.ingress = Relay(cfg, leg="ingress", store=store, resolver=resolver, keys=keys)
             await self._listen(self.ingress, RelistLMTP, "relist LMTP",
                                ingress_sock or bind(cfg.ingress["listen"]))
 
@@ -173,6 +175,10 @@ def _run(coro) -> None:
 def serve(config: Config) -> int:
     """``relist serve``: run until SIGTERM/SIGINT."""
     setup_logging(config.log["level"])
+    # Fail before binding or forking: a missing or group/world-readable key file stops
+    # relist with an error naming the file (KeyFileError is an OSError: exit 2).
+    keys = load_configured_keys(config.relay)
+    log.info("%d signing key(s) loaded", len(keys))
     listen = config.server["listen"]
     sock = bind(listen)
     ingress_sock = bind(config.ingress["listen"]) if config.ingress is not None else None

@@ -1,0 +1,24 @@
+"""Signing late: DKIM signatures and ARC seals over the final message bytes.
+
+Pure functions: message bytes, a ``SigningKey`` and ``now`` in; header-field bytes out
+(to prepend; the message itself is never re-serialised).  Key files are read by
+``relist.edge.keys``.
+
+* ``sign_dkim``  - one DKIM-Signature field (RFC 6376, RFC 8463).
+* ``seal_arc``   - the next ARC set, with the caller's own chain status (RFC 8617).
+* ``SigningKey`` - a loaded private key; ``load_private_key`` parses PEM bytes.
+"""
+
+from relist.core.sign.arc import Seal, seal_arc
+from relist.core.sign.dkim import DEFAULT_SIGN_HEADERS, oversigned, sign_dkim
+from relist.core.sign.keys import (
+    BadKey, KeyStatus, RecordCheck, SigningKey, check_record, dns_record, load_private_key,
+    parse_record, private_pem, zone_line,
+)
+from relist.core.sign.signature import SignError
+
+__all__ = [
+    "BadKey", "DEFAULT_SIGN_HEADERS", "KeyStatus", "RecordCheck", "Seal", "SignError",
+    "SigningKey", "check_record", "dns_record", "load_private_key", "oversigned",
+    "parse_record", "private_pem", "seal_arc", "sign_dkim", "zone_line",
+]

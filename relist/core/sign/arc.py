@@ -1,0 +1,152 @@
+"""ARC sealing (RFC 8617 §5.1): add the next ARC set (AAR, AMS, AS) to a message.
+
+The chain validation status ``cv`` comes from the caller (relist's own verification of
+the incoming chain), never from an Authentication-Results field in the message: a
+poster could forge ``arc=pass`` there.  Likewise the AAR payload is the caller's own
+results text (comments kept), not Authentication-Results re-read from the message.
+
+Rules applied here (each a reason when no set is added):
+* the newest existing ARC-Seal says cv=fail: the chain is over, do not seal (§5.1 step 2);
+* there are already 50 sets: i=51 is not allowed (§4.2.1);
+* i=1 must carry cv=none, i>1 pass or fail (§4.1.3, §5.2 step 3);
+* cv=fail: the new ARC-Seal covers only the new set (§5.1.2).
+Call this last, after DKIM signing: the default AMS h= covers the DKIM-Signature fields
+present (§4.1.2 SHOULD) and never Authentication-Results or ARC-* fields.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable
+
+from relist.core.sign.dkim import _DEFAULT_B, NEVER_SIGN, oversigned
+from relist.core.sign.keys import RSA, SigningKey
+from relist.core.sign.signature import (
+    Header, SignError, body_hash, canon_policy, covered, parse, signed_field,
+)
+
+__all__ = ["MAX_INSTANCE", "Seal", "SignError", "arc_sets", "seal_arc"]
+
+MAX_INSTANCE = 50  # RFC 8617 §4.2.1
+_ARC = (b"arc-authentication-results", b"arc-message-signature", b"arc-seal")  # hash order
+_INSTANCE = re.compile(rb"(?:^|;)\s*i\s*=\s*(\d+)\s*(?:;|$)")
+_CV = re.compile(rb"(?:^|;)\s*cv\s*=\s*([A-Za-z]+)\s*(?:;|$)")
+_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
+_ARC_RESULT = re.compile(r"(?:^|;)\s*arc\s*=\s*([A-Za-z]+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """The new ARC set as fields to prepend, in order (ARC-Seal, ARC-Message-Signature,
+    ARC-Authentication-Results), each CRLF-terminated; empty with ``reason`` when not sealed."""
+
+    fields: tuple[bytes, ...]
+    instance: int = 0
+    cv: str = ""
+    reason: str = ""
+
+    @property
+    def sealed(self) -> bool:
+        return bool(self.fields)
+
+
+def arc_sets(headers: list[Header]) -> dict[int, dict[bytes, list[Header]]]:
+    """Existing ARC fields grouped by instance, relaxed-canonicalized (RFC 8617 §4.2)."""
+    relaxed = canon_policy("relaxed/relaxed")
+    sets: dict[int, dict[bytes, list[Header]]] = {}
+    for name, value in relaxed.headers([h for h in headers if h[0].lower().rstrip() in _ARC]):
+        m = _INSTANCE.search(value.strip())
+        if m is None:
+            continue  # no i=: not part of any set (the verifier reports it)
+        sets.setdefault(int(m.group(1)), {}).setdefault(name, []).append((name, value))
+    return sets
+
+
+def _aar_value(instance: int, authserv_id: str, results: str) -> bytes:
+    """``i=N; authserv-id;`` then the results, one per line as written (RFC 8617 §4.1.1)."""
+    lines = [ln.strip() for ln in results.replace("\r\n", "\n").split("\n")]
+    body = "\r\n    ".join(ln for ln in lines if ln) or "none"  # RFC 8601 §2.2: no results
+    return f"i={instance}; {authserv_id};\r\n    {body}".encode("utf-8")
+
+
+def _field(name: bytes, value: bytes) -> Header:
+    return name, b" " + value + b"\r\n"
+
+
+def seal_arc(message: bytes, *, domain: str, selector: str, key: SigningKey, authserv_id: str,
+             cv: str, results: str, now: datetime, headers: Iterable[str] | None = None,
+             standardize: bool = False) -> Seal:
+    """The next ARC set for ``message`` (RFC 8617 §5.1), or no set with the reason.
+
+    ``cv`` ("none" | "pass" | "fail") is relist's own validation of the existing chain;
+    ``results`` the AAR payload (relist's own Authentication-Results text, without the
+    authserv-id; comments kept).  ``headers``: None for the default AMS h= (the DKIM
+    list oversigned, plus each DKIM-Signature present); otherwise h= exactly as given.
+    ``standardize``: the ARC test suite's fixed header form (conformance tests only).
+    """
+    cv = cv.lower()
+    if cv not in ("none", "pass", "fail"):
+        raise SignError(f"cv = {cv!r}: expected none, pass or fail")
+    if key.algorithm != RSA:
+        raise SignError(f"ARC signs with rsa-sha256 only (RFC 8617 §4.1.3), not {key.algorithm}")
+    if now.tzinfo is None:
+        raise SignError("now must be timezone-aware")
+    claimed = {m.lower() for m in _ARC_RESULT.findall(_COMMENT.sub("", results))}
+    if claimed and claimed != {cv}:
+        raise SignError(f"results say arc={'/'.join(sorted(claimed))} but cv={cv}")
+    raw, body = parse(message)
+    sets = arc_sets(raw)
+    newest = max(sets, default=0)
+    if newest:
+        seals = sets[newest].get(b"arc-seal", [])
+        m = _CV.search(seals[-1][1].strip()) if seals else None
+        if m is not None and m.group(1).lower() == b"fail":
+            return Seal((), 0, cv, f"the newest ARC-Seal (i={newest}) says cv=fail: "
+                                   "the chain is over, no new set (RFC 8617 §5.1)")
+        if newest >= MAX_INSTANCE:
+            return Seal((), 0, cv, f"the chain already has {newest} sets; "
+                                   f"at most {MAX_INSTANCE} are allowed (RFC 8617 §4.2.1)")
+        if cv == "none":
+            return Seal((), 0, cv, f"cv=none but the message has an ARC chain (i={newest}); "
+                                   "i>1 needs pass or fail (RFC 8617 §5.2)")
+    elif cv != "none":
+        return Seal((), 0, cv, f"cv={cv} but the message has no ARC chain; "
+                               "i=1 must carry cv=none (RFC 8617 §4.1.3)")
+    instance = newest + 1
+    relaxed = canon_policy("relaxed/relaxed")
+    if headers is None:
+        dkim_sigs = sum(1 for n, _ in raw if n.lower().rstrip() == b"dkim-signature")
+        h = oversigned(_DEFAULT_B, raw) + (b"dkim-signature",) * dkim_sigs
+    else:
+        h = tuple(n.strip().lower() if isinstance(n, bytes) else n.strip().lower().encode("ascii")
+                  for n in headers)
+    bad = sorted(n.decode() for n in set(h) if n.decode() in NEVER_SIGN - {"dkim-signature"})
+    if bad:
+        raise SignError(f"AMS h= must not include {', '.join(bad)} (RFC 8617 §4.1.2)")
+    if b"from" not in h:
+        raise SignError("AMS h= must include From (RFC 6376 §5.4)")
+    d, s = domain.lower().rstrip(".").encode("ascii"), selector.encode("ascii")
+    t = str(int(now.timestamp())).encode("ascii")
+    i = str(instance).encode("ascii")
+
+    aar = b"ARC-Authentication-Results: " + _aar_value(instance, authserv_id, results) + b"\r\n"
+    ams = signed_field(b"ARC-Message-Signature", [
+        (b"i", i), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"), (b"d", d), (b"s", s),
+        (b"t", t), (b"h", b" : ".join(h)), (b"bh", body_hash(body, relaxed)), (b"b", b""),
+    ], covered(raw, h, relaxed), relaxed, key, standardize)
+
+    chain: list[Header] = []
+    if cv != "fail":  # §5.1.2: a failed chain is not carried into the new seal
+        for n in sorted(sets):
+            for name in _ARC:
+                chain += sets[n].get(name, [])
+    for new in (aar, ams):
+        name, _, value = new.partition(b":")
+        chain += relaxed.headers([(name, value)])
+    seal = signed_field(b"ARC-Seal", [
+        (b"i", i), (b"cv", cv.encode("ascii")), (b"a", b"rsa-sha256"), (b"d", d), (b"s", s),
+        (b"t", t), (b"b", b""),
+    ], chain, relaxed, key, standardize)
+    return Seal((seal, ams, aar), instance, cv)

@@ -1,0 +1,207 @@
+"""Key files and key DNS lookups: the IO half of ``relist.core.sign.keys``.
+
+* Private key files are created with mode 0600 from the first byte (``os.open`` with
+  ``O_CREAT | O_EXCL`` and mode 0600: never world-readable, never overwritten).
+* Loading refuses a file that group or others may read, naming the file; errors never
+  contain key material.
+* ``lookup_txt`` is a deliberately small dnspython resolver for ``relist keys test``
+  (self-contained; the relay's resolver lives in ``relist.edge.dns``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import dkim
+import dns.exception
+import dns.nameserver
+import dns.resolver
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from relist.core.facts import Answer, Status
+from relist.core.policy import ListPolicy, RelayPolicy
+from relist.core.sign import (
+    KeyStatus, RecordCheck, SigningKey, check_record, load_private_key, private_pem, sign_dkim,
+)
+from relist.core.sign.keys import ED25519, RSA, BadKey
+
+__all__ = [
+    "BadKey", "ConfiguredKey", "KeyFileError", "check_published", "configured_keys", "generate",
+    "load_configured_keys", "lookup_txt", "read_private_key", "write_private_key",
+]
+
+MIN_GENERATE_BITS = 1024   # RFC 8301 §3.2: signers MUST use at least 1024 bits (SHOULD 2048)
+
+
+class KeyFileError(OSError):
+    """A key file cannot be used; the message names the file (``relist`` exits 2)."""
+
+
+def generate(algorithm: str = "rsa", bits: int = 2048) -> SigningKey:
+    """A new private key: ``rsa`` (``bits``, e = 65537) or ``ed25519`` (RFC 8463)."""
+    if algorithm == "rsa":
+        if bits < MIN_GENERATE_BITS:
+            raise ValueError(f"--bits {bits}: RSA keys must have at least {MIN_GENERATE_BITS} bits (RFC 8301 §3.2)")
+        return SigningKey(RSA, rsa.generate_private_key(public_exponent=65537, key_size=bits))
+    if algorithm == "ed25519":
+        return SigningKey(ED25519, ed25519.Ed25519PrivateKey.generate())
+    raise ValueError(f"algorithm {algorithm!r}: expected rsa or ed25519")
+
+
+def write_private_key(path: str | os.PathLike, key: SigningKey) -> Path:
+    """Create ``path`` (mode 0600, must not exist) holding ``key`` as PKCS#8 PEM."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path}: already exists; not overwriting a key file") from None
+    try:
+        os.fchmod(fd, 0o600)   # the umask can only have removed bits; make it exact
+        os.write(fd, private_pem(key))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_private_key(path: str | os.PathLike) -> SigningKey:
+    """Load a key file, refusing one readable by group or others (checked on the open file)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: private key file not found") from None
+    except PermissionError:
+        raise KeyFileError(f"{path}: private key file not readable by this user") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{path}: not a regular file")
+        if st.st_mode & 0o077:
+            raise KeyFileError(
+                f"{path}: private key file is accessible by group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read()
+    finally:
+        os.close(fd)
+    try:
+        return load_private_key(data, str(path))
+    except BadKey as exc:
+        raise KeyFileError(str(exc)) from None
+
+
+def lookup_txt(name: str, nameservers: Iterable[tuple[str, int]] = (), timeout: float = 5) -> Answer:
+    """TXT records at ``name`` as a three-valued ``Answer`` (strings of a record joined,
+    RFC 6376 §3.6.2.2).  ``nameservers`` empty: the system resolver configuration."""
+    servers = list(nameservers)
+    resolver = dns.resolver.Resolver(configure=not servers)
+    if servers:
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in servers]
+    resolver.timeout = resolver.lifetime = timeout
+    try:
+        answer = resolver.resolve(name.rstrip(".") + ".", "TXT", search=False)
+    except dns.resolver.NXDOMAIN:
+        return Answer(Status.ABSENT, (), "NXDOMAIN")
+    except dns.resolver.NoAnswer:
+        return Answer(Status.ABSENT, (), "no TXT record (NODATA)")
+    except dns.exception.Timeout:
+        return Answer(Status.TEMPERROR, (), "timeout")
+    except (dns.resolver.NoNameservers, dns.exception.DNSException) as exc:
+        return Answer(Status.TEMPERROR, (), type(exc).__name__)
+    return Answer(Status.FOUND, tuple(b"".join(r.strings) for r in answer), "")
+
+
+_TEST_MESSAGE = (b"From: relist key test <postmaster@%s>\r\nTo: <postmaster@%s>\r\n"
+                 b"Subject: relist keys test\r\nDate: %s\r\nMessage-ID: <keytest@%s>\r\n\r\n"
+                 b"relist keys test: sign and verify with the published key.\r\n")
+
+
+def check_published(key: SigningKey, domain: str, selector: str, answer: Answer,
+             min_bits: int = 1024, now: datetime | None = None) -> RecordCheck:
+    """Compare the DNS ``answer`` with ``key``; when the record matches, also sign a test
+    message and verify it with dkimpy against the published record."""
+    if answer.status is Status.ABSENT:
+        return RecordCheck(KeyStatus.NOT_PUBLISHED, answer.detail or "no record")
+    if answer.status is Status.TEMPERROR:
+        return RecordCheck(KeyStatus.DNS_ERROR, answer.detail or "lookup failed")
+    check = check_record(key, answer.records, min_bits)
+    if check.status not in (KeyStatus.OK, KeyStatus.TESTING):
+        return check
+    now = now or datetime.now(timezone.utc)
+    d = domain.encode("ascii")
+    msg = _TEST_MESSAGE % (d, d, now.strftime("%a, %d %b %Y %H:%M:%S +0000").encode(), d)
+    field = sign_dkim(msg, domain=domain, selector=selector, key=key, now=now)
+
+    def dnsfunc(name, timeout=5):
+        return answer.records[0]
+    try:
+        verified = dkim.verify(field + msg, dnsfunc=dnsfunc, minkey=min(min_bits, 1024))
+    except dkim.DKIMException:
+        verified = False
+    if not verified:
+        return RecordCheck(KeyStatus.SIGN_FAILED, "a test signature did not verify with the published record")
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredKey:
+    """One key named in the configuration."""
+
+    where: str          # "lists.'a@b'" or "list_defaults"
+    domain: str         # d=
+    selector: str
+    path: str
+    algorithm: str      # "rsa" | "ed25519" (what the key setting is for)
+
+
+def _keys_of(lp: ListPolicy, where: str) -> list[ConfiguredKey]:
+    domain = lp.signing_domain or lp.domain
+    out = []
+    for sel, path, alg in ((lp.selector, lp.private_key, "rsa"),
+                           (lp.ed25519_selector, lp.ed25519_private_key, "ed25519")):
+        if sel or path:
+            out.append(ConfiguredKey(where, domain, sel, path, alg))
+    return out
+
+
+def configured_keys(relay: RelayPolicy) -> list[ConfiguredKey]:
+    """Every key in ``[lists."ADDRESS"]`` and ``[list_defaults]``, duplicates removed.
+
+    ``[list_defaults]`` keys without ``signing_domain`` sign under each list's own domain,
+    so they appear once per configured list (and with domain "" for the rest).
+    """
+    out: list[ConfiguredKey] = []
+    seen: set[tuple[str, str, str]] = set()
+    for lp in relay.lists:
+        for k in _keys_of(lp, f"lists.{lp.address!r}"):
+            if (k.domain, k.selector, k.path) not in seen:
+                seen.add((k.domain, k.selector, k.path))
+                out.append(k)
+    for k in _keys_of(relay.defaults, "list_defaults"):
+        if (k.domain, k.selector, k.path) not in seen and not any(
+                (o.selector, o.path) == (k.selector, k.path) for o in out):
+            seen.add((k.domain, k.selector, k.path))
+            out.append(k)
+    return out
+
+
+
+def load_configured_keys(relay: RelayPolicy) -> dict[str, SigningKey]:
+    """Every configured key file loaded once, by path (for ``relist serve`` at start-up).
+
+    Raises ``KeyFileError`` naming the first file that is missing, unreadable, not a key,
+    or accessible by group or others, so the server does not start half-configured.
+    The values go into ``Context.keys``; a ``sign`` step looks keys up by the list's path.
+    """
+    keys: dict[str, SigningKey] = {}
+    for lp in (*relay.lists, relay.defaults):
+        for path in (lp.private_key, lp.ed25519_private_key):
+            if path and path not in keys:
+                keys[path] = read_private_key(path)
+    return keys

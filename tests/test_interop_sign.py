@@ -1,0 +1,112 @@
+"""What relist signs verifies with other implementations: Perl Mail::DKIM (DKIM and
+ARC, DNS from a loopback server through Net::DNS) and OpenDKIM's test mode
+(``opendkim -t`` with ``TestDNSData``).  Each skips with the reason when the tool is
+missing.  Every check has a negative control (a changed body must fail)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from relist.core.sign import SigningKey, dns_record, seal_arc, sign_dkim
+from tests.test_keys_cli import TxtServer
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+RSA_KEY = SigningKey("rsa-sha256", rsa.generate_private_key(public_exponent=65537, key_size=2048))
+ED_KEY = SigningKey("ed25519-sha256", ed25519.Ed25519PrivateKey.generate())
+DOMAIN = "lists.example.org"
+RECORDS = {f"rsa._domainkey.{DOMAIN}": dns_record(RSA_KEY), f"ed._domainkey.{DOMAIN}": dns_record(ED_KEY)}
+KEYS = {"rsa": RSA_KEY, "ed": ED_KEY}
+
+POST = (b"From: Alice <alice@example.net>\r\nTo: dev@lists.example.org\r\n"
+        b"Subject: [dev] interop\r\nDate: Sun, 1 Mar 2026 11:58:00 +0000\r\n"
+        b"Message-ID: <i1@example.net>\r\nList-Id: <dev.lists.example.org>\r\n"
+        b"List-Unsubscribe: <https://lists.example.org/u>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nHello  there\r\n-- \r\nfooter\r\n")
+
+
+def _perl_has(module: str) -> bool:
+    return shutil.which("perl") is not None and subprocess.run(
+        ["perl", f"-M{module}", "-e", "1"], capture_output=True).returncode == 0
+
+
+PERL = """
+use strict; use Net::DNS::Resolver; use Mail::DKIM::Verifier; use Mail::DKIM::ARC::Verifier;
+my ($mode, $port, $file) = @ARGV;
+Mail::DKIM::DNS::resolver(Net::DNS::Resolver->new(nameservers => ['127.0.0.1'], port => $port,
+    recurse => 1, udp_timeout => 5, tcp_timeout => 5, retry => 1));
+my $v = $mode eq 'arc' ? Mail::DKIM::ARC::Verifier->new() : Mail::DKIM::Verifier->new();
+open(my $fh, '<', $file) or die; binmode $fh;
+while (<$fh>) { s/\\r?\\n\\z/\\015\\012/; $v->PRINT($_); }
+$v->CLOSE;
+print $v->result, "\\n", ($v->result_detail // ''), "\\n";
+"""
+
+
+def mail_dkim(mode: str, message: bytes, tmp_path) -> str:
+    script, msg = tmp_path / "verify.pl", tmp_path / "msg.eml"
+    script.write_text(PERL)
+    msg.write_bytes(message)
+    with TxtServer(RECORDS) as server:
+        out = subprocess.run(["perl", str(script), mode, str(server.port), str(msg)],
+                             capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    return out.stdout.decode()
+
+
+needs_mail_dkim = pytest.mark.skipif(not _perl_has("Mail::DKIM::Verifier"),
+                                     reason="Perl Mail::DKIM not installed (Debian libmail-dkim-perl)")
+# Mail::DKIM verifies ed25519-sha256 only from the release that added
+# Mail::DKIM::Algorithm::ed25519_sha256 (which needs Crypt::PK::Ed25519, libcryptx-perl);
+# Debian 12's 1.20230212 has neither the module nor the algorithm.
+needs_ed25519 = pytest.mark.skipif(
+    not (_perl_has("Mail::DKIM::Algorithm::ed25519_sha256") and _perl_has("Crypt::PK::Ed25519")),
+    reason="this Mail::DKIM has no ed25519-sha256 (Mail::DKIM::Algorithm::ed25519_sha256 "
+           "and Crypt::PK::Ed25519 needed; Debian 12 ships Mail::DKIM 1.20230212 without it)")
+
+
+@needs_mail_dkim
+@pytest.mark.parametrize("sel", ["rsa", pytest.param("ed", marks=needs_ed25519)])
+@pytest.mark.parametrize("canon", ["relaxed/relaxed", "simple/simple"])
+def test_mail_dkim_verifies_dkim(tmp_path, sel, canon):
+    field = sign_dkim(POST, domain=DOMAIN, selector=sel, key=KEYS[sel], now=NOW, canonicalization=canon)
+    assert mail_dkim("dkim", field + POST, tmp_path).startswith("pass\n")
+    assert mail_dkim("dkim", field + POST + b"more\r\n", tmp_path).startswith("fail\n")
+
+
+@needs_mail_dkim
+def test_mail_dkim_verifies_arc_chain(tmp_path):
+    signed = sign_dkim(POST, domain=DOMAIN, selector="rsa", key=RSA_KEY, now=NOW) + POST
+    one = seal_arc(signed, domain=DOMAIN, selector="rsa", key=RSA_KEY, authserv_id=DOMAIN,
+                   cv="none", results="arc=none;\n dkim=pass (2048-bit key) header.d=example.net", now=NOW)
+    first = b"".join(one.fields) + signed
+    assert mail_dkim("arc", first, tmp_path).startswith("pass\n")
+    two = seal_arc(first, domain=DOMAIN, selector="rsa", key=RSA_KEY, authserv_id="mx.example.com",
+                   cv="pass", results="arc=pass header.oldest-pass=1", now=NOW)
+    second = b"".join(two.fields) + first
+    assert mail_dkim("arc", second, tmp_path).startswith("pass\n")
+    assert mail_dkim("arc", second + b"more\r\n", tmp_path).startswith("fail\n")
+
+
+def opendkim(message: bytes, tmp_path) -> str:
+    data, conf, msg = tmp_path / "dns.txt", tmp_path / "opendkim.conf", tmp_path / "msg.eml"
+    data.write_text("".join(f"{name} {value}\n" for name, value in RECORDS.items()))
+    conf.write_text(f"Mode v\nSyslog no\nTestDNSData file:{data}\n")
+    msg.write_bytes(message)
+    out = subprocess.run(["opendkim", "-x", str(conf), "-t", str(msg)], capture_output=True, timeout=60)
+    return (out.stdout + out.stderr).decode()
+
+
+@pytest.mark.skipif(shutil.which("opendkim") is None, reason="opendkim not installed (Debian opendkim)")
+@pytest.mark.parametrize("sel", ["rsa", "ed"])
+@pytest.mark.parametrize("canon", ["relaxed/relaxed", "simple/simple", "relaxed/simple"])
+def test_opendkim_verifies_dkim(tmp_path, sel, canon):
+    field = sign_dkim(POST, domain=DOMAIN, selector=sel, key=KEYS[sel], now=NOW, canonicalization=canon)
+    good = opendkim(field + POST, tmp_path)
+    assert f"verification (s={sel}, d={DOMAIN}" in good and "succeeded" in good, good
+    bad = opendkim(field + POST + b"more\r\n", tmp_path)
+    assert "failed" in bad and "succeeded" not in bad, bad
