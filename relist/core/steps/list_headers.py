@@ -1,0 +1,121 @@
+"""list-headers: the RFC 2369 / RFC 2919 / RFC 8058 list fields.
+
+What: List-Id (RFC 2919 §3: ``"Display Name" <list.id>`` or ``<list.id>``),
+List-Help, List-Unsubscribe, List-Subscribe, List-Post, List-Owner, List-Archive
+(RFC 2369 §3: angle-bracketed URIs, comma separated, leftmost preferred), and
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058 §3.1) only when the
+List-Unsubscribe field that goes out contains an https URI.
+
+``list_headers = "keep"`` leaves every such field already present (Mailman adds
+most of them) byte-identical and adds only the missing ones; ``"replace"`` removes
+all fields of these names and writes relist's.  A field is never duplicated.
+Why: these fields drive MUAs' unsubscribe buttons and mailbox providers' one-click
+unsubscribe; relist writes them from its own settings so that they can be signed
+under the list's domain (RFC 8058 §4 asks for both fields to be DKIM-signed).
+"""
+
+from __future__ import annotations
+
+import re
+
+from relist.core import mime
+from relist.core.message import RawMessage
+from relist.core.model import Action, Context, Work
+from relist.core.policy import ListPolicy
+
+__all__ = ["NAME", "apply", "fields_for", "transform"]
+
+NAME = "list-headers"
+
+# Written in this order (Mailman's rfc_2369 writes them sorted; any order is valid).
+NAMES = ("List-Id", "List-Help", "List-Unsubscribe", "List-Subscribe", "List-Post",
+         "List-Owner", "List-Archive", "List-Unsubscribe-Post")
+ONE_CLICK = "List-Unsubscribe=One-Click"
+_HTTPS = re.compile(r"<\s*https://", re.IGNORECASE)
+
+
+def apply(work: Work, ctx: Context) -> Work:
+    """See `relist.core.steps`."""
+    lp = work.known.list_policy
+    if lp is None:
+        return work.note(NAME, Action.SKIPPED, "no list")
+    new, detail = transform(work.message, lp)
+    if new is None:
+        return work.note(NAME, Action.SKIPPED, detail)
+    return work.note(NAME, Action.APPLIED, detail, message=new)
+
+
+def _uris(*uris: str) -> str:
+    return ", ".join(f"<{u}>" for u in uris if u)
+
+
+def _phrase(text: str) -> str:
+    """An RFC 5322 phrase: a quoted string, or RFC 2047 words when not ASCII."""
+    if mime.needs_encoding(text):
+        return mime.encode_words(text)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def fields_for(lp: ListPolicy) -> dict[str, str]:
+    """relist's value for each list field (no List-Unsubscribe-Post: see ``transform``)."""
+    name, domain = lp.name, lp.domain
+    list_id = f"<{lp.list_id}>"
+    values = {
+        "List-Id": f"{_phrase(lp.display_name)} {list_id}" if lp.display_name else list_id,
+        "List-Help": _uris(lp.help_url, f"mailto:{name}-request@{domain}?subject=help"),
+        "List-Unsubscribe": _uris(lp.unsubscribe_url, f"mailto:{name}-leave@{domain}"),
+        "List-Subscribe": _uris(lp.subscribe_url, f"mailto:{name}-join@{domain}"),
+        "List-Post": _uris(f"mailto:{lp.address}"),
+        "List-Owner": _uris(f"mailto:{name}-owner@{domain}"),
+        "List-Archive": _uris(lp.archive_url),
+    }
+    return {k: v for k, v in values.items() if v}
+
+
+def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
+    """The message with the list fields, or None and the reason nothing changed."""
+    if "@" not in lp.address:
+        return None, f"list address {lp.address!r} has no domain"
+    bad = [u for u in (lp.help_url, lp.unsubscribe_url, lp.subscribe_url, lp.archive_url)
+           if u and (not u.isascii() or any(c in u for c in "<>\r\n\0 "))]
+    if bad:
+        return None, f"list-headers skipped: unusable URL {bad[0]!r}"
+    ours = fields_for(lp)
+    out = msg
+    removed: list[str] = []
+    if lp.list_headers == "replace":
+        want = dict(ours)
+        if _HTTPS.search(ours["List-Unsubscribe"]):
+            want["List-Unsubscribe-Post"] = ONE_CLICK
+        have = {n: [_squash(f.text()) for f in msg.get_all(n)] for n in NAMES}
+        if all(have[n] == ([_squash(want[n])] if n in want else []) for n in NAMES):
+            return None, "list fields already as configured (list_headers = replace)"
+        for name in NAMES:
+            if out.get(name) is not None:
+                removed.append(name)
+                out = out.remove(name)
+    added: list[str] = []
+    for name, value in ours.items():
+        if out.get(name) is None:
+            out = out.append(out.make_field(name, mime.fold(name, value)))
+            added.append(name)
+    unsub = out.get("list-unsubscribe")
+    if (out.get("list-unsubscribe-post") is None and unsub is not None
+            and _HTTPS.search(unsub.text())):
+        out = out.append(out.make_field("List-Unsubscribe-Post", ONE_CLICK))
+        added.append("List-Unsubscribe-Post")
+    if not added and not removed:
+        return None, "all list fields already present (list_headers = keep)"
+    kept = [n for n in NAMES if n not in added and msg.get(n) is not None]
+    parts = []
+    if lp.list_headers == "replace":
+        parts.append("replaced: " + ", ".join(added))
+    else:
+        parts.append("added: " + ", ".join(added))
+        if kept:
+            parts.append("kept: " + ", ".join(kept))
+    return out, "; ".join(parts)
