@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from datetime import datetime, timezone
 
 from relist import core
 from relist.config import Config
 from relist.core.facts import Facts
+from relist.core.ingress import IngressCopy, fingerprint
+from relist.core.message import RawMessage
 from relist.core.model import Context, Envelope, Outcome, Record, Reply
 from relist.edge.smtp_out import Pool
 from relist.edge.store import Store
@@ -79,16 +82,38 @@ class Relay:
             facts = facts.merged(await self.resolver.resolve(questions))
         return facts
 
+    async def ingress_copies(self, raw: bytes) -> tuple[IngressCopy, ...]:
+        """Egress leg: the ingress leg's copies of this post, by Message-ID."""
+        if self.leg != "egress" or self.config.ingress is None or self.store is None:
+            return ()
+        message_id = RawMessage.parse(raw).header_text("message-id")
+        if not message_id:
+            return ()
+        try:
+            rows = await asyncio.to_thread(self.store.ingress_candidates, message_id, time.time())
+        except sqlite3.Error as exc:
+            log.warning("ingress copies for %s not read (%s): verifying what arrived", message_id, exc)
+            return ()
+        return tuple(IngressCopy(rid, copy) for rid, copy in rows)
+
     async def run(self, raw: bytes, envelope: Envelope, relist_id: str) -> Outcome:
         """Run the pipeline over ``raw``.  Exceptions are bugs and propagate."""
         facts = await self.facts_for(raw)
-        ctx = Context(envelope=envelope, policy=self.config.relay,
-                      now=datetime.now(timezone.utc), relist_id=relist_id, facts=facts,
-                      keys=self.keys)
+        now = datetime.now(timezone.utc)
+        ctx = Context(envelope=envelope, policy=self.config.relay, now=now, relist_id=relist_id,
+                      facts=facts, keys=self.keys, ingress=await self.ingress_copies(raw))
         if len(raw) > 256 * 1024:
             # Large messages: keep the event loop responsive while the core works.
-            return await asyncio.to_thread(core.process, raw, ctx, self.steps)
-        return core.process(raw, ctx, self.steps)
+            outcome = await asyncio.to_thread(core.process, raw, ctx, self.steps)
+        else:
+            outcome = core.process(raw, ctx, self.steps)
+        if self.leg == "ingress" and self.store is not None and outcome.message is not None:
+            # Keep the post as it arrived, for the egress path (relist.core.ingress).
+            msg = RawMessage.parse(raw)
+            self.store.save_ingress(relist_id, now.timestamp(), now.isoformat(),
+                                    self.config.ingress["retention_days"] * 86400,
+                                    msg.header_text("message-id") or "", fingerprint(msg), raw)
+        return outcome
 
     def finish(self, relist_id: str, record: Record | None, envelope: Envelope,
                upstream: dict[str, Reply], reply: Reply, started: float,

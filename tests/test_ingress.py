@@ -80,3 +80,77 @@ def test_egress_still_served_beside_ingress(relist_ingress, sink):
     with smtplib.SMTP("127.0.0.1", relist_ingress.port, timeout=10) as c:
         assert c.sendmail("dev-bounces@lists.example.org", ["m@example.com"], POST) == {}
     assert len(sink.messages) == 1
+
+
+# -- the egress path recognises the ingress copy --------------------------------------
+
+import base64  # noqa: E402
+import json  # noqa: E402
+import sqlite3  # noqa: E402
+import time  # noqa: E402
+
+import dkim  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+
+SIGNED_POST = (b"From: Poster <poster@poster.example>\r\nTo: dev@lists.example.org\r\n"
+               b"Subject: verify early\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
+               b"Message-ID: <early-1@poster.example>\r\n\r\n"
+               b"Hello list.\r\nFrom the desk of the poster: a line Mailman will escape.\r\n")
+
+
+@pytest.fixture(scope="module")
+def poster_key():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    pub = base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    return pem, f"v=DKIM1; k=rsa; p={pub}"
+
+
+def signed(pem: bytes, data: bytes = SIGNED_POST) -> bytes:
+    return dkim.sign(data, b"s1", b"poster.example", pem, canonicalize=(b"relaxed", b"relaxed"),
+                     include_headers=[b"from", b"to", b"subject", b"date", b"message-id"]) + data
+
+
+def verify_note(db_path, relist_id_order=-1):
+    db = sqlite3.connect(db_path)
+    rows = db.execute("SELECT steps FROM transactions ORDER BY rowid").fetchall()
+    return [n for n in json.loads(rows[relist_id_order][0]) if n["step"] == "verify"][0]["detail"]
+
+
+def test_egress_uses_the_ingress_verdict_and_refuses_a_forged_copy(tmp_path, sink, mailman, dns_server,
+                                                                   poster_key):
+    pem, record = poster_key
+    dns_server.set("s1._domainkey.poster.example", [record])
+    dns_server.set("_dmarc.poster.example", ["v=DMARC1; p=reject"])
+    cfg = make_config(tmp_path, sink.port, {"ingress": {"deliver_to": f"lmtp:127.0.0.1:{mailman.port}"}},
+                      nameserver=dns_server.nameserver, ingress={"listen": ("127.0.0.1", 0)})
+    post = signed(pem)
+    with ThreadedServer(cfg) as srv:
+        lmtp_send(srv.ingress_port, ["dev@lists.example.org"], post)
+        store = srv.relay.store
+        end = time.monotonic() + 5
+        while store.written < 2 and time.monotonic() < end:   # record + ingress copy
+            time.sleep(0.02)
+        # What Mailman sends: ">From " escaping breaks the poster's body hash.
+        mailman_out = post.replace(b"\r\nFrom the desk", b"\r\n>From the desk")
+        forged = post.replace(b"Hello list.", b"Send money.")
+        with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as c:
+            c.sendmail("dev-bounces@lists.example.org", ["m@example.com"], mailman_out)
+            c.sendmail("dev-bounces@lists.example.org", ["m@example.com"], forged)
+        while store.written < 4 and time.monotonic() < end:
+            time.sleep(0.02)
+    db = tmp_path / "relist.db"
+    ingress_note = verify_note(db, 0)
+    assert ingress_note.startswith("dkim=pass(poster.example)")
+    egress_note = verify_note(db, 1)
+    assert egress_note.startswith("as received by ingress (ingress copy ")
+    assert "dkim=pass(poster.example)" in egress_note and "dmarc=pass" in egress_note
+    forged_note = verify_note(db, 2)
+    assert forged_note.startswith("as received (1 ingress copy with this Message-ID, none matching")
+    assert "dkim=fail(poster.example)" in forged_note
+    # The AR relist adds at egress says what the ingress copy showed.
+    assert sink.messages[0].data.startswith(b"Authentication-Results: relist.test;")
+    assert b"dkim=pass" in sink.messages[0].data.split(b"\r\n\r\n")[0]

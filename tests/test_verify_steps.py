@@ -11,7 +11,7 @@ from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Envelope, Record, Work
 from relist.core.policy import RelayPolicy
 from relist.core.steps import authres, verify
-from relist.edge.store import connect, verdict_rows
+from relist.edge.store import MIGRATIONS, connect, verdict_rows
 from tests.test_verify_support import MESSAGE, NOW, facts, public_record, rsa_key, sign
 
 POLICY = RelayPolicy(hostname="relist.test", authserv_id="relist.test")
@@ -90,7 +90,7 @@ def test_store_writes_signature_and_verdict_rows(tmp_path):
                     verdict=work.known.verdict)
     sig_rows, verdict_row = verdict_rows(record)
     conn = connect(tmp_path / "db.sqlite")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     conn.executemany("INSERT INTO signatures VALUES (" + ",".join("?" * 15) + ")", sig_rows)
     conn.execute("INSERT INTO verdicts VALUES (" + ",".join("?" * 12) + ")", verdict_row)
     row = conn.execute("SELECT kind, domain, result, key_bits, body_hash_ok FROM signatures").fetchone()

@@ -90,6 +90,7 @@ class Known:
     list_source: str = ""          # "list-id", "envelope" or "" when unknown
     list_policy: ListPolicy | None = None
     verdict: Any = None            # relist.core.auth results: what verification found
+    ingress_copy: Any = None       # egress: the post as the ingress leg saw it (RawMessage)
     extra: tuple[tuple[str, Any], ...] = ()  # named facts recorded by steps
 
 
@@ -116,7 +117,8 @@ class Context:
     now: datetime
     relist_id: str
     facts: Facts = field(default_factory=Facts)
-    keys: Any = None   # signing keys (issue: sign late); opaque to steps that do not sign
+    keys: Any = None   # signing keys by path (relist.edge.keys); opaque to steps that do not sign
+    ingress: tuple = ()   # egress leg: the ingress copies with this Message-ID (core.ingress)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ database from version ``i`` to ``i + 1``.  Never edit a released migration: appe
 from __future__ import annotations
 
 import json
+import zlib
 import logging
 import queue
 import sqlite3
@@ -86,6 +87,20 @@ MIGRATIONS: tuple[str, ...] = (
         arc_reason      TEXT NOT NULL
     );
     CREATE INDEX verdicts_dmarc ON verdicts(from_domain, dmarc_result)
+    """,
+    # 2 -> 3: the ingress leg's copies of posts, for the egress path to recognise and
+    # repair them (relist.core.ingress); deleted after [ingress] retention_days.
+    """
+    CREATE TABLE ingress_posts (
+        relist_id     TEXT PRIMARY KEY,
+        time          TEXT NOT NULL,
+        expires       REAL NOT NULL,            -- Unix time
+        message_id    TEXT NOT NULL,
+        fingerprint   TEXT NOT NULL,
+        raw           BLOB NOT NULL             -- zlib-compressed post as received
+    );
+    CREATE INDEX ingress_posts_message_id ON ingress_posts(message_id);
+    CREATE INDEX ingress_posts_expires ON ingress_posts(expires);
     """,
 )
 
@@ -185,6 +200,7 @@ def verdict_rows(record: Record) -> tuple[list[tuple], tuple | None]:
 
 _INSERT = "INSERT OR REPLACE INTO transactions VALUES (" + ",".join("?" * 16) + ")"
 _INSERT_SIGNATURE = "INSERT OR REPLACE INTO signatures VALUES (" + ",".join("?" * 15) + ")"
+_INSERT_INGRESS = "INSERT OR REPLACE INTO ingress_posts VALUES (?,?,?,?,?,?)"
 _INSERT_VERDICT = "INSERT OR REPLACE INTO verdicts VALUES (" + ",".join("?" * 12) + ")"
 
 
@@ -199,6 +215,7 @@ class Store:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="relist-store", daemon=True)
         self._conn = connect(path)  # fail loudly at start-up, not per message
+        self._local = threading.local()
         self._thread.start()
 
     def save(self, record: Record, upstream: dict[str, Reply], reply: Reply | None,
@@ -209,6 +226,26 @@ class Store:
         except Exception:  # noqa: BLE001 - the record is secondary to delivery
             self.failures += 1
             log.exception("%s: could not serialise the record", record.relist_id)
+
+    def save_ingress(self, relist_id: str, now: float, time_iso: str, retention: float,
+                     message_id: str, fingerprint: str, raw: bytes) -> None:
+        """Keep the ingress copy of a post for ``retention`` seconds (written by the
+        writer thread, which also deletes expired copies; never blocks)."""
+        self._queue.put(("ingress", (relist_id, time_iso, now + retention, message_id, fingerprint,
+                                     zlib.compress(raw, 1)), now))
+
+    def ingress_candidates(self, message_id: str, now: float) -> list[tuple[str, bytes]]:
+        """Unexpired ingress copies with this Message-ID: [(relist_id, raw)].
+
+        Blocking (call it in a thread); uses its own read connection per thread, so
+        it never waits for the writer (WAL).
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(str(self.path), timeout=5, check_same_thread=True)
+        rows = conn.execute("SELECT relist_id, raw FROM ingress_posts WHERE message_id = ? AND expires > ? "
+                            "ORDER BY time DESC LIMIT 20", (message_id, now)).fetchall()
+        return [(rid, zlib.decompress(raw)) for rid, raw in rows]
 
     def _run(self) -> None:
         while True:
@@ -231,11 +268,17 @@ class Store:
                 break
         self._conn.close()
 
-    def _write(self, rows: list[tuple]) -> None:
+    def _write(self, items: list[tuple]) -> None:
+        ingress = [item[1] for item in items if item[0] == "ingress"]
+        now = max((item[2] for item in items if item[0] == "ingress"), default=0)
+        rows = [item for item in items if item[0] != "ingress"]
         conn = self._conn
         try:
             conn.execute("BEGIN")
             try:
+                if ingress:
+                    conn.executemany(_INSERT_INGRESS, ingress)
+                    conn.execute("DELETE FROM ingress_posts WHERE expires < ?", (now,))
                 conn.executemany(_INSERT, [r[0] for r in rows])
                 conn.executemany(_INSERT_SIGNATURE, [s for r in rows for s in r[1]])
                 conn.executemany(_INSERT_VERDICT, [r[2] for r in rows if r[2] is not None])
@@ -244,11 +287,12 @@ class Store:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            self.written += len(rows)
+            self.written += len(items)
         except sqlite3.Error as exc:
-            self.failures += len(rows)
+            self.failures += len(items)
             log.error("store: %d record(s) not written (%s); mail is not affected; "
-                      "ids: %s", len(rows), exc, ",".join(r[0][0] for r in rows[:10]))
+                      "ids: %s", len(items), exc,
+                      ",".join(str(i[1][0] if i[0] == "ingress" else i[0][0]) for i in items[:10]))
 
     def close(self, timeout: float = 10) -> None:
         """Flush what is queued and stop the writer thread."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from relist.core.auth import questions as auth_questions
 from relist.core.auth import verify_message
 from relist.core.facts import Facts, Question
+from relist.core.ingress import match as ingress_match
 from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Work
 from relist.core.policy import RelayPolicy
@@ -26,9 +27,19 @@ def questions(msg: RawMessage, policy: RelayPolicy, facts: Facts) -> set[Questio
 
 
 def apply(work: Work, ctx: Context) -> Work:
-    """See `relist.core.steps`."""
-    verdict = verify_message(work.message, ctx.facts, ctx.now,
+    """See `relist.core.steps`.
+
+    On the egress leg, when the ingress leg kept a copy of this post (matched by
+    ``relist.core.ingress``), the verdict is that of the copy: the post as it was
+    before Mailman changed it.  Otherwise, what arrived here is verified.
+    """
+    copy, why = ingress_match(work.message, ctx.ingress)
+    subject = RawMessage.parse(copy.raw) if copy is not None else work.message
+    verdict = verify_message(subject, ctx.facts, ctx.now,
                              max_signatures=ctx.policy.max_signatures,
                              min_key_bits=ctx.policy.min_key_bits)
-    return work.note(NAME, Action.RECORDED, verdict.summary()[:500],
-                     known=work.learn(verdict=verdict))
+    source = f"as received by ingress ({why}): " if copy is not None else (
+        f"as received ({why}): " if ctx.ingress else "")
+    return work.note(NAME, Action.RECORDED, (source + verdict.summary())[:500],
+                     known=work.learn(verdict=verdict,
+                                      ingress_copy=subject if copy is not None else None))
