@@ -16,6 +16,7 @@ by itself.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from relist.sandbox.dnsserver import DNSServer  # noqa: E402
 
 
 def free_port() -> int:
@@ -83,6 +87,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--config", help="a relist.toml whose lists/keys to use")
     ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("--zone", help="JSON {name: [TXT...]} served by the loopback DNS server")
     args = ap.parse_args()
     for tool in ("smtp-source", "smtp-sink"):
         if not shutil.which(tool):
@@ -96,7 +101,10 @@ def main() -> int:
         wait_port(sink_port)
         base = Path(args.config).read_text() if args.config else ""
         conf = Path(tmp) / "relist.toml"
-        conf.write_text(_override(base, relist_port, sink_port, Path(tmp) / "relist.db", args.workers))
+        # DNS for verification and DMARC comes from a loopback server (never the network).
+        dns_server = DNSServer(json.loads(Path(args.zone).read_text()) if args.zone else {}).start()
+        conf.write_text(_override(base, relist_port, sink_port, Path(tmp) / "relist.db", args.workers,
+                                  dns_server.nameserver))
         relist = subprocess.Popen([sys.executable, "-m", "relist", "serve", "-c", str(conf)],
                                   stderr=open(Path(tmp) / "relist.log", "w"))
         try:
@@ -111,6 +119,7 @@ def main() -> int:
             relist.wait(30)
             sink.terminate()
             sink.wait(10)
+            dns_server.stop()
         n = args.messages
         print(f"messages={n} size={args.size} sessions={args.sessions} recipients={args.recipients} "
               f"workers={args.workers}")
@@ -124,17 +133,18 @@ def main() -> int:
     return 0
 
 
-def _override(base: str, port: int, sink_port: int, db: Path, workers: int) -> str:
-    """Append the bench's own [server]/[upstream]/[store]/[log] to ``base``."""
+def _override(base: str, port: int, sink_port: int, db: Path, workers: int, nameserver: str) -> str:
+    """Append the bench's own [server]/[upstream]/[store]/[dns]/[log] to ``base``."""
     import tomllib
     data = tomllib.loads(base) if base else {}
-    for section in ("server", "upstream", "store", "log"):
+    for section in ("server", "upstream", "store", "log", "dns"):
         data.pop(section, None)
     lines = [
         "[server]", f'listen = "127.0.0.1:{port}"', f"workers = {workers}", 'hostname = "relist.bench"',
         "[upstream]", f"port = {sink_port}",
         "[store]", f'path = "{db}"',
         "[log]", 'level = "warning"',
+        "[dns]", f'nameservers = ["{nameserver}"]',
     ]
     return "\n".join(lines) + "\n" + _dump(data)
 

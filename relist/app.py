@@ -75,8 +75,9 @@ class Relay:
         facts = Facts()
         if self.resolver is None:
             return facts
+        msg = RawMessage.parse(raw)
         for _ in range(16):  # the DMARC tree walk needs a few rounds at most
-            questions = core.plan(raw, self.config.relay, facts, self.steps)
+            questions = core.plan(msg, self.config.relay, facts, self.steps)
             if not questions:
                 break
             facts = facts.merged(await self.resolver.resolve(questions))

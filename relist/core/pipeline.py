@@ -46,13 +46,13 @@ INGRESS_STEPS = (
 )
 
 
-def plan(raw: bytes, policy: RelayPolicy, facts: Facts, steps=STEPS) -> frozenset[Question]:
+def plan(raw: bytes | RawMessage, policy: RelayPolicy, facts: Facts, steps=STEPS) -> frozenset[Question]:
     """The DNS questions ``process`` will need that ``facts`` does not answer yet.
 
     The edge calls this until it returns nothing (the DMARC tree walk asks its next
     question only once it has the previous answer), resolving each round.
     """
-    msg = RawMessage.parse(raw)
+    msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)
     wanted: set[Question] = set()
     for step in steps:
         ask = getattr(step, "questions", None)
