@@ -91,6 +91,12 @@ class Known:
     list_policy: ListPolicy | None = None
     verdict: Any = None            # relist.core.auth results: what verification found
     ingress_copy: Any = None       # egress: the post as the ingress leg saw it (RawMessage)
+    mode_chosen: str = ""          # "preserve" | "resign" for this post (step mode); "" before
+    # Poster signatures valid on arrival that still verify on the current bytes (their b=
+    # values; relist.core.guard), and the message they were last checked on; None: not yet.
+    intact: tuple[str, ...] | None = None
+    intact_on: Any = None
+    breakage: tuple[tuple[str, str], ...] = ()   # ("d/s", first step that broke it | "survived")
     extra: tuple[tuple[str, Any], ...] = ()  # named facts recorded by steps
 
 
@@ -119,6 +125,7 @@ class Context:
     facts: Facts = field(default_factory=Facts)
     keys: Any = None   # signing keys by path (relist.edge.keys); opaque to steps that do not sign
     ingress: tuple = ()   # egress leg: the ingress copies with this Message-ID (core.ingress)
+    upstream_8bitmime: bool = True   # the upstream MTA offers 8BITMIME (RFC 6152); False: downgrade
 
 
 @dataclass(frozen=True, slots=True)

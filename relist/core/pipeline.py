@@ -15,7 +15,11 @@ from relist.core.facts import Facts, Question
 from relist.core.message import RawMessage
 from relist.core.model import Context, Outcome, Record, Work
 from relist.core.policy import RelayPolicy
-from relist.core.steps import authres, identify, parse, trace, verify
+from relist.core.guard import guarded
+from relist.core.steps import (
+    attribution, authres, footer, identify, list_headers, mode, parse, remove_headers, repair,
+    reply_to, sender, strip, subject_prefix, trace, verify,
+)
 
 __all__ = ["INGRESS_STEPS", "STEPS", "plan", "process"]
 
@@ -27,13 +31,40 @@ STEPS = (
     # Verify every original signature, the ARC chain and DMARC as the post arrived,
     # before any step changes a byte (the "verify early" promise).
     verify,
-    # The trace field: Received is never in a signature's h=, so adding it cannot
-    # break one.
-    trace,
+    # Preserve or resign for this post: reads the verdict; every later step asks it.
+    mode,
+    # Preserve mode: undo what Mailman broke without meaning to, proven by re-verifying,
+    # before the transformations, so that they are judged against the repaired bytes.
+    repair,
+    # The transformations (docs/transformations.md), each guarded: in preserve mode a
+    # change that would break a poster signature is skipped; in every mode the first
+    # step that breaks one is recorded (relist.core.guard).
+    # Removals first, so that no later step's field is removed again.
+    guarded(remove_headers),
+    # Subject before the body: the Subject is in nearly every h=, so it is judged first.
+    guarded(subject_prefix),
+    # The body: the change most likely to break a body hash.
+    guarded(footer),
+    # List-* fields from the list's settings (RFC 2369, 2919, 8058), after removals.
+    guarded(list_headers),
+    # Sender names the list as the agent that sends it (RFC 5322 §3.6.2).
+    guarded(sender),
+    # Reply-To last: it may overwrite a field the poster signed, and is the list's choice.
+    guarded(reply_to),
+    # Resign mode: drop the poster's (all or broken) DKIM and every DomainKey signature,
+    # after every change, so "broken" means broken by what was done; ARC fields stay.
+    guarded(strip),
+    # The trace field: Received is hardly ever in a signature's h=; guarded all the same.
+    guarded(trace),
     # Drop Authentication-Results that claim our authserv-id (RFC 8601 §5: forgeries)
     # and add ours above our Received (§4.1); before signing and sealing, so the ARC
     # seal carries relist's own verdict, never an upstream claim.
-    authres,
+    guarded(authres),
+    # (Next: downgrade before mitigation, dmarc-mitigation, then sign and arc-seal
+    # here; the steps exist in relist/core/steps, see docs/signing.md.)
+    # Last: name, for each poster signature valid on arrival, the step that broke it
+    # or "survived" (into the record's extra).
+    attribution,
 )
 
 # The ingress leg (MTA -> relist -> Mailman): verify and record before Mailman changes

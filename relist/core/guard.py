@@ -1,0 +1,198 @@
+"""Guard and attribution: what each byte-changing step does to the poster's signatures.
+
+``guarded(step)`` wraps a pipeline step.  It runs the step, and when the step changed
+bytes that one of the poster's signatures covers (a header field named in its h=, the
+body, or the signature field itself) it re-verifies that signature over the new bytes
+with the keys already in ``ctx.facts`` (no new DNS):
+
+* preserve mode: a step that would break a signature is not applied; the step is
+  recorded as skipped with the reason ("footer skipped: would break
+  poster.example/s1 (body hash)");
+* otherwise the step is applied and the first step that broke each signature is
+  recorded in ``known.breakage`` (and appended to that step's note).
+
+Only signatures that verified on arrival (``known.verdict``) and are still intact
+are tracked (``known.intact``: their b= values), and only they are re-verified, only
+when a step changed bytes they cover: a field outside every h= costs nothing.  A
+change outside an l= body length keeps the signature valid; it is recorded as a
+known risk (RFC 6376 §8.2: content outside l= is unsigned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from relist.core.auth.dkim import Checker, open_message, verify_signature
+from relist.core.auth.results import Result, SignatureResult
+from relist.core.auth.tags import TagError, parse_tags, strip_ws
+from relist.core.message import HeaderField, RawMessage
+from relist.core.model import Action, Context, StepNote, Work
+
+__all__ = ["arrival_valid", "b_value", "covers_change", "guarded", "label", "recheck",
+           "same_body", "track", "why_broken"]
+
+MAILMAN = "mailman"          # attribution: broken before relist saw it again (egress leg)
+
+
+def label(sig: SignatureResult) -> str:
+    """How a signature is named in notes: ``d/s``."""
+    return f"{sig.domain}/{sig.selector}"
+
+
+def arrival_valid(known) -> tuple[SignatureResult, ...]:
+    """The DKIM signatures that verified when the post arrived (the verify step)."""
+    return known.verdict.passing("dkim") if known.verdict is not None else ()
+
+
+def b_value(field: HeaderField) -> str | None:
+    """A DKIM-Signature field's b= without white space (None when unreadable)."""
+    try:
+        return strip_ws(parse_tags(field.value).get("b", "")) or None
+    except TagError:
+        return None
+
+
+def recheck(msg: RawMessage, sigs, ctx: Context, body_same: bool = False
+            ) -> dict[str, SignatureResult]:
+    """Each of ``sigs`` (arrival results) verified again over ``msg``, by b= value.
+
+    A signature whose field is no longer in ``msg`` fails with "signature removed".
+    ``body_same``: the body is the one these signatures last verified on, so only the
+    header signature is checked (the body is neither read nor hashed again).
+    """
+    fields = msg.get_all("dkim-signature")
+    where = {b_value(f): (i, f) for i, f in enumerate(fields)}
+    checker = None
+    out = {}
+    for sig in sigs:
+        found = where.get(sig.b)
+        if found is None:
+            out[sig.b] = SignatureResult("dkim", Result.FAIL, "signature removed",
+                                         domain=sig.domain, selector=sig.selector, b=sig.b)
+            continue
+        if checker is None:
+            raw = b"".join(f.raw for f in msg.fields) + msg.eol if body_same else msg.to_bytes()
+            signer, error = open_message(raw)
+            checker = Checker(facts=ctx.facts, now=int(ctx.now.timestamp()),
+                              min_key_bits=ctx.policy.min_key_bits, dkim=signer, dkim_error=error)
+        result = verify_signature(found[1].value, found[0], checker)
+        if body_same:
+            ok = result.header_hash_ok is True
+            result = replace(result, result=Result.PASS if ok else Result.FAIL, body_hash_ok=None,
+                             reason=sig.reason if ok else
+                             "signature did not verify (signed header fields changed)")
+        out[sig.b] = result
+    return out
+
+
+def why_broken(result: SignatureResult) -> str:
+    """Short reason: "body hash", "signed header fields", both, or the verifier's."""
+    parts = [what for ok, what in ((result.body_hash_ok, "body hash"),
+                                   (result.header_hash_ok, "signed header fields")) if ok is False]
+    return ", ".join(parts) or result.reason
+
+
+def _raws(msg: RawMessage, name: str) -> tuple[bytes, ...]:
+    return tuple(f.raw for f in msg.get_all(name))
+
+
+def same_body(a: RawMessage, b: RawMessage) -> bool:
+    return a.body == b.body and a.separator == b.separator
+
+
+def covers_change(before: RawMessage, after: RawMessage, sig: SignatureResult) -> bool:
+    """True when ``after`` differs from ``before`` in bytes ``sig`` covers: the body, a
+    field named in its h= (RFC 6376 §5.4.2: the verifier selects fields by name from
+    the bottom, so the sequence of same-named fields decides), or its own field."""
+    if not same_body(before, after):
+        return True
+    if any(_raws(before, n) != _raws(after, n) for n in set(sig.headers)):
+        return True
+    own = _raws(before, "dkim-signature")
+    if own == _raws(after, "dkim-signature"):
+        return False
+    return not any(b_value(f) == sig.b for f in after.get_all("dkim-signature"))
+
+
+def track(work: Work, ctx: Context) -> Work:
+    """Start tracking (``known.intact``) if no step has yet.
+
+    Without an ingress copy, the verdict was computed over these very bytes (no step
+    before the first guarded one changes bytes), so every valid signature is intact.
+    With one (egress leg), what Mailman sent is checked; a signature it broke is
+    attributed to Mailman.
+    """
+    k = work.known
+    if k.intact is not None:
+        return work
+    valid = arrival_valid(k)
+    if k.ingress_copy is None or not valid:
+        return replace(work, known=replace(k, intact=tuple(s.b for s in valid), intact_on=work.message))
+    results = recheck(work.message, valid, ctx)
+    broken = tuple((label(s), MAILMAN) for s in valid if not results[s.b].passed)
+    intact = tuple(s.b for s in valid if results[s.b].passed)
+    return replace(work, known=replace(k, intact=intact, intact_on=work.message,
+                                       breakage=k.breakage + broken))
+
+
+def settle(before: Work, after: Work, ctx: Context, name: str) -> Work:
+    """Judge what a step did to the tracked signatures (see module doc)."""
+    if after.message == before.message:
+        return after
+    k = after.known
+    valid = {s.b: s for s in arrival_valid(k)}
+    tracked = [valid[b] for b in (k.intact or ()) if b in valid]
+    affected = [s for s in tracked if covers_change(before.message, after.message, s)]
+    same = same_body(before.message, after.message)
+    results = recheck(after.message, affected, ctx, same) if affected else {}
+    broken = [s for s in affected if not results[s.b].passed]
+    if broken and k.mode_chosen == "preserve":
+        reasons = ", ".join(f"{label(s)} ({why_broken(results[s.b])})" for s in broken)
+        return before.note(name, Action.SKIPPED, f"{name} skipped: would break {reasons}")
+    gone = {s.b for s in broken}
+    known = replace(k, intact=tuple(b for b in (k.intact or ()) if b not in gone),
+                    intact_on=after.message,
+                    breakage=k.breakage + tuple((label(s), name) for s in broken))
+    extra = ""
+    if broken:
+        extra += "; broke " + ", ".join(f"{label(s)} ({why_broken(results[s.b])})" for s in broken)
+    if not same:
+        risky = [s for s in affected if s.b not in gone and s.body_length is not None]
+        extra += "".join(f"; known risk: {label(s)} signs only the first {s.body_length} body "
+                         "octets (l=), the change lies outside them (RFC 6376 §8.2)" for s in risky)
+    return _amend(replace(after, known=known), before, name, extra)
+
+
+def _amend(work: Work, before: Work, name: str, extra: str) -> Work:
+    """Append ``extra`` to the step's own note (or add one)."""
+    if not extra:
+        return work
+    if len(work.notes) > len(before.notes) and work.notes[-1].step == name:
+        last = work.notes[-1]
+        return replace(work, notes=work.notes[:-1] + (replace(last, detail=last.detail + extra),))
+    return replace(work, notes=work.notes + (StepNote(name, Action.RECORDED, extra.lstrip("; ")),))
+
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """A step run under ``settle``; same NAME and DNS questions (``.step`` is the module)."""
+
+    step: Any
+
+    @property
+    def NAME(self) -> str:   # noqa: N802 - the step protocol's name
+        return self.step.NAME
+
+    def questions(self, msg, policy, facts):
+        ask = getattr(self.step, "questions", None)
+        return ask(msg, policy, facts) if ask is not None else ()
+
+    def apply(self, work: Work, ctx: Context) -> Work:
+        work = track(work, ctx)
+        return settle(work, self.step.apply(work, ctx), ctx, self.step.NAME)
+
+
+def guarded(step) -> Guarded:
+    """``step`` guarded in preserve mode and attributed in every mode (module doc)."""
+    return Guarded(step)

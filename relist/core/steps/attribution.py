@@ -1,0 +1,46 @@
+"""attribution: for each poster signature valid on arrival, which step broke it.
+
+What: the last step.  Each signature that verified on arrival is named with the
+first step that broke it (``mailman`` when it was already broken in what Mailman
+sent on the egress leg), or ``survived``.  Guarded steps (relist.core.guard) record
+breakage as they go; here, if a step that is not guarded changed bytes a surviving
+signature covers, that signature is verified once more, and a break is attributed
+to ``unguarded step``.  The list goes to ``known.breakage``, this step's note and
+the record's ``extra`` ("breakage").
+
+Why: the record should say where the poster's signature died: in Mailman, in one of
+relist's transformations, or nowhere; that is what an operator needs to decide
+between preserve and resign for a list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from relist.core.guard import arrival_valid, covers_change, label, recheck, same_body, track
+from relist.core.model import Action, Context, Work
+
+NAME = "attribution"
+SURVIVED = "survived"
+UNGUARDED = "unguarded step"
+
+
+def apply(work: Work, ctx: Context) -> Work:
+    """See `relist.core.steps`."""
+    valid = arrival_valid(work.known)
+    if not valid:
+        return work.note(NAME, Action.SKIPPED, "no signature verified on arrival")
+    work = track(work, ctx)
+    k = work.known
+    alive = [s for s in valid if s.b in set(k.intact or ())]
+    changed = [s for s in alive if k.intact_on is not None
+               and covers_change(k.intact_on, work.message, s)]
+    results = recheck(work.message, changed, ctx, same_body(k.intact_on, work.message)) if changed else {}
+    late = {s.b for s in changed if not results[s.b].passed}
+    breakage = (k.breakage + tuple((label(s), UNGUARDED) for s in alive if s.b in late)
+                + tuple((label(s), SURVIVED) for s in alive if s.b not in late))
+    known = replace(k, breakage=breakage, intact=tuple(s.b for s in alive if s.b not in late),
+                    intact_on=work.message,
+                    extra=k.extra + (("breakage", tuple(f"{who}: {step}" for who, step in breakage)),))
+    detail = "; ".join(f"{who}: {step}" for who, step in breakage)
+    return work.note(NAME, Action.RECORDED, detail[:500], known=known)

@@ -1,0 +1,104 @@
+"""Breakage attribution: for each poster signature valid on arrival, the first step
+that broke it, or "survived", over posts really signed with dkimpy."""
+
+from __future__ import annotations
+
+import pytest
+
+from relist.core import guard, pipeline
+from relist.core.ingress import IngressCopy
+from relist.core.model import Action
+from tests.test_modes import DECORATE, H, POST, note, relay_policy, run, sign
+
+
+def breakage(work) -> dict[str, str]:
+    return dict(work.known.breakage)
+
+
+@pytest.mark.parametrize("h, settings, first", [
+    # The Subject is signed: the prefix is the first change it covers.
+    (H, DECORATE, "subject-prefix"),
+    # Not signed: the footer (body hash) is.
+    (("from", "to", "date", "message-id"), DECORATE, "footer"),
+    # X-Junk is signed: remove-headers, the first step, breaks it.
+    (H + ("x-junk",), DECORATE, "remove-headers"),
+    # Nothing configured touches it: strip = all removes it.
+    (H, {}, "strip"),
+    # Reply-To oversigned (absent, in h=): reply-to.
+    (H + ("reply-to",), {"reply_to": "list"}, "reply-to"),
+])
+def test_resign_names_the_first_breaking_step(h, settings, first):
+    work, _ = run(sign(POST, headers=h), relay_policy(mode="resign", **settings))
+    assert breakage(work) == {"poster.example/s1": first}
+    assert note(work, "attribution").detail == f"poster.example/s1: {first}"
+    if first != "strip":
+        assert "broke poster.example/s1 (" in note(work, first).detail
+
+
+def test_two_signatures_broken_by_different_steps():
+    once = sign(POST, selector="s1", headers=("from", "to", "date", "message-id"))
+    twice = sign(once, selector="s2", headers=H)
+    work, _ = run(twice, relay_policy(mode="resign", **DECORATE))
+    assert breakage(work) == {"poster.example/s2": "subject-prefix", "poster.example/s1": "footer"}
+
+
+def test_strip_broken_lets_an_untouched_signature_survive():
+    work, _ = run(sign(POST), relay_policy(mode="resign", strip="broken", reply_to="list"))
+    assert breakage(work) == {"poster.example/s1": "survived"}
+
+
+def test_preserve_survives():
+    work, _ = run(sign(POST), relay_policy(mode="preserve", **DECORATE))
+    assert breakage(work) == {"poster.example/s1": "survived"}
+
+
+def test_mailman_is_named_when_the_egress_copy_is_already_broken():
+    signed = sign(POST.replace(b"Hello list.\r\n", b"Hello list.\r\nFrom me.\r\n"))
+    out = signed.replace(b"\r\nFrom me.", b"\r\n>From me.")
+    # resign: nothing is repaired, so the break is Mailman's.
+    work, _ = run(out, relay_policy(mode="resign"), ingress=(IngressCopy("in1", signed),),
+                  extra_facts=signed)
+    assert breakage(work) == {"poster.example/s1": "mailman"}
+    # preserve: repaired, so it survives.
+    work, _ = run(out, relay_policy(mode="preserve"), ingress=(IngressCopy("in1", signed),),
+                  extra_facts=signed)
+    assert note(work, "repair").action == Action.APPLIED
+    assert breakage(work) == {"poster.example/s1": "survived"}
+
+
+class Scribble:
+    """A byte-changing step that is not guarded."""
+
+    NAME = "scribble"
+
+    @staticmethod
+    def apply(work, ctx):
+        msg = work.message
+        return work.note("scribble", Action.APPLIED, "", message=msg.with_body(msg.body + b"x\r\n"))
+
+
+def test_unguarded_change_is_caught_at_the_end():
+    steps = pipeline.STEPS[:-1] + (Scribble, pipeline.STEPS[-1])
+    work, _ = run(sign(POST), relay_policy(mode="preserve"), steps=steps)
+    assert breakage(work) == {"poster.example/s1": "unguarded step"}
+
+
+def test_a_broken_signature_is_not_verified_again(monkeypatch):
+    calls = []
+    real = guard.recheck
+
+    def counting(msg, sigs, ctx, *args):
+        calls.append([guard.label(s) for s in sigs])
+        return real(msg, sigs, ctx, *args)
+    monkeypatch.setattr(guard, "recheck", counting)
+    # subject-prefix breaks it; the footer, Sender, List-*, Reply-To and strip are
+    # not checked against it any more.
+    work, _ = run(sign(POST), relay_policy(mode="resign", **DECORATE))
+    assert calls == [["poster.example/s1"]]
+    assert breakage(work) == {"poster.example/s1": "subject-prefix"}
+
+
+def test_unsigned_post_has_nothing_to_attribute():
+    work, _ = run(POST, relay_policy(mode="resign", **DECORATE))
+    assert work.known.breakage == ()
+    assert note(work, "attribution").detail == "no signature verified on arrival"

@@ -1,0 +1,325 @@
+"""Per-list modes (preserve, resign, auto), the preserve guard and the strip step,
+over posts really signed with dkimpy and keys generated here.  Helpers used by
+tests/test_repair.py and tests/test_attribution.py live here too."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from datetime import datetime, timezone
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from relist.core import guard, pipeline
+from relist.core.auth import verify_message
+from relist.core.facts import Answer, Facts, Question, Status
+from relist.core.message import RawMessage
+from relist.core.model import Action, Context, Envelope, Work
+from relist.core.policy import ListPolicy, RelayPolicy
+from tests.test_interop_sign import PERL, needs_mail_dkim
+from tests.test_keys_cli import TxtServer
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+LIST = "ant@lists.example.org"
+H = ("from", "to", "subject", "date", "message-id")
+TRANSFORMS = ("remove-headers", "subject-prefix", "footer", "list-headers", "sender", "reply-to")
+
+
+def _key() -> tuple[bytes, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+KEYS = {"s1": _key(), "s2": _key(), "other": _key()}
+DNS = {
+    "s1._domainkey.poster.example": KEYS["s1"][1],
+    "s2._domainkey.poster.example": KEYS["s2"][1],
+    "s1._domainkey.other.example": KEYS["other"][1],
+    "_dmarc.poster.example": "v=DMARC1; p=reject",
+}
+
+POST = (b"From: Alice Poster <alice@poster.example>\r\n"
+        b"To: ant@lists.example.org\r\n"
+        b"Subject: hello list\r\n"
+        b"Date: Wed, 01 May 2024 10:00:00 +0000\r\n"
+        b"Message-ID: <p1@poster.example>\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n"
+        b"X-Junk: remove me\r\n"
+        b"\r\n"
+        b"Hello list.\r\n")
+
+DECORATE = dict(footer="-- \nant list\n", subject_prefix="[ant] ", reply_to="list",
+                remove_headers=("X-Junk",))
+
+
+def sign(data: bytes, selector: str = "s1", domain: str = "poster.example", headers=H,
+         canon=(b"relaxed", b"relaxed"), length: bool = False, key: str | None = None) -> bytes:
+    """``data`` with a DKIM-Signature by dkimpy prepended."""
+    return dkim.sign(data, selector.encode(), domain.encode(), KEYS[key or selector][0],
+                     canonicalize=canon, include_headers=[h.encode() for h in headers],
+                     length=length) + data
+
+
+def relay_policy(**settings) -> RelayPolicy:
+    lp = ListPolicy(address=LIST, configured=True, **settings)
+    return RelayPolicy(hostname="relist.test", authserv_id="relist.test", lists=(lp,))
+
+
+def facts_for(raw: bytes, pol: RelayPolicy, dns: dict) -> Facts:
+    """What the edge would resolve: ``plan`` until nothing new, from ``dns`` (absent
+    names NXDOMAIN)."""
+    facts = Facts()
+    msg = RawMessage.parse(raw)
+    for _ in range(20):
+        wanted = pipeline.plan(msg, pol, facts)
+        if not wanted:
+            return facts
+        found = {}
+        for q in wanted:
+            value = dns.get(q.qname)
+            found[q] = (Answer(Status.FOUND, (value.encode(),)) if value is not None
+                        else Answer(Status.ABSENT, (), "NXDOMAIN"))
+        facts = facts.merged(Facts(found))
+    raise AssertionError("plan did not settle")
+
+
+def context(raw: bytes, pol: RelayPolicy, dns=DNS, ingress=(), mail_from="ant-bounces@lists.example.org",
+            extra_facts: bytes | None = None) -> Context:
+    facts = facts_for(raw, pol, dns)
+    if extra_facts is not None:       # the ingress copy's names too (the edge asks for both)
+        facts = facts.merged(facts_for(extra_facts, pol, dns))
+    return Context(Envelope(mail_from, ("m@example.com",)), pol, NOW, "r1", facts, ingress=ingress)
+
+
+def run(raw: bytes, pol: RelayPolicy, dns=DNS, steps=pipeline.STEPS, **ctx_args) -> tuple[Work, Context]:
+    ctx = context(raw, pol, dns, **ctx_args)
+    work = Work(RawMessage.parse(raw))
+    for step in steps:
+        work = step.apply(work, ctx)
+    return work, ctx
+
+
+def note(work: Work, step: str):
+    found = [n for n in work.notes if n.step == step]
+    assert len(found) == 1, (step, work.notes)
+    return found[0]
+
+
+def poster_results(out: bytes, ctx: Context):
+    """relist's verifier over ``out``: the results of the poster's signatures."""
+    verdict = verify_message(RawMessage.parse(out), ctx.facts, ctx.now)
+    return [s for s in verdict.dkim if s.domain in ("poster.example", "other.example")]
+
+
+def mail_dkim(message: bytes, tmp_path, dns=DNS) -> str:
+    """Perl Mail::DKIM's verdict on ``message``, DNS from a loopback server."""
+    script, msg = tmp_path / "verify.pl", tmp_path / "msg.eml"
+    script.write_text(PERL)
+    msg.write_bytes(message)
+    with TxtServer(dict(dns)) as server:
+        out = subprocess.run(["perl", str(script), "dkim", str(server.port), str(msg)],
+                             capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    return out.stdout.decode()
+
+
+# -- preserve ----------------------------------------------------------------------------
+
+
+def test_preserve_skips_what_would_break_and_applies_what_is_outside_h():
+    raw = sign(POST)
+    work, ctx = run(raw, relay_policy(mode="preserve", **DECORATE))
+    assert work.known.mode_chosen == "preserve"
+    assert note(work, "footer").action == Action.SKIPPED
+    assert note(work, "footer").detail == "footer skipped: would break poster.example/s1 (body hash)"
+    assert note(work, "subject-prefix").detail == \
+        "subject-prefix skipped: would break poster.example/s1 (signed header fields)"
+    # X-Junk, Sender, List-*, Reply-To are in no h=: applied without re-verifying.
+    for step in ("remove-headers", "sender", "list-headers", "reply-to"):
+        assert note(work, step).action == Action.APPLIED, step
+    assert note(work, "strip").action == Action.SKIPPED
+    out = work.message.to_bytes()
+    msg = RawMessage.parse(out)
+    assert msg.get("x-junk") is None and msg.header_text("sender") == "ant-bounces@lists.example.org"
+    assert msg.header_text("reply-to") == LIST and msg.get("list-id") is not None
+    assert msg.header_text("subject") == "hello list" and msg.body == b"Hello list.\r\n"
+    assert [s.result for s in poster_results(out, ctx)] == ["pass"]
+    assert work.known.breakage == (("poster.example/s1", "survived"),)
+
+
+@pytest.mark.parametrize("signed, step", [
+    ("sender", "sender"),           # h= names Sender: the poster signed its absence
+    ("list-id", "list-headers"),
+    ("reply-to", "reply-to"),
+    ("x-junk", "remove-headers"),
+])
+def test_preserve_guards_every_transformation_by_h(signed, step):
+    raw = sign(POST, headers=H + (signed,))
+    work, ctx = run(raw, relay_policy(mode="preserve", **DECORATE))
+    assert note(work, step).detail == f"{step} skipped: would break poster.example/s1 (signed header fields)"
+    assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["pass"]
+
+
+def test_preserve_without_signature_applies_everything():
+    work, _ = run(POST, relay_policy(mode="preserve", **DECORATE))
+    assert [note(work, s).action for s in TRANSFORMS] == [Action.APPLIED] * 6
+
+
+def test_footer_outside_l_is_applied_and_recorded_as_a_known_risk():
+    raw = sign(POST, length=True)
+    work, ctx = run(raw, relay_policy(mode="preserve", footer="-- \nant list\n"))
+    footer = note(work, "footer")
+    assert footer.action == Action.APPLIED
+    assert "known risk: poster.example/s1 signs only the first 13 body octets (l=)" in footer.detail
+    assert work.message.body.endswith(b"ant list\r\n")
+    assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["pass"]
+
+
+def test_guard_reverifies_only_changes_a_signature_covers(monkeypatch):
+    calls = []
+    real = guard.recheck
+
+    def counting(msg, sigs, ctx, *args):
+        calls.append([guard.label(s) for s in sigs])
+        return real(msg, sigs, ctx, *args)
+    monkeypatch.setattr(guard, "recheck", counting)
+    raw = sign(POST)
+    run(raw, relay_policy(mode="preserve", reply_to="list", remove_headers=("X-Junk",)))
+    assert calls == []          # X-Junk, Sender, List-*, Reply-To, Received, A-R: outside h=
+    run(raw, relay_policy(mode="preserve", **DECORATE))
+    assert calls == [["poster.example/s1"], ["poster.example/s1"]]   # subject-prefix, footer
+
+
+def test_covered_header_change_that_keeps_the_signature_is_applied(monkeypatch):
+    # h= names Authentication-Results once; the verifier takes the bottom-most one (RFC 6376
+    # §5.4.2), so relist's field on top changes a covered name without breaking it.
+    calls = []
+    real = guard.recheck
+
+    def counting(msg, sigs, ctx, body_same=False):
+        calls.append(body_same)
+        return real(msg, sigs, ctx, body_same)
+    monkeypatch.setattr(guard, "recheck", counting)
+    raw = sign(b"Authentication-Results: mx.poster.example; spf=pass\r\n" + POST,
+               headers=H + ("authentication-results",), canon=(b"simple", b"simple"))
+    work, ctx = run(raw, relay_policy(mode="preserve"))
+    assert note(work, "authres").action == Action.APPLIED
+    assert calls == [True]          # the header signature only: the body was not hashed again
+    assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["pass"]
+
+
+@needs_mail_dkim
+def test_preserve_output_verifies_with_mail_dkim(tmp_path):
+    work, _ = run(sign(POST), relay_policy(mode="preserve", **DECORATE))
+    out = work.message.to_bytes()
+    assert mail_dkim(out, tmp_path).startswith("pass\n")
+    assert mail_dkim(out + b"more\r\n", tmp_path).startswith("fail\n")   # negative control
+
+
+# -- resign and strip -----------------------------------------------------------------------
+
+EXTRA = (b"DomainKey-Signature: a=rsa-sha1; c=nofws; d=poster.example; s=dk;\r\n"
+         b"\tb=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n"
+         b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=mx.example; s=arc; b=AAAA\r\n")
+
+
+def test_resign_applies_all_and_strips_poster_signatures():
+    raw = sign(EXTRA + POST)
+    work, ctx = run(raw, relay_policy(mode="resign", **DECORATE))
+    assert work.known.mode_chosen == "resign"
+    assert [note(work, s).action for s in TRANSFORMS] == [Action.APPLIED] * 6
+    assert note(work, "strip").detail.startswith(
+        "strip = all: removed 1 DKIM-Signature, 1 DomainKey-Signature (poster.example/s1, poster.example/dk)")
+    msg = work.message
+    assert msg.get_all("dkim-signature") == () and msg.get_all("domainkey-signature") == ()
+    assert len(msg.get_all("arc-seal")) == 1       # ARC fields stay
+    assert msg.header_text("subject") == "[ant] hello list"
+    assert msg.body.endswith(b"ant list\r\n")
+
+
+def test_strip_broken_keeps_what_still_verifies():
+    good = sign(POST)
+    bad = sign(good, selector="s2", key="s1")    # s2's DNS key is another key: fails
+    work, ctx = run(bad, relay_policy(mode="resign", strip="broken"))
+    assert [s.result for s in work.known.verdict.dkim] == ["fail", "pass"]
+    assert note(work, "strip").detail == ("strip = broken: removed 1 DKIM-Signature (poster.example/s2); "
+                                          "kept 1 valid; ARC fields kept")
+    results = poster_results(work.message.to_bytes(), ctx)
+    assert [(s.selector, s.result) for s in results] == [("s1", "pass")]
+
+
+def test_strip_broken_removes_what_a_step_broke():
+    work, _ = run(sign(POST), relay_policy(mode="resign", strip="broken", footer="-- \nant\n"))
+    assert note(work, "strip").detail.startswith("strip = broken: removed 1 DKIM-Signature (poster.example/s1)")
+
+
+def test_preserve_keeps_every_signature():
+    raw = sign(EXTRA + POST)
+    work, _ = run(raw, relay_policy(mode="preserve"))
+    assert note(work, "strip").detail == "preserve mode: original signatures kept"
+    assert len(work.message.get_all("dkim-signature")) == 1
+    assert len(work.message.get_all("domainkey-signature")) == 1
+
+
+# -- auto ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dmarc, how, mode, why", [
+    ("v=DMARC1; p=reject", "s1", "preserve", "poster.example/s1 is valid and aligned; DMARC policy "
+                                             "of poster.example is reject"),
+    ("v=DMARC1; p=quarantine", "s1", "preserve", "is quarantine"),
+    ("v=DMARC1; p=reject; t=y", "s1", "preserve", "is quarantine after t=y"),
+    ("v=DMARC1; p=quarantine; t=y", "s1", "resign", "is aligned but the DMARC policy of poster.example "
+                                                    "is none after t=y"),
+    ("v=DMARC1; p=none", "s1", "resign", "is none"),
+    (None, "s1", "resign", "no DMARC policy for poster.example (dmarc=none)"),
+    ("v=DMARC1; p=reject", "other", "resign", "no valid DKIM signature aligned with the From domain"),
+    ("v=DMARC1; p=reject", "broken", "resign", "no valid DKIM signature aligned"),
+    ("v=DMARC1; p=reject", "unsigned", "resign", "no valid DKIM signature aligned"),
+])
+def test_auto_picks_by_dmarc_policy(dmarc, how, mode, why):
+    dns = {**DNS, "_dmarc.poster.example": dmarc}
+    raw = {"s1": lambda: sign(POST), "other": lambda: sign(POST, domain="other.example", key="other"),
+           "broken": lambda: sign(POST).replace(b"Hello list.", b"Hello all."),
+           "unsigned": lambda: POST}[how]()
+    work, _ = run(raw, relay_policy(mode="auto", footer="-- \nant\n"), dns)
+    assert work.known.mode_chosen == mode
+    assert note(work, "mode").detail.startswith(f"{mode} (auto: ") and why in note(work, "mode").detail
+    # The footer follows from the choice: skipped to keep a signature in preserve mode.
+    assert note(work, "footer").action == (Action.SKIPPED if mode == "preserve" else Action.APPLIED)
+
+
+def test_fixed_modes_say_so():
+    for mode in ("preserve", "resign"):
+        work, _ = run(POST, relay_policy(mode=mode))
+        assert note(work, "mode").detail == f"{mode} (the list's mode)"
+
+
+# -- no list ------------------------------------------------------------------------------
+
+def test_no_list_every_list_step_skips():
+    raw = sign(POST)
+    work, _ = run(raw, RelayPolicy(hostname="relist.test", authserv_id="relist.test"),
+                  mail_from="someone@elsewhere.example")
+    assert note(work, "identify").action == Action.SKIPPED
+    for step in ("mode", "repair") + TRANSFORMS + ("strip",):
+        assert (note(work, step).action, note(work, step).detail) == (Action.SKIPPED, "no list"), step
+    assert work.known.mode_chosen == ""
+    assert work.message.to_bytes().endswith(raw)   # only trace and Authentication-Results on top
+
+
+def test_process_records_mode_and_breakage_in_the_record():
+    raw = sign(POST)
+    pol = relay_policy(mode="resign", **DECORATE)
+    out = pipeline.process(raw, context(raw, pol, DNS))
+    steps = [n.step for n in out.record.steps]
+    assert steps == ["parse", "identify", "verify", "mode", "repair", *TRANSFORMS, "strip", "trace",
+                     "authres", "attribution"]
+    assert dict(out.record.extra)["breakage"] == ("poster.example/s1: subject-prefix",)
