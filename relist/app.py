@@ -8,13 +8,16 @@ lock-step, DATA) is driven by ``relist.edge.smtp_in``, which calls ``Relay.run``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sqlite3
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from relist import core
+from relist.core import signcache
 from relist.config import Config
 from relist.core.facts import Facts
 from relist.core.ingress import IngressCopy, fingerprint
@@ -53,6 +56,7 @@ class Relay:
         self.config = config
         self.leg = leg
         self.keys = keys or {}
+        self.sign_cache = signcache.SignCache()
         up = config.upstream
         if leg == "ingress":
             proto, host, port = config.ingress["deliver_to"]
@@ -97,14 +101,29 @@ class Relay:
             return ()
         return tuple(IngressCopy(rid, copy) for rid, copy in rows)
 
-    async def run(self, raw: bytes, envelope: Envelope, relist_id: str) -> Outcome:
+    async def run(self, raw: bytes, envelope: Envelope, relist_id: str,
+                  upstream_8bitmime: bool = True) -> Outcome:
         """Run the pipeline over ``raw``.  Exceptions are bugs and propagate."""
-        facts = await self.facts_for(raw)
         now = datetime.now(timezone.utc)
         ctx = Context(envelope=envelope, policy=self.config.relay, now=now, relist_id=relist_id,
-                      facts=facts, keys=self.keys, ingress=await self.ingress_copies(raw))
+                      keys=self.keys, ingress=await self.ingress_copies(raw),
+                      upstream_8bitmime=upstream_8bitmime)
+        if self.leg == "egress":
+            # Mailman sends one post in transactions of at most 10 recipients with
+            # identical bytes: the 2nd..Nth reuse the signed result (no DNS, no signing).
+            hit = signcache.lookup(self.sign_cache, raw, ctx, self.steps)
+            if hit is not None:
+                return hit
+        ctx = replace(ctx, facts=await self.facts_for(raw))
+        if self.leg == "egress":
+            work = functools.partial(signcache.process_with, self.sign_cache, raw, ctx, self.steps)
+            if len(raw) > 256 * 1024:
+                # Large messages: keep the event loop responsive while the core works.
+                outcome, self.sign_cache = await asyncio.to_thread(work)
+            else:
+                outcome, self.sign_cache = work()
+            return outcome
         if len(raw) > 256 * 1024:
-            # Large messages: keep the event loop responsive while the core works.
             outcome = await asyncio.to_thread(core.process, raw, ctx, self.steps)
         else:
             outcome = core.process(raw, ctx, self.steps)

@@ -215,7 +215,7 @@ class RelayHandler:
         try:
             if conn is None or conn.broken:
                 raise UpstreamError(Reply(451, "4.4.2", "relist: connection to upstream MTA lost; try again later"))
-            outcome = await self.relay.run(raw, env, relist_id)
+            outcome = await self.relay.run(raw, env, relist_id, upstream_8bitmime=conn.caps.eightbitmime)
             record = outcome.record
             if outcome.reply is not None:
                 replies = [outcome.reply] * n

@@ -1,0 +1,170 @@
+"""Sign once per post: reuse the core's result for identical transactions.
+
+Mailman hands the same post to relist in several SMTP transactions (at most ten
+recipients each, identical bytes).  Everything relist writes is a function of the
+input bytes, the policy, the keys, the DNS facts and the time, except relist's own
+Received field, which names this transaction (relist id, recipient, date).  No
+signature covers Received (RFC 6376 §5.4 NEVER_SIGN; the ARC-Seal covers only ARC
+fields, RFC 8617 §4.1.3), so the output of the first transaction can be reused with a
+fresh Received field spliced in at the same place: one DKIM signature and one ARC
+set per post, not per transaction.  Authentication-Results is reused too: identical
+input, identical verdict.
+
+The cache is a value (``SignCache``, immutable): ``lookup`` and ``store`` take ``now``
+from the caller and ``store`` returns a new cache, so the core stays pure and the
+edge holds the current value per process.  Entries live ``ttl`` seconds (at most
+half the list's ``signature_ttl``), at most ``max_entries`` and ``max_bytes`` in total.
+
+Key: sha256 of the input bytes plus a fingerprint of what else shapes the output:
+the list the post belongs to (``identify``), the relay policy (all list settings),
+the key paths and algorithms, the step names, ``upstream_8bitmime`` and the ingress
+copies the edge found for the post (they decide the verdict).  DNS facts
+are not in the key: within the ttl the first transaction's verdict stands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from relist.core import pipeline
+from relist.core.errors import DeferMessage, RejectMessage
+from relist.core.message import RawMessage
+from relist.core.model import Action, Context, Outcome, Record, StepNote, Work
+from relist.core.steps import identify, trace
+
+__all__ = ["Entry", "NAME", "SignCache", "cache_key", "entry_for", "lookup", "process_with",
+           "replay"]
+
+NAME = "sign-cache"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One post's output, split around relist's Received field."""
+
+    head: bytes                 # output bytes before the Received field
+    tail: bytes                 # output bytes after it (b"" and received=False: no field)
+    received: bool
+    eol: bytes
+    record: Record              # the first transaction's record
+    expires: datetime
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + len(self.tail)
+
+
+@dataclass(frozen=True, slots=True)
+class SignCache:
+    """Immutable: ``store`` returns a new cache.  Entries in insertion order."""
+
+    ttl: int = 300
+    max_entries: int = 256
+    max_bytes: int = 64 * 1024 * 1024
+    entries: tuple[tuple[str, Entry], ...] = ()
+
+    def lookup(self, key: str, now: datetime) -> Entry | None:
+        for k, entry in self.entries:
+            if k == key:
+                return entry if now < entry.expires else None
+        return None
+
+    def store(self, key: str, entry: Entry, now: datetime) -> SignCache:
+        if entry.size > self.max_bytes // 4:
+            return self         # one huge post must not evict everything else
+        kept = [(k, e) for k, e in self.entries if k != key and now < e.expires]
+        kept.append((key, entry))
+        total = sum(e.size for _, e in kept)
+        while len(kept) > self.max_entries or total > self.max_bytes:
+            total -= kept.pop(0)[1].size     # oldest first
+        return replace(self, entries=tuple(kept))
+
+
+def _list_of(raw: bytes, ctx: Context):
+    """The list policy ``identify`` would choose (None for an unknown list)."""
+    try:
+        work = identify.apply(Work(RawMessage.parse(raw)), ctx)
+    except (DeferMessage, RejectMessage):
+        return None
+    return work.known.list_policy
+
+
+def cache_key(raw: bytes, ctx: Context, steps=pipeline.STEPS) -> str:
+    """sha256(input) + fingerprint (list, policy, keys, steps, upstream 8BITMIME)."""
+    keys = ctx.keys or {}
+    fingerprint = repr((
+        _list_of(raw, ctx), ctx.policy,
+        sorted((path, getattr(k, "algorithm", ""), getattr(k, "bits", 0)) for path, k in keys.items()),
+        tuple(getattr(s, "NAME", repr(s)) for s in steps),
+        getattr(ctx, "upstream_8bitmime", True),
+        hashlib.sha256(repr(getattr(ctx, "ingress", ())).encode("utf-8", "surrogateescape")).hexdigest(),
+    ))
+    return (hashlib.sha256(raw).hexdigest() + ":"
+            + hashlib.sha256(fingerprint.encode("utf-8", "surrogateescape")).hexdigest())
+
+
+def _received(ctx: Context, eol: bytes) -> bytes:
+    return RawMessage((), b"", b"", eol).make_field("Received", trace.received_value(ctx)).raw
+
+
+def entry_for(outcome: Outcome, raw: bytes, ctx: Context, ttl: int) -> Entry | None:
+    """What to keep of a finished transaction; None when it must not be reused
+    (relist refused it, or its Received field cannot be found exactly once)."""
+    if outcome.message is None or outcome.reply is not None:
+        return None
+    lp = _list_of(raw, ctx)
+    if lp is not None and lp.signature_ttl > 0:
+        ttl = min(ttl, lp.signature_ttl // 2)
+    if ttl <= 0:
+        return None
+    out = outcome.message
+    eol = RawMessage.parse(raw).eol
+    expires = ctx.now + timedelta(seconds=ttl)
+    ran_trace = any(n.step == trace.NAME and n.action == Action.APPLIED for n in outcome.record.steps)
+    if not ran_trace:
+        return Entry(out, b"", False, eol, outcome.record, expires)
+    field = _received(ctx, eol)
+    at = out.find(field)
+    if at < 0 or out.find(field, at + 1) >= 0:
+        return None
+    return Entry(out[:at], out[at + len(field):], True, eol, outcome.record, expires)
+
+
+def replay(entry: Entry, raw: bytes, ctx: Context, key: str = "") -> Outcome:
+    """This transaction's outcome from ``entry``: a fresh Received field and record."""
+    first = entry.record
+    if entry.received:
+        out = entry.head + _received(ctx, entry.eol) + entry.tail
+    else:
+        out = entry.head
+    age = int((ctx.now - first.time).total_seconds())
+    reused = StepNote(NAME, Action.RECORDED,
+                      f"reused the signed result of {first.relist_id} ({age} s ago; "
+                      f"sha256 {key[:16]}): one signature per post")
+    notes = tuple(StepNote(n.step, n.action, "" if n.step == trace.NAME else n.detail)
+                  for n in first.steps) + (reused,)
+    record = replace(first, relist_id=ctx.relist_id, time=ctx.now, envelope=ctx.envelope,
+                     size_in=len(raw), size_out=len(out), steps=notes)
+    return Outcome(out, record, None)
+
+
+def lookup(cache: SignCache, raw: bytes, ctx: Context, steps=pipeline.STEPS) -> Outcome | None:
+    """The replayed outcome when ``cache`` holds this post, else None (no DNS needed:
+    the edge can call this before resolving anything)."""
+    key = cache_key(raw, ctx, steps)
+    entry = cache.lookup(key, ctx.now)
+    return None if entry is None else replay(entry, raw, ctx, key)
+
+
+def process_with(cache: SignCache, raw: bytes, ctx: Context, steps=pipeline.STEPS
+                 ) -> tuple[Outcome, SignCache]:
+    """``pipeline.process`` through the cache: (outcome, the cache to keep)."""
+    key = cache_key(raw, ctx, steps)
+    entry = cache.lookup(key, ctx.now)
+    if entry is not None:
+        return replay(entry, raw, ctx, key), cache
+    outcome = pipeline.process(raw, ctx, steps)
+    new = entry_for(outcome, raw, ctx, cache.ttl)
+    return outcome, (cache if new is None else cache.store(key, new, ctx.now))

@@ -1,0 +1,66 @@
+"""arc-seal: add the list's ARC set (RFC 8617 §5.1) over the signed message.
+
+What: with ``arc_seal`` on and an RSA key (ARC is rsa-sha256 only, RFC 8617 §4.1.3),
+the next ARC-Authentication-Results / ARC-Message-Signature / ARC-Seal set.  The chain
+status cv= is relist's own validation of the chain as the post arrived
+(``known.verdict.arc.cv``: "none" when it had no ARC sets), and the AAR payload is
+relist's own Authentication-Results text rebuilt from that verdict: an upstream
+Authentication-Results field is never read, so a poster cannot make relist vouch for
+``arc=pass``.  The AMS h= is the DKIM signature's list plus every DKIM-Signature.
+
+Why last: the AMS should cover the list's DKIM-Signature (RFC 8617 §4.1.2), so it
+runs after ``sign``; anything changed after the seal would break it.
+"""
+
+from __future__ import annotations
+
+from relist.core.auth import build_value
+from relist.core.model import Action, Context, Work
+from relist.core.sign import SignError, oversigned, seal_arc
+from relist.core.steps.sign import as_field, header_names, key_for, signing_domain
+
+__all__ = ["NAME", "apply", "results_text"]
+
+NAME = "arc-seal"
+
+
+def results_text(authserv: str, verdict) -> str:
+    """relist's Authentication-Results value without the authserv-id, one result per
+    line (the form ``seal_arc`` writes into the AAR)."""
+    value = build_value(authserv, verdict)
+    _, _, rest = value.partition(";\r\n\t")
+    return rest.replace("\r\n\t", "\n")
+
+
+def apply(work: Work, ctx: Context) -> Work:
+    """See `relist.core.steps`."""
+    lp = work.known.list_policy
+    if lp is None:
+        return work.note(NAME, Action.SKIPPED, "no list")
+    if not lp.arc_seal:
+        return work.note(NAME, Action.SKIPPED, "arc_seal = false")
+    if not lp.selector:
+        return work.note(NAME, Action.SKIPPED, "no RSA selector configured (ARC is rsa-sha256 only)")
+    verdict = work.known.verdict
+    if verdict is None:
+        return work.note(NAME, Action.SKIPPED, "no verification verdict: relist cannot state cv=")
+    key = key_for(ctx, lp.private_key, f"rsa selector {lp.selector} for {lp.address}")
+    msg = work.message
+    data = msg.to_bytes()
+    dkim_count = len(msg.get_all("dkim-signature"))
+    h = oversigned(header_names(lp), data) + (b"dkim-signature",) * dkim_count
+    cv = verdict.arc.cv or "none"
+    domain = signing_domain(lp)
+    try:
+        seal = seal_arc(data, domain=domain, selector=lp.selector, key=key,
+                        authserv_id=ctx.policy.authserv_id, cv=cv,
+                        results=results_text(ctx.policy.authserv_id, verdict), now=ctx.now,
+                        headers=[n.decode() for n in h])
+    except SignError as exc:
+        return work.note(NAME, Action.SKIPPED, f"cannot seal: {exc}")
+    if not seal.sealed:
+        return work.note(NAME, Action.SKIPPED, seal.reason)
+    names = ("arc-seal", "arc-message-signature", "arc-authentication-results")
+    fields = [as_field(msg, raw, name) for raw, name in zip(seal.fields, names)]
+    detail = f"i={seal.instance} cv={seal.cv} d={domain} s={lp.selector}"
+    return work.note(NAME, Action.APPLIED, detail, message=msg.prepend(*fields))

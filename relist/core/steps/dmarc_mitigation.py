@@ -1,0 +1,283 @@
+"""dmarc-mitigation: rewrite From (or wrap the post) when the author's DMARC policy
+would make receivers refuse the list's copy.
+
+Why: a list changes the post (Subject prefix, footer) and strips or breaks the
+poster's DKIM signature, so the copy no longer passes DMARC for the poster's domain
+(RFC 7960 §3.2.3, §4.1.3).  relist signs under the list's domain, so a From in the
+list's domain makes the copy pass again.  Runs after every change to the content and
+before signing, so the list's signature covers the new From/Reply-To/Cc.
+
+When (``dmarc_trigger``; "none" mitigation and ``mode = "preserve"`` never act):
+
+* ``policy``   - the From domain's effective DMARC policy (t=y one level lower,
+  RFC 9989 §4.7) is quarantine or reject;
+* ``always``   - every post;
+* ``evidence`` - as ``policy``, but only when no aligned poster signature still
+  verifies over the current bytes (re-verified with the DNS answers already fetched).
+A DMARC temperror (policy unknown) mitigates: the safe side.
+
+How (``dmarc_mitigation``):
+
+* ``munge_from`` - ``From: "<name> via <list>" <list address>`` (RFC 5322 §3.4; RFC 2047
+  for non-ASCII); the original From goes into Reply-To, or into Cc when Reply-To is the
+  list; ``X-Original-From:`` keeps the original From's value bytes.
+* ``wrap`` - a new multipart/mixed whose second part is the post as message/rfc822,
+  byte-identical (RFC 2046 §5.2.1); outer From munged as above, Subject/To/Cc/Date/
+  Message-ID/threading/List-* and the trace fields copied.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from email.utils import getaddresses
+
+from relist.core import mime
+from relist.core.auth.dkim import Checker, open_message, verify_signature
+from relist.core.auth.tags import strip_ws
+from relist.core.message import HeaderField, RawMessage
+from relist.core.model import Action, Context, Work
+from relist.core.policy import ListPolicy
+from relist.core.templates import display_name, expand
+
+__all__ = ["NAME", "apply", "decide", "munge", "munged_from", "surviving", "wrap"]
+
+NAME = "dmarc-mitigation"
+
+_ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Outer fields of a wrapped post: the message's identity, threading, list fields and the
+# trace block (Received, Authentication-Results, ARC sets continue on the outer message).
+_WRAP_COPY = ("subject", "to", "cc", "date", "message-id", "in-reply-to", "references",
+              "sender", "precedence", "received", "authentication-results",
+              "arc-seal", "arc-message-signature", "arc-authentication-results")
+
+
+# -- the decision ----------------------------------------------------------------------
+
+def _mode(work: Work, lp: ListPolicy) -> str:
+    mode = getattr(work.known, "mode_chosen", lp.mode) or lp.mode
+    return "resign" if mode == "auto" else mode
+
+
+def _aligns(from_domain: str, lp: ListPolicy) -> bool:
+    """The list's own signature will align with From (same domain or a sub/parent
+    domain of it: relaxed alignment, RFC 9989 §4.4.1)."""
+    d = (lp.signing_domain or lp.domain).lower().rstrip(".")
+    f = from_domain.lower().rstrip(".")
+    return bool(d and f and (f == d or f.endswith("." + d) or d.endswith("." + f)))
+
+
+def decide(lp: ListPolicy, mode: str, verdict, survives) -> tuple[bool, str]:
+    """(mitigate?, why).  ``survives()`` says whether an aligned poster signature still
+    verifies (called only for the ``evidence`` trigger)."""
+    if lp.dmarc_mitigation == "none":
+        return False, "no mitigation: dmarc_mitigation = none"
+    if mode == "preserve":
+        return False, "no mitigation: mode preserve keeps the poster's signatures"
+    trigger = lp.dmarc_trigger
+    if verdict is None:
+        return True, "mitigating: no verification verdict, DMARC policy unknown (safe side)"
+    d = verdict.dmarc
+    if d.domain and _aligns(d.domain, lp) and (lp.selector or lp.ed25519_selector):
+        return False, (f"no mitigation: From domain {d.domain} aligns with the list's "
+                       f"signing domain {lp.signing_domain or lp.domain}")
+    if trigger == "always":
+        return True, "mitigating: dmarc_trigger = always"
+    if d.result == "temperror":
+        return True, f"mitigating: DMARC temperror for {d.domain or 'From'} ({d.reason}); safe side"
+    if d.result == "permerror":
+        return False, f"no mitigation: DMARC permerror ({d.reason})"
+    if not d.policy:
+        return False, f"no mitigation: no DMARC policy for {d.domain or 'From'} ({d.reason})"
+    effective = d.effective_policy
+    lowered = f" (p={d.policy} lowered by t=y)" if effective != d.policy else ""
+    if effective not in ("quarantine", "reject"):
+        return False, f"no mitigation: p={effective}{lowered} for {d.domain}"
+    if trigger == "evidence":
+        ok, detail = survives()
+        if ok:
+            return False, f"no mitigation: p={effective}{lowered} but {detail}"
+        return True, f"mitigating: p={effective}{lowered} for {d.domain} and {detail}"
+    return True, f"mitigating: p={effective}{lowered} for {d.domain}"
+
+
+def surviving(msg: RawMessage, verdict, ctx: Context, known=None) -> tuple[bool, str]:
+    """Does a poster signature that passed and aligned on arrival still verify over
+    ``msg`` (the current bytes)?  Keys come from ``ctx.facts``: no new DNS question.
+    When relist.core.guard already checked these very bytes (``known.intact_on is
+    msg``), its answer (``known.intact``) is used instead of verifying again."""
+    aligned = {(a.domain, a.selector) for a in verdict.dmarc.alignment
+               if a.aligned and not a.reason.startswith("key in testing")}
+    wanted = {s.b: s for s in verdict.passing("dkim") if (s.domain, s.selector) in aligned and s.b}
+    if not wanted:
+        return False, "no aligned poster signature passed on arrival"
+    intact = getattr(known, "intact", None)
+    if intact is not None and getattr(known, "intact_on", None) is msg:
+        alive = [wanted[b] for b in intact if b in wanted]
+        if alive:
+            s = alive[0]
+            return True, f"the aligned signature d={s.domain} s={s.selector} still verifies (guard)"
+        return False, "no aligned poster signature survives (guard)"
+    fields = msg.get_all("dkim-signature")
+    present = [(i, f) for i, f in enumerate(fields) if _b_of(f.value) in wanted]
+    if not present:
+        return False, "the aligned poster signature was removed"
+    signer, error = open_message(msg.to_bytes())
+    checker = Checker(facts=ctx.facts, now=int(ctx.now.timestamp()),
+                      min_key_bits=ctx.policy.min_key_bits, dkim=signer, dkim_error=error)
+    reasons = []
+    for index, f in present:
+        result = verify_signature(f.value, index, checker)
+        if result.passed:
+            return True, f"the aligned signature d={result.domain} s={result.selector} still verifies"
+        reasons.append(f"d={result.domain}: {result.reason}")
+    return False, "no aligned poster signature survives (" + "; ".join(reasons)[:200] + ")"
+
+
+def _b_of(value: bytes) -> str:
+    m = re.search(rb"(?:^|;)\s*b\s*=([^;]*)", value)
+    return strip_ws(m.group(1).decode("ascii", "replace")) if m else ""
+
+
+# -- From munging -------------------------------------------------------------------------
+
+def _quote(phrase: str) -> str:
+    """RFC 5322 §3.2.4 quoted-string, or RFC 2047 encoded words for non-ASCII (never
+    inside quotes, RFC 2047 §5(3))."""
+    phrase = _CONTROL.sub("", phrase).strip()
+    if not phrase.isascii() or "=?" in phrase:
+        return mime.encode_words(phrase)
+    return '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _poster(from_field: HeaderField) -> tuple[str, str] | None:
+    """(display name, address) of the first mailbox in From."""
+    text = from_field.text()
+    for name, addr in getaddresses([text]):
+        if "@" in addr:
+            name = mime.decode_words(name, lenient=True) or ""
+            return name.strip(), addr
+    return None
+
+
+def munged_from(name: str, address: str, lp: ListPolicy) -> str:
+    """The new From value: ``"<name> via <list>" <list address>`` from ``munge_phrase``."""
+    shown = name or address.split("@", 1)[0]
+    pieces = (lp.munge_phrase or "{name} via {list_name}").split("{name}")
+    phrase = shown.join(expand(p, lp) for p in pieces)   # the poster's name is never expanded
+    return mime.fold("From", f"{_quote(phrase)} <{lp.address}>")
+
+
+def _addresses(fields: tuple[HeaderField, ...]) -> list[str]:
+    return [a.lower() for _, a in getaddresses([f.text() for f in fields]) if a]
+
+
+def _add_to(msg: RawMessage, name: str, value: bytes) -> RawMessage:
+    """``name`` with ``value`` (a From value) added after the existing addresses."""
+    old = msg.get_all(name)
+    value = value.strip(b" \t")
+    if old:
+        joined = (b"," + msg.eol + b" ").join(f.value.strip(b" \t") for f in old)
+        value = joined + b"," + msg.eol + b" " + value
+    field = HeaderField(name.encode("ascii") + b": " + value + msg.eol, name.lower())
+    return msg.replace_field(name, field)
+
+
+def munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
+    """From rewritten, original From in Reply-To (or Cc), X-Original-From added."""
+    froms = msg.get_all("from")
+    if len(froms) != 1:
+        return None, f"cannot munge: {len(froms)} From fields"
+    poster = _poster(froms[0])
+    if poster is None:
+        return None, "cannot munge: no address in From"
+    name, address = poster
+    if address.lower() == lp.address.lower():
+        return None, "From is already the list address"
+    if "@" not in lp.address:
+        return None, f"cannot munge: list address {lp.address!r} has no domain"
+    original = froms[0].value
+    out = msg.replace_field("From", msg.make_field("From", munged_from(name, address, lp)))
+    reply_to = _addresses(msg.get_all("reply-to"))
+    if lp.reply_to.strip() == "list" or lp.address.lower() in reply_to:
+        target = "Cc"
+    else:
+        target = "Reply-To"
+    if address.lower() not in _addresses(msg.get_all(target)):
+        out = _add_to(out, target, original)
+        where = f"original From added to {target}"
+    else:
+        where = f"original From already in {target}"
+    lead = b"" if original[:1] in (b" ", b"\t") else b" "
+    out = out.remove("x-original-from").append(
+        HeaderField(b"X-Original-From:" + lead + original + msg.eol, "x-original-from"))
+    return out, f"From: {lp.address} for {address}; {where}; X-Original-From added"
+
+
+# -- wrapping ------------------------------------------------------------------------------
+
+def _note_text(poster: str, lp: ListPolicy, domain: str) -> str:
+    return (f"This message was sent to the {display_name(lp)} list by {poster}.\n\n"
+            f"The author's domain ({domain or 'unknown'}) publishes a DMARC policy that does "
+            "not let the list resend the message under the author's address, so the "
+            "original message is attached unchanged.\n")
+
+
+def wrap(msg: RawMessage, lp: ListPolicy, domain: str = "") -> tuple[RawMessage | None, str]:
+    """The post as message/rfc822 inside a new multipart/mixed (RFC 2046 §5.2.1)."""
+    inner = msg.to_bytes()
+    head, why = munge(RawMessage(
+        tuple(f for f in msg.fields if f.name in _WRAP_COPY or f.name.startswith("list-")
+              or f.name in ("from", "reply-to")), msg.eol, b"", msg.eol), lp)
+    if head is None:
+        return None, why
+    eol = msg.eol
+    poster = _poster(msg.get("from"))
+    who = f"{poster[0]} <{poster[1]}>" if poster and poster[0] else (poster[1] if poster else "?")
+    text = _note_text(who, lp, domain)
+    if text.isascii():
+        note_fields = b"Content-Type: text/plain; charset=us-ascii" + eol
+        note_body = text.replace("\n", eol.decode()).encode("ascii")
+    else:
+        note_fields = (b"Content-Type: text/plain; charset=utf-8" + eol
+                       + b"Content-Transfer-Encoding: quoted-printable" + eol)
+        note_body = mime.qp_encode(text.encode("utf-8"), eol)
+    boundary = mime.new_boundary(inner).encode("ascii")
+    # RFC 2046 §5.2.1: message/rfc822 allows only 7bit, 8bit or binary; say 8bit when needed.
+    cte = b"" if inner.isascii() else b"Content-Transfer-Encoding: 8bit" + eol
+    # The line ending before a delimiter belongs to the delimiter (RFC 2046 §5.1.1), so
+    # one is always added: the part's content is exactly ``inner``.
+    body = (b"--" + boundary + eol + note_fields + eol + note_body + eol
+            + b"--" + boundary + eol
+            + b"Content-Type: message/rfc822" + eol + b"Content-Disposition: inline" + eol
+            + cte + eol + inner + eol
+            + b"--" + boundary + b"--" + eol)
+    out = head.remove("mime-version").remove("content-type").remove("content-transfer-encoding")
+    out = out.append(out.make_field("MIME-Version", "1.0"),
+                     out.make_field("Content-Type", 'multipart/mixed;\r\n boundary="'
+                                    + boundary.decode() + '"'))
+    out = replace(out, separator=eol, body=body)
+    return out, f"wrapped as message/rfc822 ({len(inner)} bytes); {why}"
+
+
+# -- the step -------------------------------------------------------------------------------
+
+def apply(work: Work, ctx: Context) -> Work:
+    """See `relist.core.steps`."""
+    lp = work.known.list_policy
+    if lp is None:
+        return work.note(NAME, Action.SKIPPED, "no list")
+    verdict = work.known.verdict
+    act, why = decide(lp, _mode(work, lp), verdict,
+                      lambda: surviving(work.message, verdict, ctx, work.known))
+    if not act:
+        return work.note(NAME, Action.SKIPPED, why)
+    domain = verdict.dmarc.domain if verdict is not None else ""
+    if lp.dmarc_mitigation == "wrap":
+        new, detail = wrap(work.message, lp, domain)
+    else:
+        new, detail = munge(work.message, lp)
+    if new is None:
+        return work.note(NAME, Action.SKIPPED, f"{why}; but {detail}")
+    return work.note(NAME, Action.APPLIED, f"{why}; {detail}", message=new)

@@ -1,0 +1,86 @@
+"""sign: add the list's DKIM-Signature(s) over the final bytes (RFC 6376 §5).
+
+What: one rsa-sha256 signature with ``selector``/``private_key`` and, when configured,
+one ed25519-sha256 signature with ``ed25519_selector``/``ed25519_private_key``
+(RFC 8463 §6: receivers that do not know Ed25519 use the RSA one).  Both are computed
+over the same bytes and prepended together, RSA on top.  d= is ``signing_domain`` or
+the list's domain; h= is ``sign_headers`` (or the default list) oversigned, plus
+X-Original-From when present, so the fields DMARC mitigation wrote are covered.
+
+Why here: "sign late".  Every change to the message (transformations, DMARC
+mitigation, downgrade) comes first; only Received and Authentication-Results, which
+no signature covers, may be added later.  Signing does not depend on the mode: adding
+the list's signature never breaks the poster's.
+
+A list with a selector whose key was not loaded is a configuration bug that start-up
+catches (``load_configured_keys``); should it still happen, the post is deferred (4xx)
+so Mailman retries rather than mail going out unsigned.
+"""
+
+from __future__ import annotations
+
+from relist.core.errors import DeferMessage
+from relist.core.message import HeaderField, RawMessage
+from relist.core.model import Action, Context, Work
+from relist.core.policy import ListPolicy
+from relist.core.sign import DEFAULT_SIGN_HEADERS, SignError, oversigned, sign_dkim
+
+__all__ = ["NAME", "apply", "header_names", "key_for", "signing_domain"]
+
+NAME = "sign"
+
+ALWAYS = ("from", "x-original-from")   # From is required (RFC 6376 §5.4); see module doc
+
+
+def signing_domain(lp: ListPolicy) -> str:
+    return (lp.signing_domain or lp.domain).lower().rstrip(".")
+
+
+def header_names(lp: ListPolicy) -> tuple[str, ...]:
+    """The h= names before oversigning: the configured list, plus From and X-Original-From."""
+    names = tuple(n.strip().lower() for n in lp.sign_headers) or DEFAULT_SIGN_HEADERS
+    return names + tuple(n for n in ALWAYS if n not in names)
+
+
+def key_for(ctx: Context, path: str, what: str):
+    """The loaded key for ``path``; DeferMessage when it is not there (see module doc)."""
+    key = (ctx.keys or {}).get(path) if path else None
+    if key is None:
+        raise DeferMessage(f"relist: signing key not loaded ({what}); try again later")
+    return key
+
+
+def as_field(msg: RawMessage, raw: bytes, name: str) -> HeaderField:
+    """A CRLF-built field in the message's own line ending."""
+    if msg.eol != b"\r\n":
+        raw = raw.replace(b"\r\n", msg.eol)
+    return HeaderField(raw, name)
+
+
+def apply(work: Work, ctx: Context) -> Work:
+    """See `relist.core.steps`."""
+    lp = work.known.list_policy
+    if lp is None:
+        return work.note(NAME, Action.SKIPPED, "no list")
+    wanted = [(sel, path, alg) for sel, path, alg in (
+        (lp.selector, lp.private_key, "rsa"),
+        (lp.ed25519_selector, lp.ed25519_private_key, "ed25519")) if sel]
+    if not wanted:
+        return work.note(NAME, Action.SKIPPED, "no selector configured: not signed")
+    domain = signing_domain(lp)
+    msg = work.message
+    data = msg.to_bytes()
+    h = oversigned(header_names(lp), data)
+    fields, done = [], []
+    for selector, path, alg in wanted:
+        key = key_for(ctx, path, f"{alg} selector {selector} for {lp.address}")
+        try:
+            raw = sign_dkim(data, domain=domain, selector=selector, key=key, now=ctx.now,
+                            canonicalization=lp.canonicalization, headers=h,
+                            ttl=lp.signature_ttl)
+        except SignError as exc:
+            return work.note(NAME, Action.SKIPPED, f"cannot sign: {exc}")
+        fields.append(as_field(msg, raw, "dkim-signature"))
+        done.append(f"{key.algorithm} d={domain} s={selector}")
+    detail = f"{', '.join(done)}; h={':'.join(n.decode() for n in h)}"
+    return work.note(NAME, Action.APPLIED, detail[:500], message=msg.prepend(*fields))
