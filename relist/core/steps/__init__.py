@@ -4,3 +4,16 @@ Every step module has ``NAME`` (kebab-case, stored in the record and never renam
 a docstring saying what and why, and ``apply(work, ctx) -> Work``.  The order lives
 in ``relist.core.pipeline.STEPS``.
 """
+
+
+def apply_transform(name, transform, work):
+    """The ``apply`` of a list transformation: run ``transform(msg, list_policy)`` and
+    note what it did (skipped with its reason when it returns no message)."""
+    from relist.core.model import Action
+    lp = work.known.list_policy
+    if lp is None:
+        return work.note(name, Action.SKIPPED, "no list")
+    new, detail = transform(work.message, lp)
+    if new is None:
+        return work.note(name, Action.SKIPPED, detail)
+    return work.note(name, Action.APPLIED, detail, message=new)

@@ -20,8 +20,9 @@ import re
 
 from relist.core import mime
 from relist.core.message import RawMessage
-from relist.core.model import Action, Context, Work
+from relist.core.model import Context, Work
 from relist.core.policy import ListPolicy
+from relist.core.steps import apply_transform
 
 __all__ = ["NAME", "apply", "fields_for", "transform"]
 
@@ -36,13 +37,7 @@ _HTTPS = re.compile(r"<\s*https://", re.IGNORECASE)
 
 def apply(work: Work, ctx: Context) -> Work:
     """See `relist.core.steps`."""
-    lp = work.known.list_policy
-    if lp is None:
-        return work.note(NAME, Action.SKIPPED, "no list")
-    new, detail = transform(work.message, lp)
-    if new is None:
-        return work.note(NAME, Action.SKIPPED, detail)
-    return work.note(NAME, Action.APPLIED, detail, message=new)
+    return apply_transform(NAME, transform, work)
 
 
 def _uris(*uris: str) -> str:

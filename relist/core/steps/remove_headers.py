@@ -9,8 +9,9 @@ its position.  Why: lists strip fields that leak internals or confuse members
 from __future__ import annotations
 
 from relist.core.message import RawMessage
-from relist.core.model import Action, Context, Work
+from relist.core.model import Context, Work
 from relist.core.policy import ListPolicy
+from relist.core.steps import apply_transform
 
 __all__ = ["NAME", "apply", "transform"]
 
@@ -19,13 +20,7 @@ NAME = "remove-headers"
 
 def apply(work: Work, ctx: Context) -> Work:
     """See `relist.core.steps`."""
-    lp = work.known.list_policy
-    if lp is None:
-        return work.note(NAME, Action.SKIPPED, "no list")
-    new, detail = transform(work.message, lp)
-    if new is None:
-        return work.note(NAME, Action.SKIPPED, detail)
-    return work.note(NAME, Action.APPLIED, detail, message=new)
+    return apply_transform(NAME, transform, work)
 
 
 def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:

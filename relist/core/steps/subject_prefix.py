@@ -21,8 +21,9 @@ from dataclasses import replace
 
 from relist.core import mime
 from relist.core.message import HeaderField, RawMessage
-from relist.core.model import Action, Context, Work
+from relist.core.model import Context, Work
 from relist.core.policy import ListPolicy
+from relist.core.steps import apply_transform
 from relist.core.templates import expand
 
 __all__ = ["NAME", "apply", "transform"]
@@ -41,13 +42,7 @@ NO_SUBJECT = "(no subject)"
 
 def apply(work: Work, ctx: Context) -> Work:
     """See `relist.core.steps`."""
-    lp = work.known.list_policy
-    if lp is None:
-        return work.note(NAME, Action.SKIPPED, "no list")
-    new, detail = transform(work.message, lp)
-    if new is None:
-        return work.note(NAME, Action.SKIPPED, detail)
-    return work.note(NAME, Action.APPLIED, detail, message=new)
+    return apply_transform(NAME, transform, work)
 
 
 def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
