@@ -45,12 +45,7 @@ def post() -> tuple[bytes, dict]:
 
 
 async def facts_for(msg: RawMessage, resolver: Resolver) -> Facts:
-    facts = Facts()
-    while True:
-        wanted = [q for q in questions(msg, 10, facts) if q not in facts.answers]
-        if not wanted:
-            return facts
-        facts = facts.merged(await resolver.resolve(wanted))
+    return await resolver.settle(lambda facts: questions(msg, 10, facts))
 
 
 async def warm(raw: bytes, resolver: Resolver, n: int) -> float:

@@ -75,17 +75,11 @@ class Relay:
         self.counters = {"messages": 0, "relayed": 0, "deferred": 0, "rejected": 0, "errors": 0}
 
     async def facts_for(self, raw: bytes) -> Facts:
-        """Resolve, round by round, every DNS question the core asks for ``raw``."""
-        facts = Facts()
+        """Resolve every DNS question the core asks for ``raw``."""
         if self.resolver is None:
-            return facts
+            return Facts()
         msg = RawMessage.parse(raw)
-        for _ in range(16):  # the DMARC tree walk needs a few rounds at most
-            questions = core.plan(msg, self.config.relay, facts, self.steps)
-            if not questions:
-                break
-            facts = facts.merged(await self.resolver.resolve(questions))
-        return facts
+        return await self.resolver.settle(lambda facts: core.plan(msg, self.config.relay, facts, self.steps))
 
     async def ingress_copies(self, raw: bytes) -> tuple[IngressCopy, ...]:
         """Egress leg: the ingress leg's copies of this post, by Message-ID."""

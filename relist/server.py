@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from relist.app import Relay
 from relist.config import Config
+from relist.edge.dns import Resolver
 from relist.edge.keys import load_configured_keys
 from relist.edge.smtp_in import RelayHandler, RelistLMTP, RelistSMTP
 from relist.edge.store import Store
@@ -65,7 +66,7 @@ class Server:
         cfg = self.config
         keys = load_configured_keys(cfg.relay)   # refuses keys others can read
         store = Store(cfg.store["path"]) if self.use_store else None
-        resolver = self._resolver()
+        resolver = Resolver.from_config(cfg)
         self.relay = Relay(cfg, store=store, resolver=resolver, keys=keys)
         await self._listen(self.relay, RelistSMTP, "relist ESMTP", sock or bind(cfg.server["listen"]))
         if cfg.ingress is not None:
@@ -83,13 +84,6 @@ class Server:
                             data_size_limit=cfg.server["max_message_size"],
                             enable_SMTPUTF8=True, loop=loop)
         self.servers.append(await loop.create_server(factory, sock=sock))
-
-    def _resolver(self):
-        try:
-            from relist.edge.dns import Resolver
-        except ImportError:
-            return None
-        return Resolver.from_config(self.config)
 
     @property
     def port(self) -> int:

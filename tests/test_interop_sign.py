@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from relist.core.sign import SigningKey, dns_record, seal_arc, sign_dkim
-from tests.test_keys_cli import TxtServer
+from relist.sandbox.dnsserver import DNSServer
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 RSA_KEY = SigningKey("rsa-sha256", rsa.generate_private_key(public_exponent=65537, key_size=2048))
@@ -51,7 +51,7 @@ def mail_dkim(mode: str, message: bytes, tmp_path) -> str:
     script, msg = tmp_path / "verify.pl", tmp_path / "msg.eml"
     script.write_text(PERL)
     msg.write_bytes(message)
-    with TxtServer(RECORDS) as server:
+    with DNSServer(RECORDS) as server:
         out = subprocess.run(["perl", str(script), mode, str(server.port), str(msg)],
                              capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr.decode()

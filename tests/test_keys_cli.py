@@ -1,80 +1,17 @@
 """``relist keys`` end to end: generate, show, test (against a real DNS server on
-127.0.0.1 over UDP), rotate.  ``TxtServer`` is also used by tests/test_interop_sign.py."""
+127.0.0.1 over UDP), rotate.  DNS comes from relist.sandbox.dnsserver."""
 
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import threading
 
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdatatype
-import dns.rrset
 import pytest
 
 import relist.cli as cli
 from relist.core.sign import dns_record
 from relist.edge.keys import generate, read_private_key, write_private_key
-
-
-class TxtServer:
-    """A tiny authoritative DNS server on 127.0.0.1 (UDP) answering TXT from a dict.
-
-    ``records[name] = str | list[str]``: one TXT record per item, split into
-    255-byte strings; a name not in the dict is NXDOMAIN; ``servfail`` names SERVFAIL.
-    """
-
-    def __init__(self, records: dict | None = None, servfail: set | None = None):
-        self.records = {k.lower().rstrip("."): v for k, v in (records or {}).items()}
-        self.servfail = {k.lower().rstrip(".") for k in (servfail or set())}
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.queries: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-    def _answer(self, wire: bytes) -> bytes:
-        query = dns.message.from_wire(wire)
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        q = query.question[0]
-        name = q.name.to_text().lower().rstrip(".")
-        self.queries.append(name)
-        if name in self.servfail:
-            response.set_rcode(dns.rcode.SERVFAIL)
-        elif name not in self.records:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        elif q.rdtype == dns.rdatatype.TXT:
-            values = self.records[name]
-            values = [values] if isinstance(values, str) else values
-            texts = []
-            for v in values:
-                chunks = [v[i:i + 255] for i in range(0, len(v), 255)] or [""]
-                texts.append(" ".join('"%s"' % c.replace('"', '\\"') for c in chunks))
-            response.answer.append(dns.rrset.from_text(q.name, 60, "IN", "TXT", *texts))
-        return response.to_wire()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                wire, addr = self.sock.recvfrom(4096)
-            except (socket.timeout, OSError):
-                continue
-            self.sock.sendto(self._answer(wire), addr)
+from relist.sandbox.dnsserver import DNSServer
 
 
 @pytest.fixture
@@ -193,7 +130,7 @@ def test_keys_test_against_loopback_dns(relist, tmp_path, capsys):
         "s._domainkey.testing.example": dns_record(testing, testing=True),
         "s._domainkey.small.example": dns_record(small),
     }
-    with TxtServer(records, servfail={"s._domainkey.servfail.example"}) as server:
+    with DNSServer({**records, "s._domainkey.servfail.example": "SERVFAIL"}) as server:
         # [verify] min_key_bits = 2048 makes the 1024-bit key "too small"
         with open(conf, "a") as fh:
             fh.write("[verify]\nmin_key_bits = 2048\n[dns]\ntimeout = 2\n")
@@ -216,7 +153,7 @@ def test_keys_test_against_loopback_dns(relist, tmp_path, capsys):
 def test_keys_test_all_ok_exits_0_using_config_nameservers(relist, tmp_path, capsys):
     good, good_path = _keyfile(tmp_path, "good.key")
     conf = make_conf(tmp_path, {"a@good.example": {"selector": "s", "private_key": good_path}})
-    with TxtServer({"s._domainkey.good.example": dns_record(good)}) as server:
+    with DNSServer({"s._domainkey.good.example": dns_record(good)}) as server:
         with open(conf, "a") as fh:
             fh.write(f'[dns]\nnameservers = ["127.0.0.1:{server.port}"]\n')
         assert relist(["keys", "test", "-c", conf]) == 0

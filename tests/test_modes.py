@@ -20,7 +20,7 @@ from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Envelope, Work
 from relist.core.policy import ListPolicy, RelayPolicy
 from tests.test_interop_sign import PERL, needs_mail_dkim
-from tests.test_keys_cli import TxtServer
+from relist.sandbox.dnsserver import DNSServer
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 LIST = "ant@lists.example.org"
@@ -124,7 +124,7 @@ def mail_dkim(message: bytes, tmp_path, dns=DNS) -> str:
     script, msg = tmp_path / "verify.pl", tmp_path / "msg.eml"
     script.write_text(PERL)
     msg.write_bytes(message)
-    with TxtServer(dict(dns)) as server:
+    with DNSServer(dict(dns)) as server:
         out = subprocess.run(["perl", str(script), "dkim", str(server.port), str(msg)],
                              capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr.decode()

@@ -14,27 +14,16 @@ from datetime import datetime, timezone
 
 from relist.config import load, parse_hostport
 from relist.core.auth import questions, verify_message
-from relist.core.facts import Facts
 from relist.core.message import RawMessage
 from relist.edge.dns import Resolver
 
 __all__ = ["add_parser", "check_bytes"]
 
 
-async def _facts(msg: RawMessage, resolver: Resolver, max_signatures: int) -> Facts:
-    facts = Facts()
-    for _ in range(16):  # the DMARC tree walk asks a few rounds at most
-        wanted = [q for q in questions(msg, max_signatures, facts) if q not in facts.answers]
-        if not wanted:
-            break
-        facts = facts.merged(await resolver.resolve(wanted))
-    return facts
-
-
 def check_bytes(raw: bytes, resolver: Resolver, *, max_signatures: int = 10, min_key_bits: int = 1024,
                 now: datetime | None = None):
     msg = RawMessage.parse(raw)
-    facts = asyncio.run(_facts(msg, resolver, max_signatures))
+    facts = asyncio.run(resolver.settle(lambda f: questions(msg, max_signatures, f)))
     return verify_message(msg, facts, now or datetime.now(timezone.utc),
                           max_signatures=max_signatures, min_key_bits=min_key_bits)
 

@@ -65,6 +65,20 @@ class Resolver:
         answers = await asyncio.gather(*(self.answer(q) for q in questions))
         return Facts(dict(zip(questions, answers)))
 
+    async def settle(self, ask, rounds: int = 16) -> Facts:
+        """Resolve what ``ask(facts)`` asks, round by round, until it asks nothing new.
+
+        The core asks its next DMARC tree-walk name only once it has the previous
+        answer, so one round is not always enough; ``rounds`` bounds a runaway asker.
+        """
+        facts = Facts()
+        for _ in range(rounds):
+            wanted = [q for q in ask(facts) if q not in facts.answers]
+            if not wanted:
+                break
+            facts = facts.merged(await self.resolve(wanted))
+        return facts
+
     async def answer(self, q: Question) -> Answer:
         hit = self._cache.get(q)
         if hit is not None:

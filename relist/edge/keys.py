@@ -4,11 +4,13 @@
   ``O_CREAT | O_EXCL`` and mode 0600: never world-readable, never overwritten).
 * Loading refuses a file that group or others may read, naming the file; errors never
   contain key material.
-* ``lookup_txt`` is a deliberately small dnspython resolver for ``relist keys test``
-  (self-contained; the relay's resolver lives in ``relist.edge.dns``).
+* ``lookup_txt`` asks one TXT name for ``relist keys test`` through the relay's
+  resolver (``relist.edge.dns``), so the tool sees DNS exactly as the relay does.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import os
 import stat
@@ -18,12 +20,10 @@ from pathlib import Path
 from typing import Iterable
 
 import dkim
-import dns.exception
-import dns.nameserver
-import dns.resolver
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from relist.core.facts import Answer, Status
+from relist.core.facts import Answer, Question, Status
+from relist.edge.dns import Resolver
 from relist.core.policy import ListPolicy, RelayPolicy
 from relist.core.sign import (
     KeyStatus, RecordCheck, SigningKey, check_record, load_private_key, private_pem, sign_dkim,
@@ -97,24 +97,9 @@ def read_private_key(path: str | os.PathLike) -> SigningKey:
 
 
 def lookup_txt(name: str, nameservers: Iterable[tuple[str, int]] = (), timeout: float = 5) -> Answer:
-    """TXT records at ``name`` as a three-valued ``Answer`` (strings of a record joined,
-    RFC 6376 §3.6.2.2).  ``nameservers`` empty: the system resolver configuration."""
-    servers = list(nameservers)
-    resolver = dns.resolver.Resolver(configure=not servers)
-    if servers:
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in servers]
-    resolver.timeout = resolver.lifetime = timeout
-    try:
-        answer = resolver.resolve(name.rstrip(".") + ".", "TXT", search=False)
-    except dns.resolver.NXDOMAIN:
-        return Answer(Status.ABSENT, (), "NXDOMAIN")
-    except dns.resolver.NoAnswer:
-        return Answer(Status.ABSENT, (), "no TXT record (NODATA)")
-    except dns.exception.Timeout:
-        return Answer(Status.TEMPERROR, (), "timeout")
-    except (dns.resolver.NoNameservers, dns.exception.DNSException) as exc:
-        return Answer(Status.TEMPERROR, (), type(exc).__name__)
-    return Answer(Status.FOUND, tuple(b"".join(r.strings) for r in answer), "")
+    """TXT records at ``name`` as a three-valued ``Answer``, asked through the relay's own
+    resolver (``relist.edge.dns``).  ``nameservers`` empty: /etc/resolv.conf."""
+    return asyncio.run(Resolver(list(nameservers), timeout).answer(Question.txt(name)))
 
 
 _TEST_MESSAGE = (b"From: relist key test <postmaster@%s>\r\nTo: <postmaster@%s>\r\n"

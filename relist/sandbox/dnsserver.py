@@ -110,6 +110,10 @@ class DNSServer:
         return self._transport.get_extra_info("sockname")[:2]
 
     @property
+    def port(self) -> int:
+        return self.address[1]
+
+    @property
     def nameserver(self) -> str:
         host, port = self.address
         return f"{host}:{port}"
