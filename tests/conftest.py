@@ -18,12 +18,23 @@ FIXTURES = ROOT / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def dns_server():
-    """A loopback DNS server; tests add names with ``dns_server.set``.  Relay tests
-    resolve through it, so nothing ever asks the machine's resolver."""
+def _session_dns_server():
     s = DNSServer().start()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def dns_server(_session_dns_server):
+    """A loopback DNS server; tests add names with ``dns_server.set``.  Relay tests
+    resolve through it, so nothing ever asks the machine's resolver.  One server for
+    the session, but each test starts from an empty zone: a ``_dmarc`` record one test
+    publishes must not change what the next one's post gets (DMARC mitigation)."""
+    s = _session_dns_server
+    s.zone.clear()
+    s.queries.clear()
+    yield s
+    s.zone.clear()
 
 
 @pytest.fixture

@@ -248,7 +248,7 @@ def test_resign_applies_all_and_strips_poster_signatures():
 def test_strip_broken_keeps_what_still_verifies():
     good = sign(POST)
     bad = sign(good, selector="s2", key="s1")    # s2's DNS key is another key: fails
-    work, ctx = run(bad, relay_policy(mode="resign", strip="broken"))
+    work, ctx = run(bad, relay_policy(mode="resign", strip="broken", dmarc_mitigation="none"))
     assert [s.result for s in work.known.verdict.dkim] == ["fail", "pass"]
     assert note(work, "strip").detail == ("strip = broken: removed 1 DKIM-Signature (poster.example/s2); "
                                           "kept 1 valid; ARC fields kept")
@@ -320,6 +320,6 @@ def test_process_records_mode_and_breakage_in_the_record():
     pol = relay_policy(mode="resign", **DECORATE)
     out = pipeline.process(raw, context(raw, pol, DNS))
     steps = [n.step for n in out.record.steps]
-    assert steps == ["parse", "identify", "verify", "mode", "repair", *TRANSFORMS, "strip", "trace",
-                     "authres", "attribution"]
+    assert steps == ["parse", "identify", "verify", "mode", "repair", *TRANSFORMS, "strip", "downgrade",
+                     "dmarc-mitigation", "trace", "authres", "sign", "arc-seal", "attribution"]
     assert dict(out.record.extra)["breakage"] == ("poster.example/s1: subject-prefix",)

@@ -17,8 +17,9 @@ from relist.core.model import Context, Outcome, Record, Work
 from relist.core.policy import RelayPolicy
 from relist.core.guard import guarded
 from relist.core.steps import (
-    attribution, authres, footer, identify, list_headers, mode, parse, remove_headers, repair,
-    reply_to, sender, strip, subject_prefix, trace, verify,
+    arc_seal, attribution, authres, dmarc_mitigation, downgrade, footer, identify, list_headers,
+    mode, parse, remove_headers, repair, reply_to, sender, sign, strip, subject_prefix, trace,
+    verify,
 )
 
 __all__ = ["INGRESS_STEPS", "STEPS", "plan", "process"]
@@ -54,14 +55,24 @@ STEPS = (
     # Resign mode: drop the poster's (all or broken) DKIM and every DomainKey signature,
     # after every change, so "broken" means broken by what was done; ARC fields stay.
     guarded(strip),
+    # 8-bit -> 7-bit when the list asks or the MTA lacks 8BITMIME, before signing so the
+    # signature covers the bytes that travel; before mitigation, because a wrapped post
+    # is a message/rfc822 part that must stay byte-identical.  Not guarded: in preserve
+    # mode a downgrade the MTA requires wins, and attribution records what it broke.
+    downgrade,
+    # From munging or wrapping for a poster whose DMARC policy would otherwise reject
+    # the list's copy; after every content change, so "evidence" sees what was done.
+    guarded(dmarc_mitigation),
     # The trace field: Received is hardly ever in a signature's h=; guarded all the same.
     guarded(trace),
     # Drop Authentication-Results that claim our authserv-id (RFC 8601 §5: forgeries)
     # and add ours above our Received (§4.1); before signing and sealing, so the ARC
     # seal carries relist's own verdict, never an upstream claim.
     guarded(authres),
-    # (Next: downgrade before mitigation, dmarc-mitigation, then sign and arc-seal
-    # here; the steps exist in relist/core/steps, see docs/signing.md.)
+    # Sign late: the list's DKIM signature(s) over the final bytes (docs/signing.md).
+    sign,
+    # The ARC set last among byte-changing steps: its AMS covers the DKIM-Signature.
+    arc_seal,
     # Last: name, for each poster signature valid on arrival, the step that broke it
     # or "survived" (into the record's extra).
     attribution,
