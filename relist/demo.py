@@ -1,10 +1,13 @@
 """``relist demo``: relist's main job on an embedded default, nothing else needed.
 
-Starts, all on 127.0.0.1: a DNS server holding the demo keys, a sink standing in
-for the outgoing MTA, and relist itself (one process, store in a temporary
-directory).  Then it replays every SMTP transaction of the ``fixtures/mailman``
-corpus (what a real Mailman 3 sent) through relist over SMTP and prints, per
-message, what relist did, reading it back from the store.
+Starts, all on 127.0.0.1: a DNS server holding the corpus's poster keys and the
+list keys the demo generates (RSA-2048 and Ed25519, in a temporary directory), a sink
+standing in for the outgoing MTA, and relist itself (one process, store in the same
+temporary directory).  Then it replays every SMTP transaction of the
+``fixtures/mailman`` corpus (what a real Mailman 3 sent) through relist over SMTP,
+prints per message what relist did (read back from the store), and finally verifies
+what reached the sink as a receiver would: relist's DKIM signatures and ARC seal, and
+on the preserve list the poster signatures that were valid on arrival.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from relist.cli.check import check_bytes
 from relist.config import parse, with_overrides
-from relist.sandbox.dnsserver import DNSServer
+from relist.core.sign.keys import dns_record
+from relist.edge.dns import Resolver
+from relist.edge.keys import generate, write_private_key
+from relist.sandbox.dnsserver import DNSServer, split_txt
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer, setup_logging
 
@@ -60,19 +67,87 @@ def demo_zone(root: Path) -> dict:
     return json.loads(dns_json.read_text()) if dns_json.exists() else {}
 
 
-def demo_config(workdir: Path, sink_port: int, nameserver: str):
+LIST_DOMAIN = "lists.example.org"
+RSA_SELECTOR, ED25519_SELECTOR = "demo-rsa", "demo-ed"
+
+
+def make_list_keys(workdir: Path, dns_server: DNSServer) -> dict[str, str]:
+    """Generate the demo's list keys (mode 0600) and publish them on the demo DNS."""
+    paths = {}
+    for algorithm, selector in (("rsa", RSA_SELECTOR), ("ed25519", ED25519_SELECTOR)):
+        key = generate(algorithm)
+        paths[algorithm] = str(write_private_key(workdir / f"{selector}.key", key))
+        dns_server.set(f"{selector}._domainkey.{LIST_DOMAIN}", [split_txt(dns_record(key))])
+    return paths
+
+
+def load_posts(root: Path) -> list[Transaction]:
+    """Each case's post as the MTA delivered it to Mailman (cases/*/post.eml)."""
+    out = []
+    for eml in sorted(root.glob("cases/*/post.eml")):
+        meta = json.loads((eml.parent / "meta.json").read_text())
+        out.append(Transaction(f"{eml.parent.name}/post", meta["mail_from"], [meta["list"]], eml.read_bytes()))
+    return out
+
+
+def send_ingress(port: int, posts: list[Transaction]) -> int:
+    """Deliver the posts over LMTP to relist's ingress leg; return how many were refused."""
+    refused = 0
+    with smtplib.LMTP("127.0.0.1", port, timeout=30) as client:
+        for tx in posts:
+            try:
+                client.sendmail(tx.mail_from, tx.rcpt_tos, tx.data)
+            except smtplib.SMTPException:
+                refused += 1
+    return refused
+
+
+def demo_config(workdir: Path, sink_port: int, nameserver: str, keys: dict[str, str] | None = None,
+                mailman_port: int | None = None):
+    signing = {}
+    if keys:
+        signing = {"selector": RSA_SELECTOR, "private_key": keys["rsa"],
+                   "ed25519_selector": ED25519_SELECTOR, "ed25519_private_key": keys["ed25519"],
+                   "arc_seal": True}
     cfg = parse({
         "server": {"hostname": "relist.demo", "workers": 1},
         "store": {"path": str(workdir / "relist.db")},
         "dns": {"nameservers": [nameserver], "timeout": 2},
         "upstream": {"port": sink_port, "timeout": 10},
         "lists": {
-            "plain@lists.example.org": {"mode": "preserve"},
+            # Undecorated list: keep the poster's signature valid, repair what Mailman broke.
+            "plain@lists.example.org": {"mode": "preserve", **signing},
+            # Decorated list: footer and prefix, poster signatures removed, signed as the list.
             "decorated@lists.example.org": {"mode": "resign", "footer": "-- \n{list_name} list\n",
-                                            "subject_prefix": "[{list_name}] "},
+                                            "subject_prefix": "[{list_name}] ", **signing},
+            "verp@lists.example.org": {"mode": "resign", **signing},
+            # Per post: preserve a valid signature aligned with a quarantine/reject domain.
+            "dmarc@lists.example.org": {"mode": "auto", **signing},
         },
+        **({"ingress": {"deliver_to": f"lmtp:127.0.0.1:{mailman_port}"}} if mailman_port else {}),
     })
+    if mailman_port:
+        return with_overrides(cfg, server={"listen": ("127.0.0.1", 0)}, ingress={"listen": ("127.0.0.1", 0)})
     return with_overrides(cfg, server={"listen": ("127.0.0.1", 0)})
+
+
+def receiver_view(messages, nameserver: str) -> dict[str, list[int]]:
+    """Verify what reached the sink as a receiver would; [passed, total] per kind."""
+    host, _, port = nameserver.rpartition(":")
+    resolver = Resolver([(host, int(port))], 2.0)
+    tally = {"rsa": [0, 0], "ed25519": [0, 0], "poster": [0, 0], "arc": [0, 0]}
+    for m in messages:
+        verdict = check_bytes(m.data, resolver)
+        for s in verdict.signatures:
+            if s.kind != "dkim":
+                continue
+            kind = ("ed25519" if "ed25519" in s.algorithm else "rsa") if s.domain == LIST_DOMAIN else "poster"
+            tally[kind][1] += 1
+            tally[kind][0] += str(s.result) == "pass"
+        if b"\nARC-Seal:" in m.data or m.data.startswith(b"ARC-Seal:"):
+            tally["arc"][1] += 1
+            tally["arc"][0] += str(verdict.arc.cv) == "pass"
+    return tally
 
 
 def run(verbose: bool = False, fixtures: str | None = None, out=None) -> int:
@@ -85,10 +160,23 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None) -> int:
                               ["member@example.com"], BUILTIN)]
     setup_logging("warning")
     with tempfile.TemporaryDirectory(prefix="relist-demo-") as tmp, \
-            DNSServer(demo_zone(root)) as dns_server, Sink() as sink:
+            DNSServer(demo_zone(root)) as dns_server, Sink() as sink, Sink(lmtp=True) as mailman:
         workdir = Path(tmp)
-        cfg = demo_config(workdir, sink.port, dns_server.nameserver)
+        keys = make_list_keys(workdir, dns_server)
+        posts = load_posts(root) if root.is_dir() else []
+        cfg = demo_config(workdir, sink.port, dns_server.nameserver, keys, mailman.port if posts else None)
         with ThreadedServer(cfg) as relist:
+            store = relist.relay.store
+            if posts:
+                # The MTA's side: each post passes relist's ingress leg on its way to
+                # Mailman, which verifies it and keeps a copy for the preserve-mode repair.
+                print(f"relist demo: ingress LMTP on 127.0.0.1:{relist.ingress_port} -> "
+                      f"stand-in Mailman on 127.0.0.1:{mailman.port}; {len(posts)} posts", file=out)
+                refused = send_ingress(relist.ingress_port, posts)
+                print(f"    {len(mailman.messages)} reached Mailman, {refused} refused", file=out)
+                deadline = time.monotonic() + 10
+                while store.written + store.failures < len(posts) and time.monotonic() < deadline:
+                    time.sleep(0.05)
             print(f"relist demo: relist on 127.0.0.1:{relist.port} -> sink MTA on 127.0.0.1:{sink.port}, "
                   f"DNS on {dns_server.nameserver}; {len(corpus)} transactions from {root}", file=out)
             replies = []
@@ -100,13 +188,12 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None) -> int:
                         replies.append("250")
                     except smtplib.SMTPException as exc:
                         replies.append(str(getattr(exc, "smtp_code", exc)))
-            store = relist.relay.store
             deadline = time.monotonic() + 10
-            while store.written + store.failures < len(corpus) and time.monotonic() < deadline:
+            while store.written + store.failures < len(corpus) + len(posts) and time.monotonic() < deadline:
                 time.sleep(0.05)
         db = sqlite3.connect(workdir / "relist.db")
         rows = db.execute("SELECT relist_id, list_address, steps, reply, size_in, size_out, duration_ms "
-                          "FROM transactions ORDER BY rowid").fetchall()
+                          "FROM transactions ORDER BY rowid").fetchall()[len(posts):]
         failures = sum(not code.startswith("2") for code in replies)
         # One client connection, one transaction at a time: rows are in corpus order.
         for tx, row in zip(corpus, rows):
@@ -117,6 +204,15 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None) -> int:
             for n in json.loads(steps):
                 print(f"    {n['step']:<16} {n['action']:<9} {n['detail']}", file=out)
         print(f"\nsink received {len(sink.messages)} messages; {failures} transaction(s) not accepted", file=out)
+        tally = receiver_view(sink.messages, dns_server.nameserver)
+        print("as a receiver verifies them (relist check against the demo DNS):", file=out)
+        for kind, label in (("rsa", f"list DKIM rsa-sha256 (d={LIST_DOMAIN})"),
+                            ("ed25519", f"list DKIM ed25519-sha256 (d={LIST_DOMAIN})"),
+                            ("arc", "ARC chain (cv=pass)"),
+                            ("poster", "poster signatures kept (preserve/auto lists)")):
+            ok, total = tally[kind]
+            print(f"    {label:<44} {ok}/{total} pass", file=out)
+        failures += tally["rsa"][1] - tally["rsa"][0] + tally["ed25519"][1] - tally["ed25519"][0]
         if verbose:
             for m in sink.messages:
                 head = m.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
