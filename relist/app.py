@@ -102,14 +102,15 @@ class Relay:
         ctx = Context(envelope=envelope, policy=self.config.relay, now=now, relist_id=relist_id,
                       keys=self.keys, ingress=await self.ingress_copies(raw),
                       upstream_8bitmime=upstream_8bitmime)
-        if self.leg == "egress":
+        sign_once = self.leg == "egress" and self.config.server["sign_once"]
+        if sign_once:
             # Mailman sends one post in transactions of at most 10 recipients with
             # identical bytes: the 2nd..Nth reuse the signed result (no DNS, no signing).
             hit = signcache.lookup(self.sign_cache, raw, ctx, self.steps)
             if hit is not None:
                 return hit
         ctx = replace(ctx, facts=await self.facts_for(raw))
-        if self.leg == "egress":
+        if sign_once:
             work = functools.partial(signcache.process_with, self.sign_cache, raw, ctx, self.steps)
             if len(raw) > 256 * 1024:
                 # Large messages: keep the event loop responsive while the core works.

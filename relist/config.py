@@ -100,6 +100,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "add_received": Key(bool, True),
         "workers": Key(int, 0, _non_negative),
         "unknown_list": Key(str, "pass", _one_of("pass", "defer", "reject")),
+        "sign_once": Key(bool, True),
     },
     "upstream": {
         "host": Key(str, "127.0.0.1"),
