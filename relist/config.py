@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -156,6 +158,30 @@ def _reply_to(v, key):
     return v
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2}))?")
+
+
+def _instant(v, key):
+    """RFC 3339: a date-time with an offset (a string or a TOML offset date-time), or a
+    full-date meaning 00:00 UTC that day.  "" -> None.  Result: an aware UTC datetime."""
+    expected = (f"{key} = {v!r}: expected an RFC 3339 date-time with an offset, "
+                f"e.g. \"2026-12-01T00:00:00Z\", or a date \"2026-12-01\" (00:00 UTC)")
+    if v == "":
+        return None
+    if isinstance(v, str):
+        if not _RFC3339.fullmatch(v):
+            raise ConfigError(expected)
+        try:
+            v = datetime.fromisoformat(v.upper().replace("Z", "+00:00")) if len(v) > 10 else date.fromisoformat(v)
+        except ValueError:
+            raise ConfigError(expected) from None
+    if isinstance(v, datetime):
+        if v.tzinfo is None:
+            raise ConfigError(expected + " (a local time without an offset is ambiguous)")
+        return v.astimezone(timezone.utc)
+    return datetime(v.year, v.month, v.day, tzinfo=timezone.utc)
+
+
 LIST_SCHEMA: dict[str, Key] = {
     "mode": Key(str, "resign", _one_of("preserve", "resign", "auto")),
     "strip": Key(str, "all", _one_of("all", "broken")),
@@ -175,6 +201,9 @@ LIST_SCHEMA: dict[str, Key] = {
     "private_key": Key(str, ""),
     "ed25519_selector": Key(str, ""),
     "ed25519_private_key": Key(str, ""),
+    "previous_selector": Key(str, ""),
+    "previous_private_key": Key(str, ""),
+    "rotation_overlap_until": Key((str, date), "", _instant),
     "canonicalization": Key(str, "relaxed/relaxed", _canon),
     "sign_headers": Key(list, [], _strings),
     "signature_ttl": Key(int, 0, _non_negative),
@@ -232,6 +261,27 @@ def _section(schema: dict[str, Key], data: Any, where: str, fill: bool = True) -
     return out
 
 
+def _check_rotation(values: dict[str, Any], where: str) -> None:
+    """The three rotation keys go together and name a key other than the current one."""
+    rotation = ("previous_selector", "previous_private_key", "rotation_overlap_until")
+    present = [k for k in rotation if values[k] not in ("", None)]
+    if present and len(present) != len(rotation):
+        missing = [k for k in rotation if k not in present]
+        raise ConfigError(f"[{where}] {present[0]} is set but {missing[0]} is not: key rotation "
+                          f"needs {', '.join(rotation)} together (docs/keys.md)")
+    if not present:
+        return
+    if not values["selector"] or not values["private_key"]:
+        raise ConfigError(f"[{where}] previous_selector = {values['previous_selector']!r} needs the "
+                          f"new key in selector and private_key")
+    if values["previous_selector"] == values["selector"]:
+        raise ConfigError(f"[{where}] previous_selector = {values['previous_selector']!r}: must differ "
+                          f"from selector (a rotation starts a new selector)")
+    if values["previous_private_key"] == values["private_key"]:
+        raise ConfigError(f"[{where}] previous_private_key = {values['previous_private_key']!r}: must "
+                          f"differ from private_key")
+
+
 def _list_policy(values: dict[str, Any], address: str, configured: bool) -> ListPolicy:
     return ListPolicy(address=address, configured=configured, **values)
 
@@ -244,6 +294,7 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
         raise ConfigError(f"[{unknown[0]}]: unknown section (known: {', '.join(sorted(known))})")
     sections = {name: _section(schema, data.get(name, {}), name) for name, schema in SCHEMA.items()}
     defaults = _section(LIST_SCHEMA, data.get("list_defaults", {}), "list_defaults")
+    _check_rotation(defaults, "list_defaults")
     lists_data = data.get("lists", {})
     if not isinstance(lists_data, dict):
         raise ConfigError("[lists] must be a table of [lists.\"ADDRESS\"] sections")
@@ -252,6 +303,7 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
         if "@" not in address or address.count("@") != 1 or address.startswith("@"):
             raise ConfigError(f"[lists.{address!r}]: the section name must be a list address like \"name@example.org\"")
         merged = {**defaults, **_section(LIST_SCHEMA, section, f"lists.{address!r}", fill=False)}
+        _check_rotation(merged, f"lists.{address!r}")
         lists.append(_list_policy(merged, address.lower(), True))
     hostname = sections["server"]["hostname"] or socket.getfqdn()
     relay = RelayPolicy(

@@ -8,8 +8,9 @@ every command: 0 ok, 1 a negative answer (a key that is not ok), 2 usage/config/
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from relist.config import load, parse_hostport
@@ -22,6 +23,7 @@ from relist.edge.keys import (
 __all__ = ["add_parser"]
 
 _SETTINGS = {"rsa": ("selector", "private_key"), "ed25519": ("ed25519_selector", "ed25519_private_key")}
+DEFAULT_OVERLAP_DAYS = 7   # keys rotate --overlap: days relist signs with both RSA keys
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -56,7 +58,7 @@ def add_parser(sub) -> None:
                    help="ask this server (repeatable; default: [dns] nameservers, else the system's)")
     t.set_defaults(func=_test)
 
-    r = ks.add_parser("rotate", help="make a new key and selector for a list and print the steps")
+    r = ks.add_parser("rotate", help="make a new key and selector for a list; print the record and the settings")
     r.add_argument("-c", "--config", help="configuration file (default: $RELIST_CONFIG)")
     r.add_argument("--list", required=True, dest="list_address", metavar="ADDRESS")
     r.add_argument("--selector", help="new selector (default: derived from the date)")
@@ -64,6 +66,9 @@ def add_parser(sub) -> None:
                    help="which of the list's keys to rotate (default rsa)")
     r.add_argument("--bits", type=int, default=2048)
     r.add_argument("--out", help="directory for the new key file (default: the current key's)")
+    r.add_argument("--overlap", type=int, metavar="DAYS",
+                   help=f"sign with the old and the new RSA key for DAYS days after the switch"
+                        f" (default {DEFAULT_OVERLAP_DAYS}; 0: switch directly; RSA only)")
     r.set_defaults(func=_rotate)
 
 
@@ -112,7 +117,8 @@ def _show(args) -> int:
             status = 2
             continue
         domain = ck.domain or "<each list's domain>"
-        print(f"; [{ck.where}] {key.kind} {key.bits}-bit key {ck.path}")
+        role = f" ({ck.role})" if ck.role else ""
+        print(f"; [{ck.where}] {key.kind} {key.bits}-bit key {ck.path}{role}")
         print(zone_line(ck.selector, domain, dns_record(key)))
     return status
 
@@ -141,7 +147,8 @@ def _test(args) -> int:
         answer = lookup_txt(name, servers, cfg.dns["timeout"])
         result = check_published(key, ck.domain, ck.selector, answer, min_bits,
                                  datetime.now(timezone.utc))
-        print(f"{name}\t{key.kind}\t{result.status}\t{result.detail}")
+        detail = "; ".join(x for x in (result.detail, ck.role) if x)
+        print(f"{name}\t{key.kind}\t{result.status}\t{detail}")
         if not result.ok:
             status = max(status, 1)
     return status
@@ -154,35 +161,88 @@ def _rotate(args) -> int:
     if lp is None:
         print(f"relist: {address}: no [lists.\"{address}\"] section in the configuration", file=sys.stderr)
         return 2
+    rsa_rotation = args.algorithm == "rsa"
+    if args.overlap is not None and args.overlap < 0:
+        print(f"relist: --overlap {args.overlap}: must not be negative", file=sys.stderr)
+        return 2
+    if not rsa_rotation and args.overlap:
+        print("relist: --overlap applies to the RSA key (previous_selector is RSA only); an Ed25519"
+              " key is switched directly, the RSA signature covers the change", file=sys.stderr)
+        return 2
+    overlap = (DEFAULT_OVERLAP_DAYS if args.overlap is None else args.overlap) if rsa_rotation else 0
     sel_key, path_key = _SETTINGS[args.algorithm]
     old_sel, old_path = getattr(lp, sel_key), getattr(lp, path_key)
-    domain = lp.signing_domain or lp.domain
+    # selectors that must not be reused: the current one and one still configured as previous
+    taken = {s for s in (old_sel, lp.previous_selector if rsa_rotation else "") if s}
+    domain = (lp.signing_domain or lp.domain).lower().rstrip(".")
     now = datetime.now(timezone.utc)
-    selector = args.selector or _next_selector(old_sel, args.algorithm, now)
-    if selector == old_sel:
-        print(f"relist: the new selector must differ from the current one ({old_sel})", file=sys.stderr)
-        return 2
     out = Path(args.out) if args.out else (Path(old_path).parent if old_path else Path("."))
+    if args.selector:
+        selector = args.selector
+        if selector in taken:
+            print(f"relist: --selector {selector}: already configured for {address}"
+                  f" ({', '.join(sorted(taken))}); a rotation needs a new selector", file=sys.stderr)
+            return 2
+    else:
+        selector = _next_selector(taken, args.algorithm, now,
+                                  lambda s: (out / _key_filename(s, domain)).exists())
     key, path = _new_key(args, domain, selector, out)
     if key is None:
         return 2
+    conf = f" -c {shlex.quote(str(cfg.path))}" if cfg.path else ""
     print(f"; relist: wrote {key.kind} {key.bits}-bit private key {path} (mode 0600)")
-    print("; 1. publish the new record now:")
+    print("; 1. publish the new record now; relist keeps signing with the current key:")
     print(zone_line(selector, domain, dns_record(key)))
-    print("; 2. when it resolves (after the zone's TTL), check it:  relist keys test")
-    print(f"; 3. switch [lists.\"{address}\"] to  {sel_key} = \"{selector}\"  {path_key} = \"{path}\""
-          "  and restart relist")
+    settings = [(sel_key, selector), (path_key, str(path.resolve()))]
+    until = None
+    if old_sel and overlap:
+        until = (now + timedelta(days=overlap)).replace(second=0, microsecond=0)
+        settings += [("previous_selector", old_sel), ("previous_private_key", old_path),
+                     ("rotation_overlap_until", f"{until:%Y-%m-%dT%H:%M:%SZ}")]
+        if lp.previous_selector and lp.previous_selector != old_sel:
+            print(f"; note: this replaces previous_selector = {_toml_str(lp.previous_selector)}:"
+                  f" {lp.previous_selector} stops signing when you switch")
+    elif rsa_rotation and lp.previous_selector:
+        settings += [("previous_selector", ""), ("previous_private_key", ""), ("rotation_overlap_until", "")]
+    print(f"; 2. set these lines in [lists.{_toml_str(address)}] (this command does not edit the file);"
+          " do not restart relist yet:")
+    for name, value in settings:
+        print(f";      {name} = {_toml_str(value)}")
+    print(f"; 3. wait for the zone's TTL, until every key is \"ok\" (exit 0), {selector} included;"
+          " then restart relist:")
+    print(f";      relist keys test{conf}")
+    step = 4
+    if until is not None:
+        step = 5
+        print(f"; 4. until {until:%Y-%m-%dT%H:%M:%SZ} relist signs with both {selector} and {old_sel}"
+              f" ({overlap} days from now: move the date if you switch later); after it, with {selector} only."
+              " Then remove the previous_selector, previous_private_key and rotation_overlap_until lines")
     if old_sel:
-        print(f"; 4. keep {old_sel}._domainkey.{domain} published for at least 7 days after the switch"
-              " (mail in queues is still verified with it), then revoke it with"
+        print(f"; {step}. keep {old_sel}._domainkey.{domain} published for at least 7 days after {old_sel}"
+              " last signed (mail in queues is still verified with it), then revoke it with"
               f" {old_sel}._domainkey.{domain}. IN TXT \"v=DKIM1; p=\" and delete {old_path}")
     return 0
 
 
-def _next_selector(current: str, algorithm: str, now: datetime) -> str:
+def _toml_str(value: str) -> str:
+    """``value`` as a TOML basic string."""
+    out = []
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _next_selector(taken, algorithm: str, now: datetime, exists=lambda s: False) -> str:
+    """``rYYYYMM`` (``eYYYYMM`` for Ed25519), then ``rYYYYMMb``, ``c``, ...: the first one not
+    in ``taken`` (the current and previous selectors) whose key file does not exist."""
     base = ("r" if algorithm == "rsa" else "e") + now.strftime("%Y%m")
-    candidate, n = base, 0
-    while candidate == current:
-        n += 1
-        candidate = f"{base}{chr(ord('a') + n)}"
-    return candidate
+    for suffix in ("", *"bcdefghijklmnopqrstuvwxyz"):
+        candidate = base + suffix
+        if candidate not in taken and not exists(candidate):
+            return candidate
+    raise ValueError(f"no free selector left for {base}; use --selector")

@@ -7,6 +7,7 @@ receive them through the ``Context`` and never read a configuration file or a gl
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 __all__ = ["ListPolicy", "RelayPolicy", "list_id_for"]
 
@@ -44,6 +45,11 @@ class ListPolicy:
     private_key: str = ""                # path to the RSA private key (PEM)
     ed25519_selector: str = ""
     ed25519_private_key: str = ""
+    # key rotation (docs/keys.md): until rotation_overlap_until, the RSA key that
+    # ``selector`` replaced signs too (a second rsa-sha256 signature); after it, not.
+    previous_selector: str = ""
+    previous_private_key: str = ""
+    rotation_overlap_until: datetime | None = None   # aware (UTC); None: no overlap
     canonicalization: str = "relaxed/relaxed"
     sign_headers: tuple[str, ...] = ()   # empty: the default oversigned list
     signature_ttl: int = 0               # x= = t= + ttl seconds; 0: no x=
@@ -69,6 +75,12 @@ class ListPolicy:
     @property
     def domain(self) -> str:
         return self.address.split("@", 1)[1] if "@" in self.address else ""
+
+    def in_rotation_overlap(self, now: datetime) -> bool:
+        """True while the previous RSA key still signs: configured and ``now`` before
+        ``rotation_overlap_until``."""
+        return bool(self.previous_selector and self.rotation_overlap_until is not None
+                    and now < self.rotation_overlap_until)
 
 
 @dataclass(frozen=True, slots=True)

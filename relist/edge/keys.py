@@ -143,6 +143,15 @@ class ConfiguredKey:
     selector: str
     path: str
     algorithm: str      # "rsa" | "ed25519" (what the key setting is for)
+    previous: bool = False              # previous_selector/previous_private_key (rotation)
+    until: datetime | None = None       # for a previous key: rotation_overlap_until
+
+    @property
+    def role(self) -> str:
+        """How ``relist keys`` describes it: "" or "previous key, signs until ..."."""
+        if not self.previous:
+            return ""
+        return f"previous key, signs until {self.until:%Y-%m-%dT%H:%M:%SZ}" if self.until else "previous key"
 
 
 def _keys_of(lp: ListPolicy, where: str) -> list[ConfiguredKey]:
@@ -152,6 +161,9 @@ def _keys_of(lp: ListPolicy, where: str) -> list[ConfiguredKey]:
                            (lp.ed25519_selector, lp.ed25519_private_key, "ed25519")):
         if sel or path:
             out.append(ConfiguredKey(where, domain, sel, path, alg))
+    if lp.previous_selector or lp.previous_private_key:
+        out.append(ConfiguredKey(where, domain, lp.previous_selector, lp.previous_private_key, "rsa",
+                                 previous=True, until=lp.rotation_overlap_until))
     return out
 
 
@@ -182,11 +194,13 @@ def load_configured_keys(relay: RelayPolicy) -> dict[str, SigningKey]:
 
     Raises ``KeyFileError`` naming the first file that is missing, unreadable, not a key,
     or accessible by group or others, so the server does not start half-configured.
+    A configured ``previous_private_key`` is loaded (and checked) like the others, even
+    after its overlap: remove the ``previous_*`` lines before deleting the file.
     The values go into ``Context.keys``; a ``sign`` step looks keys up by the list's path.
     """
     keys: dict[str, SigningKey] = {}
     for lp in (*relay.lists, relay.defaults):
-        for path in (lp.private_key, lp.ed25519_private_key):
+        for path in (lp.private_key, lp.ed25519_private_key, lp.previous_private_key):
             if path and path not in keys:
                 keys[path] = read_private_key(path)
     return keys

@@ -7,6 +7,12 @@ over the same bytes and prepended together, RSA on top.  d= is ``signing_domain`
 the list's domain; h= is ``sign_headers`` (or the default list) oversigned, plus
 X-Original-From when present, so the fields DMARC mitigation wrote are covered.
 
+Key rotation: while ``ctx.now`` is before ``rotation_overlap_until``, a second
+rsa-sha256 signature with ``previous_selector``/``previous_private_key`` goes right
+below the current RSA one, so a verifier whose resolver does not see the new record
+yet (negative caching, a slow secondary) still has one that verifies; from that instant
+on, only the current key signs.  The ARC seal always uses the current selector.
+
 Why here: "sign late".  Every change to the message (transformations, DMARC
 mitigation, downgrade) comes first; only Received and Authentication-Results, which
 no signature covers, may be added later.  Signing does not depend on the mode: adding
@@ -64,6 +70,7 @@ def apply(work: Work, ctx: Context) -> Work:
         return work.note(NAME, Action.SKIPPED, "no list")
     wanted = [(sel, path, alg) for sel, path, alg in (
         (lp.selector, lp.private_key, "rsa"),
+        (lp.previous_selector if lp.in_rotation_overlap(ctx.now) else "", lp.previous_private_key, "rsa"),
         (lp.ed25519_selector, lp.ed25519_private_key, "ed25519")) if sel]
     if not wanted:
         return work.note(NAME, Action.SKIPPED, "no selector configured: not signed")
