@@ -144,6 +144,36 @@ def _strings(v, key):
     return tuple(v)
 
 
+# Fields ``remove_headers`` may not name, and why (the error names both).
+_KEEP_FIELDS = {
+    "received": "a trace field (RFC 5321 §4.4: never removed by a relay)",
+    "return-path": "a trace field (RFC 5321 §4.4)",
+    "from": "required in every message (RFC 5322 §3.6)",
+    "date": "required in every message (RFC 5322 §3.6)",
+    "dkim-signature": "the poster's signatures are removed by `strip` in resign mode and kept in preserve mode",
+    "arc-seal": "an ARC field: removing it breaks the chain relist validates and extends (RFC 8617)",
+    "arc-message-signature": "an ARC field: removing it breaks the chain (RFC 8617)",
+    "arc-authentication-results": "an ARC field: removing it breaks the chain (RFC 8617)",
+    "sender": "written by the sender step (`add_sender`)",
+    "reply-to": "written by the reply-to step (`reply_to`)",
+    "x-original-from": "written by DMARC mitigation",
+}
+_LIST_FIELDS = ("list-id", "list-post", "list-help", "list-subscribe", "list-unsubscribe",
+                "list-unsubscribe-post", "list-archive", "list-owner")
+
+
+def _field_names(v, key):
+    names = _strings(v, key)
+    for name in names:
+        lower = name.strip().rstrip(":").strip().lower()
+        why = _KEEP_FIELDS.get(lower)
+        if lower in _LIST_FIELDS:
+            why = "written by the list-headers step (use list_headers = \"replace\" for relist's own)"
+        if why:
+            raise ConfigError(f"{key} = {list(v)!r}: {name!r} cannot be removed: {why}")
+    return names
+
+
 def _canon(v, key):
     head, _, body = v.partition("/")
     body = body or "simple"
@@ -191,7 +221,7 @@ LIST_SCHEMA: dict[str, Key] = {
     "add_sender": Key(bool, True),
     "list_headers": Key(str, "keep", _one_of("keep", "replace")),
     "reply_to": Key(str, "", _reply_to),
-    "remove_headers": Key(list, [], _strings),
+    "remove_headers": Key(list, [], _field_names),
     "archive_url": Key(str, ""),
     "unsubscribe_url": Key(str, ""),
     "help_url": Key(str, ""),

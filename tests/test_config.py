@@ -88,3 +88,24 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys):
     assert main(["serve", "-c", str(path)]) == 2
     assert "[server] listen = 'nowhere'" in capsys.readouterr().err
     assert main(["serve", "-c", str(tmp_path / "missing.toml")]) == 2
+
+
+@pytest.mark.parametrize("name, why", [
+    ("Received", "trace field"),
+    ("return-path:", "trace field"),
+    ("FROM", "required"),
+    ("DKIM-Signature", "`strip`"),
+    ("ARC-Seal", "breaks the chain"),
+    ("Sender", "add_sender"),
+    ("List-Unsubscribe", 'list_headers = "replace"'),
+    ("X-Original-From", "DMARC mitigation"),
+])
+def test_remove_headers_refuses_fields_relist_must_keep_or_writes(name, why):
+    with pytest.raises(ConfigError) as err:
+        parse({"lists": {"dev@lists.example.org": {"remove_headers": ["X-Originating-IP", name]}}})
+    assert f"remove_headers = " in str(err.value) and repr(name) in str(err.value) and why in str(err.value)
+
+
+def test_remove_headers_accepts_other_fields():
+    cfg = parse({"list_defaults": {"remove_headers": ["X-Originating-IP", "Authentication-Results"]}})
+    assert cfg.relay.defaults.remove_headers == ("X-Originating-IP", "Authentication-Results")
