@@ -145,9 +145,11 @@ class Relay:
         if record is not None and self.store is not None:
             self.store.save(record, upstream, reply, ms)
         steps = ",".join(record.steps_applied()) if record else "-"
-        log.info("%s: %smessage-id=%s list=%s from=<%s> nrcpt=%d size=%d steps=%s reply=\"%s\" ms=%.1f",
+        # The edge re-issued MAIL upstream with BODY=8BITMIME (relist.edge.smtp_in).
+        reissued = dict(record.extra).get("mail_reissued") if record else None
+        log.info("%s: %smessage-id=%s list=%s from=<%s> nrcpt=%d size=%d steps=%s %sreply=\"%s\" ms=%.1f",
                  relist_id, "ingress " if self.leg == "ingress" else "",
                  (record.message_id if record else "") or "-",
                  (record.list_address if record else None) or "-",
                  envelope.mail_from, len(envelope.rcpt_tos), size, steps or "-",
-                 str(reply), ms)
+                 f"mail=re-issued({reissued}) " if reissued else "", str(reply), ms)

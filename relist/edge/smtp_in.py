@@ -5,6 +5,9 @@ and is forwarded; each RCPT is forwarded and the MTA's reply becomes relist's re
 at the end of DATA the core runs, the result goes upstream, and the MTA's final
 reply is relist's reply.  relist answers 250 only after the MTA did, and anything it
 cannot finish is a 4xx.  The hooks only translate between SMTP and ``relist.app``.
+
+BODY=8BITMIME (RFC 6152) is decided after the content is known, by re-issuing the
+upstream transaction; see ``must_declare_8bitmime``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import ipaddress
 import logging
 import re
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from aiosmtpd.lmtp import LMTP
@@ -22,7 +26,7 @@ from relist.app import Relay, new_relist_id
 from relist.core.model import Envelope, Record, Reply
 from relist.edge.smtp_out import Capabilities, Connection, UpstreamError
 
-__all__ = ["RelayHandler", "RelistLMTP", "RelistSMTP", "is_allowed"]
+__all__ = ["RelayHandler", "RelistLMTP", "RelistSMTP", "is_allowed", "must_declare_8bitmime"]
 
 log = logging.getLogger("relist.smtpd")
 
@@ -89,6 +93,34 @@ class RelistSMTP(SMTP):
         super().connection_lost(error)
 
 
+def must_declare_8bitmime(record: Record, caps: Capabilities, sent_options: list[str]) -> bool:
+    """Whether the MAIL that went upstream must be re-issued with BODY=8BITMIME.
+
+    MAIL goes upstream in lock-step, before DATA, so relist cannot know then whether
+    the message it will send is 8-bit; Mailman never declares BODY=8BITMIME.  After
+    the core ran, the ``downgrade`` step has recorded ``needs_8bitmime`` (an 8-bit
+    byte is left).  When it is true, the MTA offers 8BITMIME and the MAIL that went
+    upstream carried no BODY=8BITMIME or BODY=BINARYMIME, the transaction is
+    re-issued before DATA: RSET, ``MAIL FROM:<same> BODY=8BITMIME`` plus the other
+    parameters that went upstream the first time, and a RCPT for every recipient the
+    MTA accepted, pipelined when the MTA offers PIPELINING (one round trip).  DATA
+    follows only if the MTA accepts the MAIL and every one of those recipients again;
+    otherwise the client hears ``451 4.5.0`` for the whole transaction (one per
+    recipient in LMTP) and retries, so relist never delivers to fewer recipients than
+    it answered 250 for, and never twice (nothing was sent before the one DATA).
+
+    Declaring it only when needed: a message declared 8BITMIME may be converted by a
+    later MTA that relays to a host without 8BITMIME, which breaks relist's body
+    hash.  7-bit content therefore keeps the single MAIL it had.  When the MTA does
+    not offer 8BITMIME, ``downgrade`` has already re-encoded 8-bit body parts; what
+    is left (raw 8-bit header fields) goes as it is, as Postfix itself relays it.
+    A leg that does not run ``downgrade`` (ingress) passes on the client's BODY.
+    """
+    if not caps.eightbitmime or not dict(record.extra).get("needs_8bitmime"):
+        return False
+    return not any(o.upper() in ("BODY=8BITMIME", "BODY=BINARYMIME") for o in sent_options)
+
+
 def _summary(replies: list[Reply]) -> Reply:
     """One reply for the log and the record: the first failure, else the first reply."""
     for r in replies:
@@ -127,6 +159,25 @@ class RelayHandler:
         session.upstream = None
         if conn is not None:
             await self.relay.pool.release(conn, clean=clean)
+
+    async def _reissue_8bitmime(self, session, conn: Connection, env: Envelope,
+                                upstream: dict[str, Reply]) -> Reply | None:
+        """Re-issue the upstream transaction with BODY=8BITMIME (``must_declare_8bitmime``):
+        None when the MTA accepted it all again, else the 4xx for the client."""
+        options = [o for o in session.upstream_mail_options if o.split("=", 1)[0].upper() != "BODY"]
+        options.append("BODY=8BITMIME")
+        replies = await conn.reissue(env.mail_from, options, list(env.rcpt_tos))
+        names = ["RSET (re-issue)", "MAIL BODY=8BITMIME (re-issue)"]
+        names += [f"{r} (re-issue)" for r in env.rcpt_tos]
+        upstream.update(zip(names, replies))
+        failed = next(((name, r) for name, r in zip(names, replies)
+                       if r.code >= 300 or (name == names[0] and r.code != 250)), None)
+        if failed is None:
+            return None
+        what, why = failed
+        log.warning("%s: MAIL re-issued with BODY=8BITMIME refused: %s: %s", session.relist_id, what, why)
+        return Reply(451, "4.5.0", f"relist: upstream MTA refused the transaction re-issued with "
+                                   f"BODY=8BITMIME ({what.removesuffix(' (re-issue)')}: {why}); try again later")
 
     # -- hooks --------------------------------------------------------------------
 
@@ -176,6 +227,7 @@ class RelayHandler:
             await self.relay.pool.release(conn, clean=True)
             return reply.line()
         session.upstream = conn
+        session.upstream_mail_options = options
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return reply.line()
@@ -221,12 +273,20 @@ class RelayHandler:
                 replies = [outcome.reply] * n
                 await self.relay.pool.release(conn, clean=False)
             else:
-                replies = await conn.data(outcome.message, n)
-                if lmtp:  # LMTP: one final reply per accepted recipient, in RCPT order
-                    upstream.update({f"DATA {r}": rep for r, rep in zip(env.rcpt_tos, replies)})
+                refusal = None
+                if must_declare_8bitmime(record, conn.caps, session.upstream_mail_options):
+                    record = replace(record, extra=record.extra + (("mail_reissued", "BODY=8BITMIME"),))
+                    refusal = await self._reissue_8bitmime(session, conn, env, upstream)
+                if refusal is not None:
+                    replies = [refusal] * n
+                    await self.relay.pool.release(conn, clean=False)
                 else:
-                    upstream["DATA"] = replies[0]
-                await self.relay.pool.release(conn, clean=True)
+                    replies = await conn.data(outcome.message, n)
+                    if lmtp:  # LMTP: one final reply per accepted recipient, in RCPT order
+                        upstream.update({f"DATA {r}": rep for r, rep in zip(env.rcpt_tos, replies)})
+                    else:
+                        upstream["DATA"] = replies[0]
+                    await self.relay.pool.release(conn, clean=True)
         except UpstreamError as exc:
             replies = [exc.reply] * n
             if conn is not None:

@@ -182,6 +182,33 @@ class Connection:
         opts = "".join(" " + o for o in options)
         return await self.command(f"RCPT TO:<{recipient}>{opts}")
 
+    async def reissue(self, sender: str, options: list[str], recipients: list[str]) -> list[Reply]:
+        """RSET the open transaction, then MAIL FROM with ``options`` and a RCPT per
+        recipient: the replies in order (RSET, MAIL, each RCPT).
+
+        With PIPELINING (RFC 2920 §3.1: RSET, MAIL and RCPT may stand anywhere in a
+        group) the commands go out in one write and the replies are read together:
+        one round trip.  Without it, one command at a time, stopping at the first
+        failure (the caller refuses the transaction then anyway).
+        """
+        lines = ["RSET", f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}"]
+        lines += [f"RCPT TO:<{r}>" for r in recipients]
+        replies: list[Reply] = []
+        if self.caps.pipelining:
+            await self._send("".join(line + "\r\n" for line in lines).encode("utf-8"),
+                             "while re-issuing MAIL")
+            for line in lines:
+                replies.append(await self._read_reply(f"after {line.split()[0]} (re-issued)"))
+        else:
+            for i, line in enumerate(lines):
+                reply = await self.command(line, f"after {line.split()[0]} (re-issued)")
+                replies.append(reply)
+                if reply.code >= 300 or (i == 0 and reply.code != 250):
+                    break
+        if replies[0].code != 250:
+            self.broken = True      # RSET refused: the session's state is unknown
+        return replies
+
     async def data(self, content: bytes, n_rcpts: int = 1) -> list[Reply]:
         """Send DATA and the content; return the final reply (one per recipient in LMTP)."""
         reply = await self.command("DATA")

@@ -10,7 +10,9 @@ Injections are consumed in order, each for one command (``"MAIL"``, ``"RCPT"``,
 * ``"drop"``: close the connection without answering;
 * ``"drop-mid-data"`` (DATA only): read part of the data, then close.
 
-Only messages answered 250 at end of DATA are in ``messages``.
+Only messages answered 250 at end of DATA are in ``messages``; ``commands`` lists
+every MAIL (with its parameters), RCPT, RSET and DATA in the order received.
+``eightbitmime``/``smtputf8``/``pipelining`` choose what EHLO offers.
 """
 
 from __future__ import annotations
@@ -64,13 +66,16 @@ class Sink:
     recipient's reply."""
 
     def __init__(self, *, eightbitmime: bool = True, smtputf8: bool = True, lmtp: bool = False,
-                 hang_seconds: float = 30.0, reply: str = "250 2.0.0 Ok: queued as {n}"):
+                 hang_seconds: float = 30.0, reply: str = "250 2.0.0 Ok: queued as {n}",
+                 pipelining: bool = False):
         self.eightbitmime = eightbitmime
         self.smtputf8 = smtputf8
+        self.pipelining = pipelining
         self.hang_seconds = hang_seconds
         self.reply = reply
         self.lmtp = lmtp
         self.messages: list[Delivered] = []
+        self.commands: list[str] = []
         self.injections: list[Injection] = []
         self.connections = 0
         self._thread: LoopThread | None = None
@@ -109,9 +114,12 @@ class Sink:
             if (word == "8BITMIME" and not self.eightbitmime) or (word == "SMTPUTF8" and not self.smtputf8):
                 continue
             out.append(line)
+        if self.pipelining:
+            out.insert(-1, "250-PIPELINING")
         return out
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.commands.append(" ".join([f"MAIL FROM:<{address}>", *mail_options]))
         reply = await self._injected(server, "MAIL", address)
         if reply:
             return reply
@@ -120,13 +128,19 @@ class Sink:
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.commands.append(f"RCPT TO:<{address}>")
         reply = await self._injected(server, "RCPT", address)
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 
+    async def handle_RSET(self, server, session, envelope):
+        self.commands.append("RSET")
+        return "250 2.0.0 Ok"
+
     async def handle_DATA(self, server, session, envelope):
+        self.commands.append("DATA")
         if self.lmtp:
             return self._lmtp_data(envelope)
         reply = await self._injected(server, "DATA")
