@@ -387,16 +387,18 @@ def big_message(ctype: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("ctype", [b"multipart/mixed", b"multipart/alternative"])
-def test_25_mib_attachment_is_fast(ctype):
+def test_25_mib_attachment_is_kept_byte_identical(ctype):
+    """The footer scans boundaries; the 25 MiB attachment is neither decoded nor
+    re-encoded: its bytes come out as they went in (speed: bench/, not here)."""
     raw = big_message(ctype)
     assert len(raw) > 25 * 1024 * 1024
     msg = RawMessage.parse(raw)
-    t0 = time.perf_counter()
     after, detail = footer.transform(msg, LP)
-    elapsed = time.perf_counter() - t0
     assert after is not None, detail
-    assert elapsed < 1.0, f"{elapsed:.2f}s for {len(raw)} bytes"
     assert after.body.count(b"--big\r\n") == 2 + (ctype == b"multipart/mixed")
+    blob_start = msg.body.index(b"Content-Transfer-Encoding: base64")
+    blob = msg.body[blob_start:msg.body.index(b"--big--")]
+    assert blob in after.body
 
 
 IN_PLACE = [c for c in CASES

@@ -13,6 +13,9 @@ def apply_transform(name, transform, work):
     lp = work.known.list_policy
     if lp is None:
         return work.note(name, Action.SKIPPED, "no list")
+    if work.known.notice:
+        return work.note(name, Action.SKIPPED, f"Mailman notice ({work.known.notice}): "
+                                               "the list's changes apply to posts only")
     new, detail = transform(work.message, lp)
     if new is None:
         return work.note(name, Action.SKIPPED, detail)
