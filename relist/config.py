@@ -237,6 +237,8 @@ LIST_SCHEMA: dict[str, Key] = {
     "canonicalization": Key(str, "relaxed/relaxed", _canon),
     "sign_headers": Key(list, [], _strings),
     "signature_ttl": Key(int, 0, _non_negative),
+    "signing_identity": Key(str, ""),
+    "copy_headers": Key(bool, False),
     "arc_seal": Key(bool, True),
     "dmarc_mitigation": Key(str, "munge_from", _one_of("none", "munge_from", "wrap")),
     "dmarc_trigger": Key(str, "policy", _one_of("policy", "always", "evidence")),
@@ -312,6 +314,21 @@ def _check_rotation(values: dict[str, Any], where: str) -> None:
                           f"differ from private_key")
 
 
+def _check_identity(values: dict[str, Any], address: str, where: str) -> None:
+    """i= must be in the signing domain or a subdomain of it (RFC 6376 §3.5)."""
+    identity = values["signing_identity"]
+    if not identity:
+        return
+    domain = (values["signing_domain"] or address.rpartition("@")[2]).lower().rstrip(".")
+    local, at, idomain = identity.rpartition("@")
+    idomain = idomain.lower().rstrip(".")
+    if not at or not identity.isascii() or any(c in identity for c in " ;\r\n\t") or not (
+            idomain == domain or idomain.endswith("." + domain)):
+        raise ConfigError(f"[{where}] signing_identity = {identity!r}: expected an address or "
+                          f"\"@domain\" in the signing domain {domain or '(the list domain)'} "
+                          f"or a subdomain of it (RFC 6376 §3.5 i=)")
+
+
 def _list_policy(values: dict[str, Any], address: str, configured: bool) -> ListPolicy:
     return ListPolicy(address=address, configured=configured, **values)
 
@@ -334,6 +351,7 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
             raise ConfigError(f"[lists.{address!r}]: the section name must be a list address like \"name@example.org\"")
         merged = {**defaults, **_section(LIST_SCHEMA, section, f"lists.{address!r}", fill=False)}
         _check_rotation(merged, f"lists.{address!r}")
+        _check_identity(merged, address, f"lists.{address!r}")
         lists.append(_list_policy(merged, address.lower(), True))
     hostname = sections["server"]["hostname"] or socket.getfqdn()
     relay = RelayPolicy(

@@ -53,6 +53,8 @@ class ListPolicy:
     canonicalization: str = "relaxed/relaxed"
     sign_headers: tuple[str, ...] = ()   # empty: the default oversigned list
     signature_ttl: int = 0               # x= = t= + ttl seconds; 0: no x=
+    signing_identity: str = ""           # i= (AUID); "": "@" + the signing domain
+    copy_headers: bool = False           # z=: copies of the signed fields (diagnostics)
     arc_seal: bool = True
     dmarc_mitigation: str = "munge_from"  # "none" | "munge_from" | "wrap"
     dmarc_trigger: str = "policy"        # "policy" | "always" | "evidence"

@@ -29,7 +29,7 @@ from relist.core.errors import DeferMessage
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy
-from relist.core.sign import DEFAULT_SIGN_HEADERS, SignError, oversigned, sign_dkim
+from relist.core.sign import DEFAULT_SIGN_HEADERS, SignError, oversigned, prepare, sign_dkim
 
 __all__ = ["NAME", "apply", "header_names", "key_for", "signing_domain"]
 
@@ -76,7 +76,7 @@ def apply(work: Work, ctx: Context) -> Work:
         return work.note(NAME, Action.SKIPPED, "no selector configured: not signed")
     domain = signing_domain(lp)
     msg = work.message
-    data = msg.to_bytes()
+    data = prepare(msg.to_bytes())   # parsed once, body hashed once for every signature
     h = oversigned(header_names(lp), data)
     fields, done = [], []
     for selector, path, alg in wanted:
@@ -84,10 +84,11 @@ def apply(work: Work, ctx: Context) -> Work:
         try:
             raw = sign_dkim(data, domain=domain, selector=selector, key=key, now=ctx.now,
                             canonicalization=lp.canonicalization, headers=h,
-                            ttl=lp.signature_ttl)
+                            ttl=lp.signature_ttl, identity=lp.signing_identity or None,
+                            copy_headers=lp.copy_headers)
         except SignError as exc:
             return work.note(NAME, Action.SKIPPED, f"cannot sign: {exc}")
         fields.append(as_field(msg, raw, "dkim-signature"))
         done.append(f"{key.algorithm} d={domain} s={selector}")
     detail = f"{', '.join(done)}; h={':'.join(n.decode() for n in h)}"
-    return work.note(NAME, Action.APPLIED, detail[:500], message=msg.prepend(*fields))
+    return work.note(NAME, Action.APPLIED, detail, message=msg.prepend(*fields))
