@@ -249,7 +249,7 @@ def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization
         return body_ok, None, "signature field not found by dkimpy"
     name = key_name(partial["selector"], partial["domain"])
     try:
-        pk, keysize, ktag, _tlsrpt = dkimpy.evaluate_pk(name, f"k={key.k}; p={key.p}".encode("ascii"))
+        pk, keysize, ktag = _evaluate_pk(name, key.k, key.p)
     except (dkimpy.DKIMException, binascii.Error, ValueError, TypeError) as exc:
         return body_ok, None, f"key unusable by the verifier: {_safe(str(exc))}"
     signer.pk, signer.keysize, signer.ktag, signer.seqtlsrpt = pk, keysize, ktag, False
@@ -268,6 +268,22 @@ def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization
         header_ok = False   # e.g. a b= of the wrong length for the key: it does not verify
     partial["header_hash_ok"] = header_ok
     return body_ok, header_ok, ""
+
+
+_PARSED_KEYS: dict[tuple[str, str], tuple] = {}   # (k, p) -> dkimpy's parsed key
+
+
+def _evaluate_pk(name: str, k: str, p: str) -> tuple:
+    """dkimpy's ``evaluate_pk`` (its ASN.1 parse is pure Python), cached per key: one
+    signer's key serves many posts.  Failures are not cached (they raise)."""
+    found = _PARSED_KEYS.get((k, p))
+    if found is None:
+        pk, keysize, ktag, _tlsrpt = dkimpy.evaluate_pk(name, f"k={k}; p={p}".encode("ascii"))
+        found = (pk, keysize, ktag)
+        if len(_PARSED_KEYS) >= _RSA_KEYS_MAX:
+            _PARSED_KEYS.clear()
+        _PARSED_KEYS[(k, p)] = found
+    return found
 
 
 def _rsa_public_key(pk: dict):
