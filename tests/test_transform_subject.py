@@ -90,7 +90,8 @@ def test_subject_prefix_table(case_id, subject, policy, want, field):
 
 @pytest.mark.parametrize("subject", [b"Subject: [ant] hello\r\n", b"Subject: [ant] Re: hello\r\n",
                                      b"Subject: =?utf-8?q?=5Bant=5D_caf=C3=A9?=\r\n",
-                                     b"Subject:   [ant] spaced\r\n"])
+                                     b"Subject:   [ant] spaced\r\n",
+                                     b"Subject: [Ant] Mailman's capitalised tag\r\n"])
 def test_never_doubled(subject):
     after, why = subject_prefix.transform(RawMessage.parse(msg(subject)), LP)
     assert after is None and why == "prefix already present"

@@ -3,7 +3,8 @@
 What: the ``subject_prefix`` template (relist/core/templates.py) goes first, before
 any "Re:"/"Fwd:", exactly where GNU Mailman 3.3 puts it (handlers/subject_prefix.py
 builds ``prefix + "Re: " + rest``).  It is never doubled: a Subject that already
-starts with the prefix is left alone, and one that has it after reply markers
+starts with the prefix (compared case-insensitively: Mailman's own "[Ant] " and a
+configured "[ant] " are one tag) is left alone, and one that has it after reply markers
 ("Re: [ant] x", as a reply to a list post reads) gets it moved to the front, with a
 run of Re:/AW:/SV:/VS: collapsed to one "Re: " as Mailman does.  A missing or empty
 Subject becomes "[ant] (no subject)".
@@ -64,7 +65,7 @@ def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
     markers = ""
     moved = False
     while True:
-        if rest.startswith(core):
+        if rest[:len(core)].casefold() == core.casefold():
             if not markers and not moved:
                 return None, "prefix already present"
             rest = rest[len(core):].lstrip()
