@@ -175,7 +175,8 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None) -> int:
                 refused = send_ingress(relist.ingress_port, posts)
                 print(f"    {len(mailman.messages)} reached Mailman, {refused} refused", file=out)
                 deadline = time.monotonic() + 10
-                while store.written + store.failures < len(posts) and time.monotonic() < deadline:
+                # Two store writes per post: its record and its ingress copy.
+                while store.written + store.failures < 2 * len(posts) and time.monotonic() < deadline:
                     time.sleep(0.05)
             print(f"relist demo: relist on 127.0.0.1:{relist.port} -> sink MTA on 127.0.0.1:{sink.port}, "
                   f"DNS on {dns_server.nameserver}; {len(corpus)} transactions from {root}", file=out)
@@ -189,7 +190,7 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None) -> int:
                     except smtplib.SMTPException as exc:
                         replies.append(str(getattr(exc, "smtp_code", exc)))
             deadline = time.monotonic() + 10
-            while store.written + store.failures < len(corpus) + len(posts) and time.monotonic() < deadline:
+            while store.written + store.failures < len(corpus) + 2 * len(posts) and time.monotonic() < deadline:
                 time.sleep(0.05)
         db = sqlite3.connect(workdir / "relist.db")
         rows = db.execute("SELECT relist_id, list_address, steps, reply, size_in, size_out, duration_ms "

@@ -6,12 +6,17 @@ server through Net::DNS) and OpenDKIM's test mode (``opendkim -t``, keys from
 
 Once per module: list keys for ``lists.example.org`` are generated here (RSA-2048
 and Ed25519, key files mode 0600), published with the corpus's ``dns.json`` on a
-loopback ``DNSServer``, and relist replays all corpus transactions twice, with every
+loopback ``DNSServer``, and relist replays all corpus transactions, with every
 list of ``lists.json`` in ``resign`` mode, then in ``preserve`` mode (both with a
-footer, a subject prefix, the ARC seal and both keys).  Then two perl processes and
-one opendkim run (over many files each) verify everything: the sink's messages, the
-corpus input as it arrived, and tampered copies of every sink message (negative
-controls: each verdict must be able to say "fail").
+footer, a subject prefix, the ARC seal and both keys).  A third replay,
+``preserve+ingress``, runs relist with its ingress leg: every case's ``post.eml`` is
+first delivered over LMTP to relist's ingress port (on to a stand-in Mailman), then
+the corpus transactions are replayed with every list in ``preserve`` mode and no
+decorations of relist's own (the "undecorated list" of the ingress promise).  Then two
+perl processes and one opendkim run (over many files each) verify everything: the
+sink's messages, the corpus input as it arrived, the posts as they reached the
+ingress, and tampered copies of every sink message (negative controls: each verdict
+must be able to say "fail").
 
 OpenDKIM reports one signature per message, so it gets one file per signature: the
 message with every *other* DKIM-Signature field removed.  No signature here covers
@@ -25,15 +30,17 @@ import json
 import re
 import shutil
 import smtplib
+import sqlite3
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from relist.core.sign import dns_record
-from relist.demo import load_corpus
+from relist.demo import Transaction, load_corpus, load_posts, send_ingress
 from relist.edge.keys import generate, write_private_key
 from relist.sandbox.dnsserver import DNSServer
 from relist.sandbox.sink import Sink
@@ -46,6 +53,9 @@ CORPUS = FIXTURES / "mailman"
 DOMAIN = "lists.example.org"
 SELECTORS = {"rsa": "rsa-sha256", "ed": "ed25519-sha256"}
 MODES = ("resign", "preserve")
+# The third replay: preserve mode, undecorated lists, the ingress leg in front of Mailman.
+INGRESS = "preserve+ingress"
+REPLAYS = (*MODES, INGRESS)
 
 pytestmark = pytest.mark.skipif(not (CORPUS / "cases").is_dir(),
                                 reason=f"Mailman corpus absent ({CORPUS}): run fixtures/mailman/capture.py")
@@ -144,6 +154,8 @@ class Replay:
     inputs: list[bytes]
     outputs: list[bytes | None] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
+    # With the ingress leg: relist's store record of each transaction ({"steps", "facts"}).
+    records: list[dict | None] = field(default_factory=list)
 
 
 @dataclass(repr=False)
@@ -155,6 +167,8 @@ class Verified:
     perl: dict[tuple[str, int], dict]
     # OpenDKIM: (tag, i) -> {(d, s, a): its output line for each such signature}
     opendkim: dict[tuple[str, int], dict[tuple[str, str, str], list[str]]]
+    # Each case's post.eml (what reached relist's ingress leg), verified as ("post", j).
+    posts: list[Transaction] = field(default_factory=list)
 
     def opendkim_line(self, tag: str, i: int, sid: tuple[str, str, str]) -> str | None:
         """OpenDKIM's line for the one signature ``sid`` (None: there is none; a note
@@ -201,25 +215,60 @@ def dns(zone):
         yield server
 
 
-def list_settings(mode: str, list_keys) -> dict:
+def list_settings(mode: str, list_keys, decorated: bool = True) -> dict:
     keys = {"selector": "rsa", "private_key": str(list_keys["rsa"][1]),
             "ed25519_selector": "ed", "ed25519_private_key": str(list_keys["ed"][1])}
+    if not decorated:
+        return {"mode": mode, "arc_seal": True, **keys}
     # The same decorations in both modes: in preserve mode relist's guard must skip the
     # ones that would break a poster signature, and the verifiers here judge its call.
     return {"mode": mode, "footer": "-- \n{list_name} mailing list\n",
             "subject_prefix": "[{list_name}] ", "arc_seal": True, **keys}
 
 
-def replay(mode: str, list_keys, dns, workdir) -> Replay:
-    """Every corpus transaction to relist over SMTP, in order, on one connection."""
+def wait_written(store, n: int) -> None:
+    """Until the store's writer thread has handled ``n`` items (as relist/demo.py waits)."""
+    deadline = time.monotonic() + 20
+    while store.written + store.failures < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def relist_id_of(data: bytes) -> str | None:
+    """The id in relist's own Received field (the topmost one naming relist)."""
+    m = re.search(rb"\(relist\)\s+with ESMTP id ([^;\s]+)", data.partition(b"\r\n\r\n")[0])
+    return m.group(1).decode() if m else None
+
+
+def replay(mode: str, list_keys, dns, workdir, ingress: bool = False) -> Replay:
+    """Every corpus transaction to relist over SMTP, in order, on one connection.
+
+    ``ingress``: relist gets an [ingress] section delivering to a stand-in Mailman
+    (LMTP), every case's post.eml goes through that leg first, and the lists carry no
+    decorations of relist's own; the run's ``records`` are the store's records."""
     corpus = load_corpus(CORPUS)
     addresses = json.loads((CORPUS / "lists.json").read_text())
-    lists = {address: list_settings(mode, list_keys) for address in addresses}
-    run = Replay(mode, [tx.name for tx in corpus], [tx.data for tx in corpus])
-    with Sink() as sink:
-        cfg = make_config(workdir, sink.port, {"lists": lists, "store": {"path": str(workdir / f"{mode}.db")}},
-                          nameserver=dns.nameserver)
-        with ThreadedServer(cfg) as relist, smtplib.SMTP("127.0.0.1", relist.port, timeout=30) as client:
+    lists = {address: list_settings(mode, list_keys, decorated=not ingress) for address in addresses}
+    tag = INGRESS if ingress else mode
+    run = Replay(tag, [tx.name for tx in corpus], [tx.data for tx in corpus])
+    posts = load_posts(CORPUS) if ingress else []
+    db = workdir / f"{tag}.db"
+    with Sink() as sink, Sink(lmtp=True) as mailman:
+        data, overrides = {"lists": lists, "store": {"path": str(db)}}, {}
+        if ingress:   # as relist/demo.py's demo_config(..., mailman_port=...)
+            data["ingress"] = {"deliver_to": f"lmtp:127.0.0.1:{mailman.port}"}
+            overrides["ingress"] = {"listen": ("127.0.0.1", 0)}
+        cfg = make_config(workdir, sink.port, data, nameserver=dns.nameserver, **overrides)
+        with ThreadedServer(cfg) as relist:
+            store = relist.relay.store
+            if posts:
+                # The MTA's side: each post passes the ingress leg on its way to Mailman.
+                assert send_ingress(relist.ingress_port, posts) == 0
+                assert len(mailman.messages) == len(posts)
+                # Two store items per post (its ingress copy and its record) before any
+                # egress transaction looks the copies up.
+                wait_written(store, 2 * len(posts))
+                assert (store.written, store.failures) == (2 * len(posts), 0)
+            client = smtplib.SMTP("127.0.0.1", relist.port, timeout=30)
             client.ehlo("mailman.test")
             for tx in corpus:
                 before = len(sink.messages)
@@ -235,6 +284,15 @@ def replay(mode: str, list_keys, dns, workdir) -> Replay:
                 if new:
                     assert (new[0].mail_from, new[0].rcpt_tos) == (tx.mail_from, tx.rcpt_tos), tx.name
                 run.outputs.append(new[0].data if new else None)
+            client.quit()
+        # Stopping relist flushed its store.
+        if ingress:
+            assert (store.written, store.failures) == (2 * len(posts) + len(corpus), 0)
+    if ingress:
+        with sqlite3.connect(db) as conn:
+            rows = {rid: {"steps": json.loads(steps), "facts": json.loads(facts)}
+                    for rid, steps, facts in conn.execute("SELECT relist_id, steps, facts FROM transactions")}
+        run.records = [rows.get(relist_id_of(out)) if out is not None else None for out in run.outputs]
     return run
 
 
@@ -307,9 +365,13 @@ def opendkim_pass(line: str | None) -> bool:
 @pytest.fixture(scope="module")
 def verified(list_keys, dns, zone, workdir) -> Verified:
     replays = {mode: replay(mode, list_keys, dns, workdir) for mode in MODES}
+    replays[INGRESS] = replay("preserve", list_keys, dns, workdir, ingress=True)
+    posts = load_posts(CORPUS)
     messages: dict[tuple[str, int], bytes] = {}
     for i, data in enumerate(replays[MODES[0]].inputs):
         messages[("in", i)] = data           # as it arrived at relist (what Mailman sent)
+    for j, post in enumerate(posts):
+        messages[("post", j)] = post.data    # as it arrived at relist's ingress leg
     for mode, run in replays.items():
         for i, data in enumerate(run.outputs):
             if data is not None:
@@ -325,7 +387,7 @@ def verified(list_keys, dns, zone, workdir) -> Verified:
         paths[(tag, i)].write_bytes(data)
     perl = run_mail_dkim(paths, dns) if not needs_mail_dkim.args[0] else {}   # args[0]: "missing"
     odkim = run_opendkim(messages, zone, workdir) if shutil.which("opendkim") else {}
-    return Verified(replays, perl, odkim)
+    return Verified(replays, perl, odkim, posts)
 
 
 # -- helpers for the assertions -------------------------------------------------------------
@@ -359,7 +421,7 @@ def notice_names() -> set[str]:
 
 # -- the tests ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", REPLAYS)
 def test_every_corpus_transaction_is_relayed(verified, mode):
     run = verified.replays[mode]
     expected = len(list(CORPUS.glob("*/*/out-*.eml")))
@@ -373,7 +435,7 @@ def test_every_corpus_transaction_is_relayed(verified, mode):
 
 
 @needs_mail_dkim
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", REPLAYS)
 @pytest.mark.parametrize("selector", ["rsa", pytest.param("ed", marks=needs_ed25519)])
 def test_list_signatures_pass_mail_dkim(verified, mode, selector):
     failures, total = Failures(), 0
@@ -392,7 +454,7 @@ def test_list_signatures_pass_mail_dkim(verified, mode, selector):
 
 
 @needs_opendkim
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", REPLAYS)
 @pytest.mark.parametrize("selector", ["rsa", "ed"])
 def test_list_signatures_pass_opendkim(verified, mode, selector):
     sid = (DOMAIN, selector, SELECTORS[selector])
@@ -417,7 +479,7 @@ def arc_seals(data: bytes) -> list[dict[str, str]]:
 
 
 @needs_mail_dkim
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", REPLAYS)
 def test_relists_arc_set_validates_with_mail_dkim(verified, mode):
     failures, total = Failures(), 0
     for i, name, data in delivered(verified, mode):
@@ -476,6 +538,136 @@ def test_preserve_keeps_every_poster_signature_that_verified_on_arrival(verified
     assert not failures, failures.report("preserve: poster signatures", examined)
     print(f"preserve: poster signatures valid on arrival still pass at the sink {len(arrived)}/{len(arrived)} "
           f"({broken_on_arrival} already broken on arrival)")
+
+
+def field_value(data: bytes, name: str) -> bytes | None:
+    """The first ``name`` field's value, unfolded and trimmed (None: absent)."""
+    for f in split_fields(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))[0]:
+        key, _, value = f.partition(b":")
+        if key.strip().lower() == name.lower().encode():
+            return b" ".join(value.split())
+    return None
+
+
+def both_pass(v: Verified, tag: str, i: int, sid: tuple[str, str, str]) -> str | None:
+    """None when OpenDKIM passes signature ``sid`` in message (tag, i) and, for RSA,
+    Mail::DKIM does too (see needs_ed25519); else what they said."""
+    why = []
+    line = v.opendkim_line(tag, i, sid)
+    if not opendkim_pass(line):
+        why.append(f"OpenDKIM: {line or 'no such signature'}")
+    if sid[2] == "rsa-sha256":
+        perl = [s for s in v.perl[(tag, i)]["dkim"] if (s["d"].lower(), s["s"]) == sid[:2]]
+        if [s["result"] for s in perl] != ["pass"]:
+            why.append("Mail::DKIM: " + (", ".join(f"{s['result']} ({s['detail']})" for s in perl)
+                                         or "no such signature"))
+    return "; ".join(why) or None
+
+
+def record_claims(record: dict) -> tuple[dict[str, str], set[str], list[str]]:
+    """From relist's store record: attribution's verdict per poster signature ("d/s" ->
+    "survived" or the step that broke it), the signatures the repair step proved
+    repaired, and what it refused to repair ("body: Mailman changed its content")."""
+    breakage = dict(entry.rsplit(": ", 1) for entry in record["facts"].get("breakage", []))
+    note = next((n for n in record["steps"] if n["step"] == "repair"), {"action": "", "detail": ""})
+    repaired = set()
+    if note["action"] == "applied":
+        repaired = set(re.findall(r"(\S+/\S+) pass", note["detail"].partition("proof: ")[2]))
+    refused = [r.removesuffix("; left as Mailman sent it").strip()
+               for r in note["detail"].partition("not repaired: ")[2].split("; ") if r.strip()]
+    refused = [r for r in refused if r != "left as Mailman sent it"]
+    return {k.lower(): val for k, val in breakage.items()}, {r.lower() for r in repaired}, refused
+
+
+@needs_mail_dkim
+@needs_opendkim
+def test_preserve_with_ingress_keeps_every_poster_signature_valid_at_ingress(verified):
+    """Issue 4's promise: on an undecorated list every poster signature that was valid
+    when the post reached relist's ingress leg (OpenDKIM passes it in post.eml and, for
+    RSA, Mail::DKIM agrees) still passes at the sink, with both verifiers, in every
+    transaction Mailman made for the post.  On the lists where Mailman itself decorates
+    or munges From, the count that survives is reported with the record's reason for the
+    rest; on every list, each signature relist's record says survived or was repaired
+    must really pass, and each one that passes must be recorded as survived."""
+    v, run = verified, verified.replays[INGRESS]
+    post_of = {p.name.split("/")[0]: j for j, p in enumerate(v.posts)}
+    failures, examined = Failures(), 0
+    # Per list: [passing at the sink, passing in Mailman's bytes alone, examined], by
+    # signature and transaction; posts whose every valid signature passes everywhere.
+    tally: dict[str, list[int]] = {}
+    posts_ok: dict[str, dict[str, bool]] = {}
+    posts_mailman_ok: dict[str, dict[str, bool]] = {}
+    reasons: dict[str, dict[str, int]] = {}
+    for i, name, _ in delivered(v, INGRESS):
+        case = name.split("/")[0]
+        if case not in post_of:
+            continue                       # a Mailman notice: no post behind it
+        j = post_of[case]
+        lst = v.posts[j].rcpt_tos[0].split("@")[0]
+        record = run.records[i]
+        if record is None:
+            failures.add(name, "no store record for this transaction")
+            continue
+        breakage, repaired, refused = record_claims(record)
+        for _, t in dkim_fields(v.posts[j].data):
+            sid = sig_id(t)
+            label = f"{sid[0]}/{sid[1]}".lower()
+            at_ingress = both_pass(v, "post", j, sid)
+            if at_ingress is not None:
+                perl_in = [s["result"] for s in v.perl[("post", j)]["dkim"]
+                           if (s["d"].lower(), s["s"]) == sid[:2]]
+                if opendkim_pass(v.opendkim_line("post", j, sid)) or "pass" in perl_in:
+                    failures.add(f"{name} {label}", f"the verifiers disagree at ingress: {at_ingress}")
+                continue                   # not valid at ingress: nothing promised
+            examined += 1
+            t_list = tally.setdefault(lst, [0, 0, 0])
+            t_list[2] += 1
+            at_sink = both_pass(v, INGRESS, i, sid)
+            mailman_alone = both_pass(v, "in", i, sid)
+            t_list[0] += at_sink is None
+            t_list[1] += mailman_alone is None
+            posts_ok.setdefault(lst, {}).setdefault(case, True)
+            posts_mailman_ok.setdefault(lst, {}).setdefault(case, True)
+            posts_ok[lst][case] &= at_sink is None
+            posts_mailman_ok[lst][case] &= mailman_alone is None
+            said = breakage.get(label, "no attribution")
+            claimed = said == "survived" or label in repaired
+            if at_sink is not None:
+                # Why not: the step attribution names (with what repair refused), or,
+                # with no attribution, why relist found no ingress copy to judge by.
+                verify = next((n["detail"] for n in record["steps"] if n["step"] == "verify"), "")
+                verify = verify.partition(": ")[0].removeprefix("as received (").removesuffix(")")
+                changed = [n for n in ("From", "Content-Type", "Content-Transfer-Encoding")
+                           if field_value(v.posts[j].data, n) != field_value(run.inputs[i], n)]
+                if label in breakage:
+                    whys = [f"{said}: {r}" for r in refused] or [f"{said}: no reason recorded"]
+                else:
+                    whys = [f"no ingress copy matched, Mailman changed {'+'.join(changed) or '?'} ({verify})"]
+                for why in whys:
+                    reasons.setdefault(lst, {}).setdefault(why, 0)
+                    reasons[lst][why] += 1
+            if lst == "plain" and at_sink is not None:
+                failures.add(f"{name} {label}", f"valid at ingress, at the sink {at_sink} "
+                                                f"(record: {said}; not repaired: {refused})")
+            if claimed and at_sink is not None:
+                repair = " (repaired)" if label in repaired else ""
+                failures.add(f"{name} {label}", f"the record says {said}{repair}, at the sink {at_sink}")
+            if at_sink is None and said != "survived":
+                failures.add(f"{name} {label}", f"passes at the sink, the record says {said}")
+    assert tally.get("plain", [0, 0, 0])[2] > 0, "no plain-list poster signature valid at ingress"
+    assert not failures, failures.report(f"{INGRESS}: poster signatures", examined)
+    ok, alone, total = tally["plain"]
+    n_posts = len(posts_ok["plain"])
+    print(f"{INGRESS}: plain list {ok}/{total} poster signatures valid at ingress pass at the sink "
+          f"({sum(posts_ok['plain'].values())}/{n_posts} signed posts intact in every transaction; "
+          f"Mailman alone: {sum(posts_mailman_ok['plain'].values())}/{n_posts} posts, {alone}/{total} "
+          f"signatures, as verified here; 13/19 per fixtures/mailman/README.md)")
+    for lst in sorted(set(tally) - {"plain"}):
+        ok, alone, total = tally[lst]
+        why = "; ".join(f"{r} ({n})" for r, n in sorted(reasons.get(lst, {}).items()))
+        print(f"{INGRESS}: {lst} list {ok}/{total} pass at the sink "
+              f"({sum(posts_ok[lst].values())}/{len(posts_ok[lst])} posts; Mailman alone {alone}/{total}); "
+              f"the rest: {why or '-'}")
 
 
 @pytest.mark.parametrize("verifier", [pytest.param("mail-dkim", marks=needs_mail_dkim),
