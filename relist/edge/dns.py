@@ -61,9 +61,29 @@ class Resolver:
         return cls(list(config.dns["nameservers"]), float(config.dns["timeout"]))
 
     async def resolve(self, questions) -> Facts:
-        questions = list(questions)
-        answers = await asyncio.gather(*(self.answer(q) for q in questions))
-        return Facts(dict(zip(questions, answers)))
+        found: dict[Question, Answer] = {}
+        missing = []
+        for q in questions:
+            hit = self.cached(q)
+            if hit is None:
+                missing.append(q)
+            else:
+                found[q] = hit
+        if missing:
+            # Only questions the cache cannot answer become tasks (gather wraps each).
+            found.update(zip(missing, await asyncio.gather(*(self.answer(q) for q in missing))))
+        return Facts(found)
+
+    def cached(self, q: Question) -> Answer | None:
+        """The cached answer while its TTL lasts, else None (the hot path: no task)."""
+        hit = self._cache.get(q)
+        if hit is None:
+            return None
+        expires, ans = hit
+        if expires <= time.monotonic():
+            return None
+        self.cache_hits += 1
+        return ans
 
     async def settle(self, ask, rounds: int = 16) -> Facts:
         """Resolve what ``ask(facts)`` asks, round by round, until it asks nothing new.
