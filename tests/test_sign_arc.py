@@ -134,3 +134,15 @@ def test_empty_results_become_none():
     s = seal(POST, results="")
     assert s.fields[2] == b"ARC-Authentication-Results: i=1; lists.example.org;\r\n    none\r\n"
     assert verify(sealed(POST, s))[0] == b"pass"
+
+
+def test_a_prepared_message_seals_as_its_bytes():
+    # the arc-seal step hands over the pipeline's message parsed once (relist.core.sign.prepare)
+    from relist.core.message import RawMessage
+    from relist.core.sign import oversigned, prepare
+    signed = sign_dkim(POST, domain="lists.example.org", selector="s1", key=KEY, now=NOW) + POST
+    for message in (prepare(signed), prepare(RawMessage.parse(signed))):
+        h = [n.decode() for n in oversigned(["from", "to", "subject"], message)] + ["dkim-signature"]
+        assert seal(message, headers=h) == seal(signed, headers=h)
+        assert seal(message) == seal(signed)
+    assert verify(sealed(signed, seal(prepare(signed)))) == (b"pass", "success")

@@ -7,6 +7,8 @@ Pure functions: message bytes, a ``SigningKey`` and ``now`` in; header-field byt
 * ``sign_dkim``  - one DKIM-Signature field (RFC 6376, RFC 8463).
 * ``seal_arc``   - the next ARC set, with the caller's own chain status (RFC 8617).
 * ``SigningKey`` - a loaded private key; ``load_private_key`` parses PEM bytes.
+* ``prepare``    - a message parsed once for several signatures (``Prepared``): both
+  functions above take it instead of the bytes.
 """
 
 from relist.core.sign.arc import Seal, seal_arc
@@ -15,10 +17,10 @@ from relist.core.sign.keys import (
     BadKey, KeyStatus, RecordCheck, SigningKey, check_record, dns_record, load_private_key,
     parse_record, private_pem, zone_line,
 )
-from relist.core.sign.signature import SignError
+from relist.core.sign.signature import Prepared, SignError, prepare
 
 __all__ = [
-    "BadKey", "DEFAULT_SIGN_HEADERS", "KeyStatus", "RecordCheck", "Seal", "SignError",
-    "SigningKey", "check_record", "dns_record", "load_private_key", "oversigned",
-    "parse_record", "private_pem", "seal_arc", "sign_dkim", "zone_line",
+    "BadKey", "DEFAULT_SIGN_HEADERS", "KeyStatus", "Prepared", "RecordCheck", "Seal",
+    "SignError", "SigningKey", "check_record", "dns_record", "load_private_key", "oversigned",
+    "parse_record", "prepare", "private_pem", "seal_arc", "sign_dkim", "zone_line",
 ]

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
-from relist.core.sign.dkim import _DEFAULT_B, NEVER_SIGN, oversigned
+from relist.core.sign.dkim import _DEFAULT_B, NEVER_SIGN, h_names, oversigned
 from relist.core.sign.keys import RSA, SigningKey
 from relist.core.sign.signature import (
-    Header, SignError, body_hash, canon_policy, covered, parse, signed_field,
+    Header, Prepared, SignError, canon_policy, covered, prepare, signed_field,
 )
 
 __all__ = ["MAX_INSTANCE", "Seal", "SignError", "arc_sets", "seal_arc"]
@@ -75,7 +75,7 @@ def _field(name: bytes, value: bytes) -> Header:
     return name, b" " + value + b"\r\n"
 
 
-def seal_arc(message: bytes, *, domain: str, selector: str, key: SigningKey, authserv_id: str,
+def seal_arc(message: bytes | Prepared, *, domain: str, selector: str, key: SigningKey, authserv_id: str,
              cv: str, results: str, now: datetime, headers: Iterable[str] | None = None,
              standardize: bool = False) -> Seal:
     """The next ARC set for ``message`` (RFC 8617 §5.1), or no set with the reason.
@@ -85,6 +85,7 @@ def seal_arc(message: bytes, *, domain: str, selector: str, key: SigningKey, aut
     authserv-id; comments kept).  ``headers``: None for the default AMS h= (the DKIM
     list oversigned, plus each DKIM-Signature present); otherwise h= exactly as given.
     ``standardize``: the ARC test suite's fixed header form (conformance tests only).
+    ``message`` may be ``prepare(message)`` (parsed once, see ``sign_dkim``).
     """
     cv = cv.lower()
     if cv not in ("none", "pass", "fail"):
@@ -96,7 +97,8 @@ def seal_arc(message: bytes, *, domain: str, selector: str, key: SigningKey, aut
     claimed = {m.lower() for m in _ARC_RESULT.findall(_COMMENT.sub("", results))}
     if claimed and claimed != {cv}:
         raise SignError(f"results say arc={'/'.join(sorted(claimed))} but cv={cv}")
-    raw, body = parse(message)
+    msg = prepare(message)
+    raw = msg.headers
     sets = arc_sets(raw)
     newest = max(sets, default=0)
     if newest:
@@ -118,10 +120,9 @@ def seal_arc(message: bytes, *, domain: str, selector: str, key: SigningKey, aut
     relaxed = canon_policy("relaxed/relaxed")
     if headers is None:
         dkim_sigs = sum(1 for n, _ in raw if n.lower().rstrip() == b"dkim-signature")
-        h = oversigned(_DEFAULT_B, raw) + (b"dkim-signature",) * dkim_sigs
+        h = oversigned(_DEFAULT_B, msg) + (b"dkim-signature",) * dkim_sigs
     else:
-        h = tuple(n.strip().lower() if isinstance(n, bytes) else n.strip().lower().encode("ascii")
-                  for n in headers)
+        h = h_names(tuple(headers))
     bad = sorted(n.decode() for n in set(h) if n.decode() in NEVER_SIGN - {"dkim-signature"})
     if bad:
         raise SignError(f"AMS h= must not include {', '.join(bad)} (RFC 8617 §4.1.2)")
@@ -134,8 +135,8 @@ def seal_arc(message: bytes, *, domain: str, selector: str, key: SigningKey, aut
     aar = b"ARC-Authentication-Results: " + _aar_value(instance, authserv_id, results) + b"\r\n"
     ams = signed_field(b"ARC-Message-Signature", [
         (b"i", i), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"), (b"d", d), (b"s", s),
-        (b"t", t), (b"h", b" : ".join(h)), (b"bh", body_hash(body, relaxed)), (b"b", b""),
-    ], covered(raw, h, relaxed), relaxed, key, standardize)
+        (b"t", t), (b"h", b" : ".join(h)), (b"bh", msg.body_hash(relaxed)), (b"b", b""),
+    ], covered(msg, h, relaxed), relaxed, key, standardize)
 
     chain: list[Header] = []
     if cv != "fail":  # §5.1.2: a failed chain is not carried into the new seal

@@ -16,14 +16,16 @@ Choices:
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Iterable
 
-from relist.core.sign.canon import select
+from relist.core.sign.canon import index, select
 from relist.core.sign.keys import SigningKey
 from relist.core.sign.signature import (
-    Header, SignError, body_hash, canon_policy, covered, parse, signed_field,
+    Header, Prepared, SignError, canon_policy, check_values, covered, prepare, signed_field,
+    signed_head,
 )
 
 __all__ = ["DEFAULT_SIGN_HEADERS", "SignError", "oversigned", "sign_dkim"]
@@ -49,23 +51,40 @@ _NEVER_B = frozenset(n.encode("ascii") for n in NEVER_SIGN)
 _DEFAULT_B = tuple(n.encode("ascii") for n in DEFAULT_SIGN_HEADERS)
 
 
-def oversigned(names: Iterable[str | bytes], headers: list[Header] | bytes) -> tuple[bytes, ...]:
+@functools.lru_cache(maxsize=256)
+def h_names(names: tuple[str | bytes, ...]) -> tuple[bytes, ...]:
+    """h= names as given, stripped and lower-cased (memoized: a list's h= rarely changes)."""
+    return tuple(n.strip().lower() if isinstance(n, bytes) else n.strip().lower().encode("ascii")
+                 for n in names)
+
+
+@functools.lru_cache(maxsize=256)
+def _unique_names(names: tuple[str | bytes, ...]) -> tuple[bytes, ...]:
+    return tuple(dict.fromkeys(h_names(names)))
+
+
+def oversigned(names: Iterable[str | bytes],
+               headers: list[Header] | bytes | Prepared) -> tuple[bytes, ...]:
     """h= for ``names``: each listed (occurrences in ``headers``) + 1 times, in order.
-    ``headers`` is a parsed header list or the message bytes."""
-    if isinstance(headers, bytes):
-        headers = parse(headers)[0]
+    ``headers`` is a parsed header list, the message bytes or a ``prepare``d message
+    (which then remembers the fields this h= selects, for the signatures made with it)."""
+    msg = None if isinstance(headers, list) else prepare(headers)
+    positions = index(headers) if msg is None else msg.index
     if names is not _DEFAULT_B:
-        names = tuple(dict.fromkeys(
-            n if isinstance(n, bytes) else n.strip().lower().encode("ascii") for n in names))
-    counts = dict.fromkeys(names, 1)
-    for name, _ in headers:
-        key = name.lower()
-        if key in counts:
-            counts[key] += 1
+        names = _unique_names(tuple(names))
     out: list[bytes] = []
+    picked: list[int] = []   # = canon.selected(positions, h): all of each name, bottom-up
     for n in names:
-        out += [n] * counts[n]
-    return tuple(out)
+        at = positions.get(n)
+        if at is None:
+            out.append(n)
+        else:
+            out += [n] * (len(at) + 1)
+            picked += at[::-1]
+    h = tuple(out)
+    if msg is not None:
+        msg.selections[h] = picked
+    return h
 
 
 _QP_UNIT = re.compile(rb"=[0-9A-F]{2}|.", re.S)
@@ -92,7 +111,34 @@ def _z_value(raw: list[Header], h: tuple[bytes, ...]) -> bytes:
     return b"| ".join(copies)
 
 
-def sign_dkim(message: bytes, *, domain: str, selector: str, key: SigningKey, now: datetime,
+@functools.lru_cache(maxsize=256)
+def _checked_h(headers: tuple[str | bytes, ...]) -> tuple[bytes, ...]:
+    """h= as given, normalized (``h_names``) and checked (memoized)."""
+    h = h_names(headers)
+    if b"from" not in h:
+        raise SignError("h= must include From (RFC 6376 §5.4)")
+    if not _NEVER_B.isdisjoint(h):
+        never = sorted(n.decode() for n in _NEVER_B.intersection(h))
+        raise SignError(f"h= must not include {', '.join(never)}")
+    return h
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed_tags(algorithm: str, c: bytes, domain: str, identity: str | None,
+                selector: str) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    """v= to s=, checked, as tags and as ``t=v; `` each: the same for every message a
+    key signs for a list (memoized)."""
+    d = domain.lower().rstrip(".").encode("ascii")
+    auid = (identity or f"@{domain}").encode("ascii")
+    if not auid.lower().rstrip(b".").endswith(b"@" + d) and not auid.lower().endswith(b"." + d):
+        raise SignError(f"i={identity}: must be in the signing domain {domain} (RFC 6376 §3.5)")
+    tags = ((b"v", b"1"), (b"a", algorithm.encode("ascii")), (b"c", c), (b"d", d),
+            (b"i", auid), (b"q", b"dns/txt"), (b"s", selector.encode("ascii")))
+    check_values(tags)
+    return tags, b"".join([t + b"=" + v + b"; " for t, v in tags])
+
+
+def sign_dkim(message: bytes | Prepared, *, domain: str, selector: str, key: SigningKey, now: datetime,
               canonicalization: str = "relaxed/relaxed", headers: Iterable[str] | None = None,
               ttl: int = 0, identity: str | None = None, copy_headers: bool = False) -> bytes:
     """The ``DKIM-Signature:`` field for ``message`` (RFC 6376 §5), ready to prepend.
@@ -100,44 +146,30 @@ def sign_dkim(message: bytes, *, domain: str, selector: str, key: SigningKey, no
     ``headers``: None for ``DEFAULT_SIGN_HEADERS`` oversigned; otherwise the h= list
     exactly as given (use ``oversigned()`` to oversign a custom list).  ``ttl`` > 0 adds
     x= = t= + ttl (§3.5).  ``identity`` is the i= AUID, which must be in ``domain``.
-    ``copy_headers`` adds z= (§3.5, diagnostic copies).
+    ``copy_headers`` adds z= (§3.5, diagnostic copies).  ``message`` may be
+    ``prepare(message)``, to parse and hash the body once for several signatures.
     """
     if now.tzinfo is None:
         raise SignError("now must be timezone-aware")
     if ttl < 0:
         raise SignError(f"ttl = {ttl}: must not be negative")
     canon = canon_policy(canonicalization)
-    raw_headers, body = parse(message)
-    if headers is None:
-        h = oversigned(_DEFAULT_B, raw_headers)
-    else:
-        h = tuple(n.strip().lower() if isinstance(n, bytes) else n.strip().lower().encode("ascii")
-                  for n in headers)
-    if b"from" not in h:
-        raise SignError("h= must include From (RFC 6376 §5.4)")
-    never = sorted(n.decode() for n in _NEVER_B.intersection(h))
-    if never:
-        raise SignError(f"h= must not include {', '.join(never)}")
-    d = domain.lower().rstrip(".").encode("ascii")
-    auid = (identity or f"@{domain}").encode("ascii")
-    if not auid.lower().rstrip(b".").endswith(b"@" + d) and not auid.lower().endswith(b"." + d):
-        raise SignError(f"i={identity}: must be in the signing domain {domain} (RFC 6376 §3.5)")
+    msg = prepare(message)
+    raw_headers = msg.headers
+    h = oversigned(_DEFAULT_B, msg) if headers is None else _checked_h(tuple(headers))
+    fixed, head = _fixed_tags(key.algorithm, canon.c_value(), domain, identity, selector)
     t = int(now.timestamp())
-    signed = covered(raw_headers, h, canon)
-    tags = [
-        (b"v", b"1"),
-        (b"a", key.algorithm.encode("ascii")),
-        (b"c", canon.c_value()),
-        (b"d", d),
-        (b"i", auid),
-        (b"q", b"dns/txt"),
-        (b"s", selector.encode("ascii")),
-        (b"t", str(t).encode("ascii")),
-    ]
+    tags = [(b"t", str(t).encode("ascii"))]
     if ttl > 0:
         tags.append((b"x", str(t + ttl).encode("ascii")))
     tags.append((b"h", b" : ".join(h)))
     if copy_headers:
         tags.append((b"z", _z_value(raw_headers, h)))
-    tags += [(b"bh", body_hash(body, canon)), (b"b", b"")]
-    return signed_field(b"DKIM-Signature", tags, signed, canon, key)
+    tags.append((b"bh", msg.body_hash(canon)))
+    check_values(tags)
+    signed = covered(msg, h, canon)
+    field = signed_head(b"DKIM-Signature", head + b"".join([t + b"=" + v + b"; " for t, v in tags]),
+                        signed, canon, key)
+    if field is None:   # b= not alone on the last line: the general way
+        field = signed_field(b"DKIM-Signature", [*fixed, *tags, (b"b", b"")], signed, canon, key)
+    return field

@@ -33,6 +33,7 @@ __all__ = [
 RSA = "rsa-sha256"
 ED25519 = "ed25519-sha256"
 TXT_STRING_MAX = 255  # RFC 1035 §3.3: <character-string> is at most 255 octets
+_PKCS1V15, _SHA256 = padding.PKCS1v15(), hashes.SHA256()   # stateless: made once
 
 
 class BadKey(ValueError):
@@ -69,7 +70,7 @@ class SigningKey:
         ed25519-sha256: PureEdDSA over the SHA-256 *digest* of ``data`` (RFC 8463 §3).
         """
         if self.algorithm == RSA:
-            return self.private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+            return self.private.sign(data, _PKCS1V15, _SHA256)
         return self.private.sign(hashlib.sha256(data).digest())
 
     def public_bytes(self) -> bytes:

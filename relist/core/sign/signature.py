@@ -1,27 +1,38 @@
 """Build one signed tag=value header field: shared by DKIM-Signature, ARC-Message-Signature
 and ARC-Seal.
 
-Folding and the b= tag handling are dkimpy's own functions and canonicalization and
-header selection (``relist.core.sign.canon``) give the same bytes as dkimpy's, so the
-field matches dkimpy's signer exactly; the public-key operation is ``SigningKey.sign``
-(OpenSSL through ``cryptography``), which is where dkimpy spends its time (its RSA is
-pure Python).  No clock here: every timestamp is a parameter.
+Folding (``fold``, dkimpy's algorithm), the b= tag handling (dkimpy's ``RE_BTAG``),
+canonicalization and header selection (``relist.core.sign.canon``) give the same bytes
+as dkimpy's, so the field matches dkimpy's signer exactly (tests/test_sign_dkim.py);
+the public-key operation is ``SigningKey.sign`` (OpenSSL through ``cryptography``),
+which is where dkimpy spends its time (its RSA is pure Python).  Everything around it
+is kept small so that a signature costs little more than its RSA operation
+(bench/bench_sign.py): ``prepare`` parses a message once (or takes the pipeline's
+``RawMessage`` split as it is) and hashes each body canonicalization once for all the
+signatures made over it, and the field is folded once.  No clock here: every
+timestamp is a parameter.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import hashlib
+from typing import Iterable
 
-import dkim
+from dkim import RE_BTAG
 
+from relist.core.message import RawMessage
 from relist.core.sign import canon as _canon
 from relist.core.sign.canon import Canon, Header
 from relist.core.sign.keys import SigningKey
 
-__all__ = ["Header", "SignError", "body_hash", "canon_policy", "covered", "parse", "signed_field"]
+__all__ = ["Header", "Prepared", "SignError", "body_hash", "canon_policy", "check_values",
+           "covered", "fold", "parse", "prepare", "signed_field", "signed_head"]
 
 _B_PLACEHOLDER = b"0" * 60            # as dkimpy: forces b= onto its own folded line
+_B_TAG = b"b=" + _B_PLACEHOLDER
 
 
 class SignError(ValueError):
@@ -36,6 +47,89 @@ def parse(message: bytes) -> tuple[list[Header], bytes]:
         raise SignError(f"cannot sign: {exc}") from None
 
 
+class Prepared:
+    """A message parsed once for signing (``prepare``): its header fields and CRLF body.
+    Give it instead of the bytes to ``sign_dkim``, ``seal_arc`` and ``oversigned`` when
+    several signatures go over the same message: it is parsed once, and each body
+    canonicalization is hashed once (the same c= body gives the same bh=).  Not a
+    frozen dataclass: it is made on every signing path, and it fills in what it
+    remembers (body hashes, h= selections) as it goes; nothing else changes it."""
+
+    __slots__ = ("headers", "body", "index", "unfolded", "selections", "_bh")
+
+    def __init__(self, headers: list[Header], body: bytes, index: dict[bytes, list[int]],
+                 unfolded: bool = False):
+        self.headers = headers        # (name as written, value with CRLF line ends)
+        self.body = body              # CRLF line ends
+        self.index = index            # canon.index(headers): positions by lower-cased name
+        self.unfolded = unfolded      # True: no field has a continuation line
+        # canon.selected(index, h) by h, filled in by oversigned() and covered()
+        self.selections: dict[tuple[bytes, ...], list[int]] = {}
+        self._bh: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"<Prepared {len(self.headers)} fields, {len(self.body)}-byte body>"
+
+    def body_hash(self, canon: Canon) -> bytes:
+        """bh= for ``canon``'s body canonicalization, computed on first use."""
+        bh = self._bh.get(canon.body)
+        if bh is None:
+            bh = self._bh[canon.body] = body_hash(self.body, canon)
+        return bh
+
+
+def prepare(message: bytes | RawMessage | Prepared) -> Prepared:
+    """``message`` parsed for signing (SignError when a header line is malformed).
+    A ``RawMessage`` (the pipeline's) is taken as split into fields when that split is
+    the one dkimpy makes of its bytes (``_from_fields``), else parsed from its bytes."""
+    if isinstance(message, Prepared):
+        return message
+    if isinstance(message, RawMessage):
+        split = _from_fields(message)
+        if split is not None:
+            return Prepared(*split)
+        message = message.to_bytes()
+    headers, body = parse(message)
+    unfolded = b"".join([v for _, v in headers]).count(b"\n") == len(headers)
+    return Prepared(headers, body, _canon.index(headers), unfolded)
+
+
+_NAME_CHARS = bytes(range(0x21, 0x7F)).replace(b":", b"")   # canon._NAME's, up to the colon
+
+
+def _from_fields(msg: RawMessage) -> tuple[list[Header], bytes, dict[bytes, list[int]], bool] | None:
+    """``parse(msg.to_bytes())`` and its index from the fields as ``RawMessage`` split
+    them, or None unless that is certainly the same: a CRLF empty line after the
+    header (so the body is the same), every CR and LF in the header part of a CRLF (a
+    field's bytes are then its lines, continuations included, each ending CRLF), and
+    every field's name followed directly by its colon and made of the characters
+    ``parse`` accepts (no mbox ``From `` line, no malformed line, no space before ':')."""
+    if msg.separator != b"\r\n":
+        return None
+    headers: list[Header] = []
+    positions: dict[bytes, list[int]] = {}
+    for i, f in enumerate(msg.fields):
+        raw, k = f.raw, len(f.name)
+        if not k or raw[k:k + 1] != b":":
+            return None
+        name = raw[:k]
+        headers.append((name, raw[k + 1:]))
+        name = name.lower()
+        at = positions.get(name)
+        if at is None:
+            positions[name] = [i]
+        else:
+            at.append(i)
+    head = b"".join([f.raw for f in msg.fields])
+    crlf = head.count(b"\r\n")
+    if crlf != head.count(b"\r") or crlf != head.count(b"\n"):
+        return None
+    if b"".join([n for n, _ in headers]).translate(None, _NAME_CHARS):
+        return None
+    return headers, _canon.crlf_body(msg.body), positions, crlf == len(headers)
+
+
+@functools.lru_cache(maxsize=8)
 def canon_policy(c: str) -> Canon:
     try:
         return Canon.from_c(c)
@@ -48,46 +142,121 @@ def body_hash(body: bytes, canon: Canon) -> bytes:
     return base64.b64encode(hashlib.sha256(canon.body_bytes(body)).digest())
 
 
-def covered(headers: list[Header], names: tuple[bytes, ...], canon: Canon) -> list[Header]:
-    """The canonical fields that h= ``names`` selects, bottom-up per name (RFC 6376 §5.4.2)."""
-    return canon.headers(_canon.select(headers, names))
+def covered(message: Prepared, names: tuple[bytes, ...], canon: Canon) -> bytes:
+    """The fields that h= ``names`` selects, bottom-up per name (RFC 6376 §5.4.2),
+    canonical and joined as they are hashed."""
+    picked = message.selections.get(names)
+    if picked is None:
+        picked = message.selections[names] = _canon.selected(message.index, names)
+    headers = message.headers
+    return canon.hash_input([headers[i] for i in picked], message.unfolded)
 
 
-def _check_values(tags: list[tuple[bytes, bytes]]) -> None:
-    # RFC 6376 §3.2: a tag value must not contain ';'; no CR/LF either (we fold).
-    values = b"".join(v for _, v in tags)
+def fold(header: bytes, namelen: int = 0) -> bytes:
+    """dkimpy's ``fold`` (same bytes, tests/test_sign_canon.py compares them): lines of
+    at most 72 characters counting the field name and colon (``namelen`` + 1), later
+    lines 71 after the leading space, broken at the last space that fits, or hard where
+    there is none (base64); whatever is already folded (up to the last CRLF SP) stays."""
+    maxleng = 72 - namelen
+    if len(header) <= maxleng:
+        return header
+    if len(header) - header.rfind(b"\r\n") == 2 and len(header) <= maxleng + 2:
+        return header
+    i = header.rfind(b"\r\n ")
+    if i == -1:
+        return _wrap(header, maxleng)
+    return header[:i + 3] + _wrap(header[i + 3:], maxleng)
+
+
+def _wrap(header: bytes, maxleng: int) -> bytes:
+    """The folding loop of ``fold``: first line ``maxleng``, then 71; a line ends at
+    the last space that fits (which the fold replaces), else after ``maxleng``."""
+    lines = []
+    start, end = 0, len(header)
+    while end - start > maxleng:
+        i = header.rfind(b" ", start, start + maxleng)
+        if i < 0:
+            lines.append(header[start:start + maxleng])
+            start += maxleng
+        else:
+            lines.append(header[start:i])
+            start = i + 1
+        maxleng = 71
+    lines.append(header[start:])
+    return b"\r\n ".join(lines)
+
+
+def check_values(tags: Iterable[tuple[bytes, bytes]]) -> None:
+    """SignError naming the first tag whose value has ';' (RFC 6376 §3.2) or a CR or
+    LF (the value is folded here)."""
+    values = b"".join([v for _, v in tags])
     if b";" in values or b"\r" in values or b"\n" in values:
         bad = next(t for t, v in tags if b";" in v or b"\r" in v or b"\n" in v)
         raise SignError(f"{bad.decode()}= value contains ';' or a line break")
 
 
-def signed_field(name: bytes, tags: list[tuple[bytes, bytes]], signed: list[Header],
+def signed_head(name: bytes, head: bytes, signed: bytes, canon: Canon,
+                key: SigningKey) -> bytes | None:
+    """``signed_field`` in the usual case, b= last: ``head`` is the tags before it as
+    ``t=v; `` each (values checked: no ';', no CR or LF), ``signed`` the covered fields
+    joined.  None when b= does not come out alone on the last folded line (then
+    ``signed_field`` does it the long way).
+
+    The long placeholder puts b= alone on its line; then the lines above fold the
+    same with the real value (no space in it either), and fold's loop goes on from
+    there with 71-character lines, so the field is folded once, not twice."""
+    flat = head + _B_TAG
+    value = fold(flat, len(name))
+    if not value.endswith(b"\r\n " + _B_TAG):
+        return None
+    if (canon.header == "relaxed" and b"\t" not in head and b"  " not in head
+            and len(value) - len(flat) == 2 * value.count(b"\r\n")):
+        # folding only turned spaces into CRLF SP (each break 2 bytes more; a hard
+        # break would be 3): the canonical field is the unfolded one, which has no
+        # whitespace run to reduce
+        field = name.lower() + b":" + (head + b"b=").strip()
+    else:
+        (cname, cvalue), = canon.headers([(name, b" " + value[:-len(_B_PLACEHOLDER)] + b"\r\n")])
+        field = cname + b":" + cvalue.rstrip()
+    tail = b"b=" + binascii.b2a_base64(key.sign(signed + field), newline=False) + b"\r\n"
+    # = _wrap(tail, 71): base64 has no space, so every line is 71 characters
+    return name + b": " + value[:-len(_B_TAG)] + b"\r\n ".join(
+        [tail[i:i + 71] for i in range(0, len(tail), 71)])
+
+
+def signed_field(name: bytes, tags: list[tuple[bytes, bytes]], signed: list[Header] | bytes,
                  canon: Canon, key: SigningKey,
                  standardize: bool = False) -> bytes:
     """``Name: tags\\r\\n`` with b= filled in (RFC 6376 §3.7, RFC 8617 §5.1.1).
 
     ``tags`` in output order, one of them ``(b"b", anything)``; ``signed`` the canonical
-    fields covered, in hash order.  The field itself is hashed last, canonicalized, with
-    an empty b= and no trailing CRLF.  ``standardize`` gives the ARC test suite's fixed
-    form (tags sorted and lower-cased, no folding), for conformance tests only.
+    fields covered, in hash order (or ``covered()``: them joined).  The field itself is
+    hashed last, canonicalized, with an empty b= and no trailing CRLF.  ``standardize``
+    gives the ARC test suite's fixed form (tags sorted and lower-cased, no folding),
+    for conformance tests only.
     """
-    _check_values(tags)
+    if not isinstance(signed, bytes):
+        signed = b"".join([n + b":" + v for n, v in signed])
+    if not standardize and tags[-1][0] == b"b":
+        head = b"".join([t + b"=" + v + b"; " for t, v in tags[:-1]])
+        if head.count(b";") != len(tags) - 1 or b"\r" in head or b"\n" in head:
+            check_values(tags)   # raises, naming the tag
+        field = signed_head(name, head, signed, canon, key)
+        if field is not None:
+            return field
     fields = [(t, _B_PLACEHOLDER if t == b"b" else v) for t, v in tags]
     if standardize:
         fields = sorted(((t, v if t == b"bh" else v.lower().replace(b" ", b"")) for t, v in fields),
                         key=lambda tv: tv[0])
-    value = b"; ".join(b"=".join(tv) for tv in fields)
-    if not standardize:
-        value = dkim.fold(value, namelen=len(name), linesep=b"\r\n")
-    # empty b= for hashing (RFC 6376 §3.7); the placeholder has no spaces, so folding
-    # never splits it and this equals dkimpy's RE_BTAG substitution
-    cut = value.rindex(b"b=" + _B_PLACEHOLDER) + 2
-    value = value[:cut] + value[cut + len(_B_PLACEHOLDER):]
-    (cname, cvalue), = canon.headers([(name, b" " + value + b"\r\n")])
-    data = b"".join(n + b":" + v for n, v in signed) + cname + b":" + cvalue.rstrip()
-    signature = base64.b64encode(key.sign(data))
+    flat = b"; ".join([t + b"=" + v for t, v in fields])
+    if flat.count(b";") != len(fields) - 1 or b"\r" in flat or b"\n" in flat:
+        check_values(tags)   # raises, naming the tag
+    value = flat if standardize else fold(flat, len(name))
+    # empty b= for hashing (RFC 6376 §3.7), as dkimpy empties it
+    (cname, cvalue), = canon.headers([(name, b" " + RE_BTAG.sub(b"\\1", value) + b"\r\n")])
+    signature = base64.b64encode(key.sign(signed + cname + b":" + cvalue.rstrip()))
     fields = [(t, signature if t == b"b" else v) for t, v in fields]
-    value = b"; ".join(b"=".join(tv) for tv in fields) + b"\r\n"
+    value = b"; ".join([t + b"=" + v for t, v in fields]) + b"\r\n"
     if not standardize:
-        value = dkim.fold(value, namelen=len(name), linesep=b"\r\n")
+        value = fold(value, len(name))
     return name + b": " + value

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from relist.core.auth import build_value
 from relist.core.model import Action, Context, Work
-from relist.core.sign import SignError, oversigned, seal_arc
+from relist.core.sign import SignError, oversigned, prepare, seal_arc
 from relist.core.steps.sign import as_field, header_names, key_for, signing_domain
 
 __all__ = ["NAME", "apply", "results_text"]
@@ -46,7 +46,7 @@ def apply(work: Work, ctx: Context) -> Work:
         return work.note(NAME, Action.SKIPPED, "no verification verdict: relist cannot state cv=")
     key = key_for(ctx, lp.private_key, f"rsa selector {lp.selector} for {lp.address}")
     msg = work.message
-    data = msg.to_bytes()
+    data = prepare(msg)   # parsed once for h= and the seal
     dkim_count = len(msg.get_all("dkim-signature"))
     h = oversigned(header_names(lp), data) + (b"dkim-signature",) * dkim_count
     cv = verdict.arc.cv or "none"

@@ -76,7 +76,7 @@ def apply(work: Work, ctx: Context) -> Work:
         return work.note(NAME, Action.SKIPPED, "no selector configured: not signed")
     domain = signing_domain(lp)
     msg = work.message
-    data = prepare(msg.to_bytes())   # parsed once, body hashed once for every signature
+    data = prepare(msg)   # parsed once, body hashed once, for every signature
     h = oversigned(header_names(lp), data)
     fields, done = [], []
     for selector, path, alg in wanted:
