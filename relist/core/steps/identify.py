@@ -87,11 +87,14 @@ def apply(work: Work, ctx: Context) -> Work:
 
 def notice_role(from_text: str, list_address: str) -> str:
     """The role when From is one of the list's own role addresses, else ""."""
+    name, _, list_domain = list_address.lower().rpartition("@")
+    lowered = from_text.lower()
+    if name + "-" not in lowered or list_domain not in lowered:
+        return ""          # the common case (a post), without parsing the address
     addresses = getaddresses([from_text])
     if len(addresses) != 1:
         return ""
     local, _, domain = addresses[0][1].lower().rpartition("@")
-    name, _, list_domain = list_address.lower().rpartition("@")
     if domain != list_domain or not local.startswith(name + "-"):
         return ""
     role = local[len(name) + 1:].partition("+")[0]
