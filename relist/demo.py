@@ -12,6 +12,7 @@ on the preserve list the poster signatures that were valid on arrival.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import smtplib
 import sqlite3
@@ -150,7 +151,7 @@ def receiver_view(messages, nameserver: str) -> dict[str, list[int]]:
     return tally
 
 
-def run(verbose: bool = False, fixtures: str | None = None, out=None) -> int:
+def run(verbose: bool = False, fixtures: str | None = None, out=None, keep: str | None = None) -> int:
     out = out or sys.stdout
     root = Path(fixtures) if fixtures else DEFAULT_FIXTURES
     corpus = load_corpus(root) if root.is_dir() else []
@@ -159,7 +160,9 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None) -> int:
         corpus = [Transaction("builtin/out-01", "plain-bounces@lists.example.org",
                               ["member@example.com"], BUILTIN)]
     setup_logging("warning")
-    with tempfile.TemporaryDirectory(prefix="relist-demo-") as tmp, \
+    if keep:
+        Path(keep).mkdir(mode=0o700, parents=True)   # refuses an existing directory
+    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="relist-demo-")) as tmp, \
             DNSServer(demo_zone(root)) as dns_server, Sink() as sink, Sink(lmtp=True) as mailman:
         workdir = Path(tmp)
         keys = make_list_keys(workdir, dns_server)
@@ -213,6 +216,9 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None) -> int:
                             ("poster", "poster signatures kept (preserve/auto lists)")):
             ok, total = tally[kind]
             print(f"    {label:<44} {ok}/{total} pass", file=out)
+        if keep:
+            print(f"store and keys kept in {keep}: sqlite3 {Path(keep) / 'relist.db'} (docs/diagnostics.md)",
+                  file=out)
         failures += tally["rsa"][1] - tally["rsa"][0] + tally["ed25519"][1] - tally["ed25519"][0]
         if verbose:
             for m in sink.messages:

@@ -20,7 +20,7 @@ def _serve(args) -> int:
 
 def _demo(args) -> int:
     from relist.demo import run
-    return run(verbose=args.verbose, fixtures=args.fixtures)
+    return run(verbose=args.verbose, fixtures=args.fixtures, keep=args.keep)
 
 
 # Commands that live in their own module: each has add_parser(sub) which registers
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run relist on an embedded default with a sink MTA and DNS on loopback")
     p.add_argument("-v", "--verbose", action="store_true", help="print the relayed messages' headers")
     p.add_argument("--fixtures", help="corpus directory (default: the fixtures/mailman corpus)")
+    p.add_argument("--keep", metavar="DIR", help="keep the store (relist.db) and the demo's keys in DIR "
+                   "(must not exist), to try the queries of docs/diagnostics.md")
     p.set_defaults(func=_demo)
 
     import importlib
