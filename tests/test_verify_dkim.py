@@ -297,3 +297,25 @@ def test_openssl_rsa_check_agrees_with_dkimpy_on_a_shortened_signature():
     flipped[-1] ^= 1
     tampered = raw.replace(b.group(1), base64.b64encode(bytes(flipped)))
     assert one(tampered, dns).result == Result.FAIL
+
+
+@pytest.mark.parametrize("c", ["relaxed/relaxed", "simple/simple"])
+def test_repeated_and_oddly_named_signed_fields_agree_with_dkimpy(c):
+    """Only the fields h= selects are canonicalized (relist.core.auth.dkim._rsa_header_ok):
+    several fields of one name are selected bottom-up in h= order, an absent name is
+    skipped (dkimpy refuses a name with white space before the colon outright);
+    relist and dkimpy must agree, and reordering the repeated fields must fail."""
+    message = (b"Received: from a\r\nX-Tag: one\r\nFrom: Alice <alice@example.com>\r\n"
+               b"X-Tag: two\r\nSubject:   spaced  value \r\nTo: b@example.org\r\nX-Tag: three\r\n"
+               b"Date: Sat, 1 Jun 2024 11:00:00 +0000\r\n\r\nbody\r\n")
+    h = ("from", "x-tag", "x-tag", "x-tag", "x-tag", "subject", "to", "received", "absent")
+    raw = sign(message, c=c, h=h)
+    dns = {KEY: public_record(rsa_key())}
+    ours = one(raw, dns)
+    theirs = dkim.verify(raw, dnsfunc=lambda name, timeout=5: public_record(rsa_key()))
+    assert (ours.result == Result.PASS) == theirs
+    assert theirs            # the signer and both verifiers agree on what was signed
+    swapped = raw.replace(b"X-Tag: one", b"X-Tag: tmp").replace(b"X-Tag: three", b"X-Tag: one") \
+        .replace(b"X-Tag: tmp", b"X-Tag: three")
+    assert one(swapped, dns).result == Result.FAIL
+    assert not dkim.verify(swapped, dnsfunc=lambda name, timeout=5: public_record(rsa_key()))

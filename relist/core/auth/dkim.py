@@ -310,7 +310,20 @@ def _rsa_header_ok(signer, sig: dict, include: list[bytes], sig_field, hash_name
     if b"from" in include:
         include = include + [b"from"]
     h = _HASHERS[hash_name]()
-    dkimpy.hash_headers(h, policy, policy.canonicalize_headers(signer.headers), include, sig_field, sig)
+    # dkimpy's hash_headers over canonicalize_headers(all fields), canonicalizing only
+    # the fields h= selects: selection is by the canonical name, which relaxed
+    # lowercases and right-strips (RFC 6376 §3.4.2) and simple keeps as it is (dkimpy
+    # then lowercases it to compare).
+    relaxed = policy.header_algorithm.name == b"relaxed"
+    names = [(x.lower().rstrip() if relaxed else x) for x, _ in signer.headers]
+    chosen = dkimpy.select_headers(list(zip(names, range(len(names)))), include)
+    selected = policy.canonicalize_headers([signer.headers[i] for _, i in chosen])
+    # The rest of hash_headers: the signature field with b= emptied, no trailing CRLF.
+    own = policy.canonicalize_headers([(sig_field[0], dkimpy.RE_BTAG.sub(b"\\1", sig_field[1]))])
+    for x, y in selected + [(x, y.rstrip()) for x, y in own]:
+        h.update(x)
+        h.update(b":")
+        h.update(y)
     signature = base64.b64decode(re.sub(rb"\s+", b"", sig[b"b"]))
     size = (public.key_size + 7) // 8
     if len(signature) > size:
