@@ -25,7 +25,7 @@ from dkim import RE_BTAG
 
 from relist.core.message import RawMessage
 from relist.core.sign import canon as _canon
-from relist.core.sign.canon import Canon, Header
+from relist.core.sign.canon import Canon, Header, index
 from relist.core.sign.keys import SigningKey
 
 __all__ = ["Header", "Prepared", "SignError", "body_hash", "canon_policy", "check_values",
@@ -107,19 +107,12 @@ def _from_fields(msg: RawMessage) -> tuple[list[Header], bytes, dict[bytes, list
     if msg.separator != b"\r\n":
         return None
     headers: list[Header] = []
-    positions: dict[bytes, list[int]] = {}
-    for i, f in enumerate(msg.fields):
+    for f in msg.fields:
         raw, k = f.raw, len(f.name)
         if not k or raw[k:k + 1] != b":":
             return None
-        name = raw[:k]
-        headers.append((name, raw[k + 1:]))
-        name = name.lower()
-        at = positions.get(name)
-        if at is None:
-            positions[name] = [i]
-        else:
-            at.append(i)
+        headers.append((raw[:k], raw[k + 1:]))
+    positions = index(headers)
     head = b"".join([f.raw for f in msg.fields])
     crlf = head.count(b"\r\n")
     if crlf != head.count(b"\r") or crlf != head.count(b"\n"):
