@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from relist.core import guard, pipeline
+from relist.core import pipeline
 from relist.core.ingress import IngressCopy
 from relist.core.model import Action
-from tests.test_modes import DECORATE, H, POST, note, relay_policy, run, sign
+from tests.test_modes import DECORATE, H, POST, note, recheck_calls, relay_policy, run, sign  # noqa: F401 (fixture)
 
 
 def breakage(work) -> dict[str, str]:
@@ -84,14 +84,8 @@ def test_unguarded_change_is_caught_at_the_end():
     assert breakage(work) == {"poster.example/s1": "unguarded step"}
 
 
-def test_a_broken_signature_is_not_verified_again(monkeypatch):
-    calls = []
-    real = guard.recheck
-
-    def counting(msg, sigs, ctx, *args):
-        calls.append([guard.label(s) for s in sigs])
-        return real(msg, sigs, ctx, *args)
-    monkeypatch.setattr(guard, "recheck", counting)
+def test_a_broken_signature_is_not_verified_again(recheck_calls):
+    calls = recheck_calls
     # subject-prefix breaks it; the footer, Sender, List-*, Reply-To and strip are
     # not checked against it any more.
     work, _ = run(sign(POST), relay_policy(mode="resign", **DECORATE))
