@@ -81,6 +81,7 @@ class Resolver:
             return None
         expires, ans = hit
         if expires <= time.monotonic():
+            del self._cache[q]
             return None
         self.cache_hits += 1
         return ans
@@ -100,13 +101,9 @@ class Resolver:
         return facts
 
     async def answer(self, q: Question) -> Answer:
-        hit = self._cache.get(q)
+        hit = self.cached(q)
         if hit is not None:
-            expires, ans = hit
-            if expires > time.monotonic():
-                self.cache_hits += 1
-                return ans
-            del self._cache[q]
+            return hit
         pending = self._inflight.get(q)
         if pending is not None:
             return await asyncio.shield(pending)
