@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -48,8 +49,6 @@ ALGORITHMS = {"rsa-sha256": ("rsa", "sha256"), "ed25519-sha256": ("ed25519", "sh
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 _HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 _PREHASHED = {"sha256": Prehashed(hashes.SHA256()), "sha1": Prehashed(hashes.SHA1())}
-_RSA_KEYS: dict[tuple[int, int], object] = {}   # (n, e) -> cryptography public key
-_RSA_KEYS_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,32 +269,18 @@ def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization
     return body_ok, header_ok, ""
 
 
-_PARSED_KEYS: dict[tuple[str, str], tuple] = {}   # (k, p) -> dkimpy's parsed key
-
-
+@functools.lru_cache(maxsize=1024)
 def _evaluate_pk(name: str, k: str, p: str) -> tuple:
     """dkimpy's ``evaluate_pk`` (its ASN.1 parse is pure Python), cached per key: one
     signer's key serves many posts.  Failures are not cached (they raise)."""
-    found = _PARSED_KEYS.get((k, p))
-    if found is None:
-        pk, keysize, ktag, _tlsrpt = dkimpy.evaluate_pk(name, f"k={k}; p={p}".encode("ascii"))
-        found = (pk, keysize, ktag)
-        if len(_PARSED_KEYS) >= _RSA_KEYS_MAX:
-            _PARSED_KEYS.clear()
-        _PARSED_KEYS[(k, p)] = found
-    return found
+    pk, keysize, ktag, _tlsrpt = dkimpy.evaluate_pk(name, f"k={k}; p={p}".encode("ascii"))
+    return pk, keysize, ktag
 
 
-def _rsa_public_key(pk: dict):
+@functools.lru_cache(maxsize=1024)
+def _rsa_public_key(n: int, e: int):
     """The OpenSSL key for dkimpy's parsed key (cached: one signer, many posts)."""
-    n, e = pk["modulus"], pk["publicExponent"]
-    found = _RSA_KEYS.get((n, e))
-    if found is None:
-        found = rsa.RSAPublicNumbers(e, n).public_key()
-        if len(_RSA_KEYS) >= _RSA_KEYS_MAX:
-            _RSA_KEYS.clear()
-        _RSA_KEYS[(n, e)] = found
-    return found
+    return rsa.RSAPublicNumbers(e, n).public_key()
 
 
 def _rsa_header_ok(signer, sig: dict, include: list[bytes], sig_field, hash_name: str) -> bool:
@@ -303,7 +288,7 @@ def _rsa_header_ok(signer, sig: dict, include: list[bytes], sig_field, hash_name
     selection, From counted once more per its bug#644046 rule), with the RSASSA-PKCS1-v1_5
     check done by OpenSSL.  A key OpenSSL will not take falls back to dkimpy's own."""
     try:
-        public = _rsa_public_key(signer.pk)
+        public = _rsa_public_key(signer.pk["modulus"], signer.pk["publicExponent"])
     except (ValueError, TypeError, UnsupportedAlgorithm):
         return bool(signer.verify_sig_process(sig, include, sig_field, None))
     policy = CanonicalizationPolicy.from_c_value(sig[b"c"])
