@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from relist.core.errors import ConfigError
 from relist.core.policy import ListPolicy, RelayPolicy
+from relist.core.steps import list_headers
 
 __all__ = ["Config", "ConfigError", "load", "parse", "parse_hostport"]
 
@@ -158,8 +159,7 @@ _KEEP_FIELDS = {
     "reply-to": "written by the reply-to step (`reply_to`)",
     "x-original-from": "written by DMARC mitigation",
 }
-_LIST_FIELDS = ("list-id", "list-post", "list-help", "list-subscribe", "list-unsubscribe",
-                "list-unsubscribe-post", "list-archive", "list-owner")
+_LIST_FIELDS = frozenset(n.lower() for n in list_headers.NAMES)   # what that step writes
 
 
 def _field_names(v, key):
