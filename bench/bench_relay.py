@@ -89,11 +89,25 @@ def source(port: int, args) -> float:
     return time.monotonic() - started
 
 
-def resign_setup(tmp: Path, size: int, sign_once: bool) -> tuple[str, dict, str, bool]:
-    """(config TOML, DNS zone, post file) for the end-to-end re-sign benchmark."""
+def signed_post(size: int, poster_key) -> bytes:
+    """A text/plain post of about ``size`` bytes to bench@lists.example.org, signed by
+    poster.example/s1 (rsa-sha256, by dkimpy), CRLF line endings."""
     import dkim
 
-    from relist.core.sign.keys import dns_record, private_pem
+    from relist.core.sign.keys import private_pem
+    line = b"The quick brown fox jumps over the lazy dog, and then over the list.\r\n"
+    head = (b"From: Poster <poster@poster.example>\r\nTo: bench@lists.example.org\r\n"
+            b"Subject: Benchmark post\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
+            b"Message-ID: <bench-1@poster.example>\r\nList-Id: <bench.lists.example.org>\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n")
+    post = head + line * max(1, (size - len(head)) // len(line))
+    return dkim.sign(post, b"s1", b"poster.example", private_pem(poster_key),
+                     include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"content-type"]) + post
+
+
+def resign_setup(tmp: Path, size: int) -> tuple[str, dict, str]:
+    """(config TOML, DNS zone, post file) for the end-to-end re-sign benchmark."""
+    from relist.core.sign.keys import dns_record
     from relist.edge.keys import generate, write_private_key
     from relist.sandbox.dnsserver import split_txt
 
@@ -102,23 +116,14 @@ def resign_setup(tmp: Path, size: int, sign_once: bool) -> tuple[str, dict, str,
     zone = {"bench._domainkey.lists.example.org": [split_txt(dns_record(list_key))],
             "s1._domainkey.poster.example": [split_txt(dns_record(poster_key))],
             "_dmarc.poster.example": ["v=DMARC1; p=none"]}
-    line = b"The quick brown fox jumps over the lazy dog, and then over the list.\r\n"
-    head = (b"From: Poster <poster@poster.example>\r\nTo: bench@lists.example.org\r\n"
-            b"Subject: Benchmark post\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
-            b"Message-ID: <bench-1@poster.example>\r\nList-Id: <bench.lists.example.org>\r\n"
-            b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n")
-    body = line * max(1, (size - len(head)) // len(line))
-    post = head + body
-    sig = dkim.sign(post, b"s1", b"poster.example", private_pem(poster_key),
-                    include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"content-type"])
     post_file = tmp / "post.eml"
     # smtp-source -F appends CRLF to each line: give it LF lines.
-    post_file.write_bytes((sig + post).replace(b"\r\n", b"\n"))
+    post_file.write_bytes(signed_post(size, poster_key).replace(b"\r\n", b"\n"))
     config = "\n".join([
         '[lists."bench@lists.example.org"]', 'mode = "resign"', 'footer = "-- \\n{list_name} list\\n"',
         'subject_prefix = "[{list_name}] "', 'selector = "bench"', f'private_key = "{key_path}"',
         "arc_seal = true", 'dmarc_mitigation = "munge_from"']) + "\n"
-    return config, zone, str(post_file), sign_once
+    return config, zone, str(post_file)
 
 
 def main() -> int:
@@ -147,9 +152,9 @@ def main() -> int:
         wait_port(sink_port)
         base = Path(args.config).read_text() if args.config else ""
         zone = json.loads(Path(args.zone).read_text()) if args.zone else {}
-        sign_once = True
+        sign_once = args.sign_once or not args.resign
         if args.resign:
-            base, extra, args.post_file, sign_once = resign_setup(Path(tmp), args.size, args.sign_once)
+            base, extra, args.post_file = resign_setup(Path(tmp), args.size)
             zone.update(extra)
         conf = Path(tmp) / "relist.toml"
         # DNS for verification and DMARC comes from a loopback server (never the network).

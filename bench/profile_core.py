@@ -20,14 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dkim  # noqa: E402
-
+from bench_relay import signed_post  # noqa: E402 - the same post bench_relay --resign sends
 from relist.core import pipeline  # noqa: E402
 from relist.core.facts import Answer, Facts, Status  # noqa: E402
 from relist.core.message import RawMessage  # noqa: E402
 from relist.core.model import Context, Envelope, Work  # noqa: E402
 from relist.core.policy import ListPolicy, RelayPolicy  # noqa: E402
-from relist.core.sign.keys import dns_record, private_pem  # noqa: E402
+from relist.core.sign.keys import dns_record  # noqa: E402
 from relist.edge.keys import generate  # noqa: E402
 
 LIST = "bench@lists.example.org"
@@ -38,14 +37,7 @@ def setup(size: int):
     zone = {"bench._domainkey.lists.example.org": dns_record(list_key),
             "s1._domainkey.poster.example": dns_record(poster_key),
             "_dmarc.poster.example": "v=DMARC1; p=none"}
-    line = b"The quick brown fox jumps over the lazy dog, and then over the list.\r\n"
-    head = (b"From: Poster <poster@poster.example>\r\nTo: bench@lists.example.org\r\n"
-            b"Subject: Benchmark post\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
-            b"Message-ID: <bench-1@poster.example>\r\nList-Id: <bench.lists.example.org>\r\n"
-            b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n")
-    post = head + line * max(1, (size - len(head)) // len(line))
-    raw = dkim.sign(post, b"s1", b"poster.example", private_pem(poster_key),
-                    include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"content-type"]) + post
+    raw = signed_post(size, poster_key)
     lp = ListPolicy(address=LIST, configured=True, mode="resign", footer="-- \n{list_name} list\n",
                     subject_prefix="[{list_name}] ", selector="bench", private_key="/k/bench.key",
                     arc_seal=True)
