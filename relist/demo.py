@@ -18,7 +18,6 @@ import smtplib
 import sqlite3
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,10 +176,7 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None, keep: str 
                       f"stand-in Mailman on 127.0.0.1:{mailman.port}; {len(posts)} posts", file=out)
                 refused = send_ingress(relist.ingress_port, posts)
                 print(f"    {len(mailman.messages)} reached Mailman, {refused} refused", file=out)
-                deadline = time.monotonic() + 10
-                # Two store writes per post: its record and its ingress copy.
-                while store.written + store.failures < 2 * len(posts) and time.monotonic() < deadline:
-                    time.sleep(0.05)
+                store.wait_handled(2 * len(posts))   # per post: its record and its ingress copy
             print(f"relist demo: relist on 127.0.0.1:{relist.port} -> sink MTA on 127.0.0.1:{sink.port}, "
                   f"DNS on {dns_server.nameserver}; {len(corpus)} transactions from {root}", file=out)
             replies = []
@@ -192,9 +188,7 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None, keep: str 
                         replies.append("250")
                     except smtplib.SMTPException as exc:
                         replies.append(str(getattr(exc, "smtp_code", exc)))
-            deadline = time.monotonic() + 10
-            while store.written + store.failures < len(corpus) + 2 * len(posts) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            store.wait_handled(len(corpus) + 2 * len(posts))
         db = sqlite3.connect(workdir / "relist.db")
         rows = db.execute("SELECT relist_id, list_address, steps, reply, size_in, size_out, duration_ms "
                           "FROM transactions ORDER BY rowid").fetchall()[len(posts):]

@@ -13,7 +13,6 @@ import logging
 import quopri
 import smtplib
 import sqlite3
-import time
 
 import dkim
 import pytest
@@ -75,9 +74,7 @@ def mails(sink: Sink) -> list[str]:
 
 def stored(srv, n: int, tmp_path) -> list[tuple[dict, dict, str]]:
     """(facts, upstream, reply) of the first ``n`` stored transactions."""
-    end = time.monotonic() + 5
-    while srv.relay.store.written < n and time.monotonic() < end:
-        time.sleep(0.02)
+    srv.relay.store.wait_handled(n, timeout=5)
     db = sqlite3.connect(tmp_path / "relist.db")
     rows = db.execute("SELECT facts, upstream, reply FROM transactions ORDER BY rowid").fetchall()
     return [(json.loads(f), json.loads(u), r) for f, u, r in rows]

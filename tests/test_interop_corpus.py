@@ -33,7 +33,6 @@ import smtplib
 import sqlite3
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,13 +225,6 @@ def list_settings(mode: str, list_keys, decorated: bool = True) -> dict:
             "subject_prefix": "[{list_name}] ", "arc_seal": True, **keys}
 
 
-def wait_written(store, n: int) -> None:
-    """Until the store's writer thread has handled ``n`` items (as relist/demo.py waits)."""
-    deadline = time.monotonic() + 20
-    while store.written + store.failures < n and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def relist_id_of(data: bytes) -> str | None:
     """The id in relist's own Received field (the topmost one naming relist)."""
     m = re.search(rb"\(relist\)\s+with ESMTP id ([^;\s]+)", data.partition(b"\r\n\r\n")[0])
@@ -266,7 +258,7 @@ def replay(mode: str, list_keys, dns, workdir, ingress: bool = False) -> Replay:
                 assert len(mailman.messages) == len(posts)
                 # Two store items per post (its ingress copy and its record) before any
                 # egress transaction looks the copies up.
-                wait_written(store, 2 * len(posts))
+                store.wait_handled(2 * len(posts), timeout=20)
                 assert (store.written, store.failures) == (2 * len(posts), 0)
             client = smtplib.SMTP("127.0.0.1", relist.port, timeout=30)
             client.ehlo("mailman.test")

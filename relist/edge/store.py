@@ -17,6 +17,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,17 @@ class Store:
         self._conn = connect(path)  # fail loudly at start-up, not per message
         self._local = threading.local()
         self._thread.start()
+
+    def wait_handled(self, n: int, timeout: float = 10) -> bool:
+        """Wait until the writer thread has handled ``n`` items (written or failed), at
+        most ``timeout`` seconds; True if it has.  For the demo and tests, which read
+        the database right after sending mail; the relay itself never waits."""
+        deadline = time.monotonic() + timeout
+        while self.written + self.failures < n:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def save(self, record: Record, upstream: dict[str, Reply], reply: Reply | None,
              duration_ms: float) -> None:
