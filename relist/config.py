@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from relist.core.errors import ConfigError
 from relist.core.policy import ListPolicy, RelayPolicy
-from relist.core.steps import list_headers
+from relist.core.steps import list_headers, sign
 
 __all__ = ["Config", "ConfigError", "load", "parse", "parse_hostport"]
 
@@ -314,12 +314,12 @@ def _check_rotation(values: dict[str, Any], where: str) -> None:
                           f"differ from private_key")
 
 
-def _check_identity(values: dict[str, Any], address: str, where: str) -> None:
+def _check_identity(lp: ListPolicy, where: str) -> None:
     """i= must be in the signing domain or a subdomain of it (RFC 6376 §3.5)."""
-    identity = values["signing_identity"]
+    identity = lp.signing_identity
     if not identity:
         return
-    domain = (values["signing_domain"] or address.rpartition("@")[2]).lower().rstrip(".")
+    domain = sign.signing_domain(lp)
     local, at, idomain = identity.rpartition("@")
     idomain = idomain.lower().rstrip(".")
     if not at or not identity.isascii() or any(c in identity for c in " ;\r\n\t") or not (
@@ -351,8 +351,8 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
             raise ConfigError(f"[lists.{address!r}]: the section name must be a list address like \"name@example.org\"")
         merged = {**defaults, **_section(LIST_SCHEMA, section, f"lists.{address!r}", fill=False)}
         _check_rotation(merged, f"lists.{address!r}")
-        _check_identity(merged, address, f"lists.{address!r}")
         lists.append(_list_policy(merged, address.lower(), True))
+        _check_identity(lists[-1], f"lists.{address!r}")
     hostname = sections["server"]["hostname"] or socket.getfqdn()
     relay = RelayPolicy(
         hostname=hostname,
