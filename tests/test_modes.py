@@ -211,15 +211,16 @@ def test_covered_header_change_that_keeps_the_signature_is_applied(monkeypatch):
     calls = []
     real = guard.recheck
 
-    def counting(msg, sigs, ctx, body_same=False):
-        calls.append(body_same)
-        return real(msg, sigs, ctx, body_same)
+    def counting(msg, sigs, ctx, body_same=False, before=None):
+        calls.append((body_same, before is not None))
+        return real(msg, sigs, ctx, body_same, before)
     monkeypatch.setattr(guard, "recheck", counting)
     raw = sign(b"Authentication-Results: mx.poster.example; spf=pass\r\n" + POST,
                headers=H + ("authentication-results",), canon=(b"simple", b"simple"))
     work, ctx = run(raw, relay_policy(mode="preserve"))
     assert note(work, "authres").action == Action.APPLIED
-    assert calls == [True]          # the header signature only: the body was not hashed again
+    # The header input only, compared with the message before (no body hash, no crypto).
+    assert calls == [(True, True)]
     assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["pass"]
 
 

@@ -20,6 +20,8 @@ known risk (RFC 6376 §8.2: content outside l= is unsigned).
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,9 +32,11 @@ from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, StepNote, Work
 
 __all__ = ["arrival_valid", "b_value", "covers_change", "guarded", "label", "recheck",
-           "same_body", "track", "why_broken"]
+           "same_body", "same_header_input", "track", "why_broken"]
 
 MAILMAN = "mailman"          # attribution: broken before relist saw it again (egress leg)
+_EOL = re.compile(rb"\r?\n")
+_WSP = re.compile(rb"[\t ]+")
 
 
 def label(sig: SignatureResult) -> str:
@@ -47,19 +51,91 @@ def arrival_valid(known) -> tuple[SignatureResult, ...]:
 
 def b_value(field: HeaderField) -> str | None:
     """A DKIM-Signature field's b= without white space (None when unreadable)."""
+    return _b_of(field.raw)
+
+
+@functools.lru_cache(maxsize=512)
+def _b_of(raw: bytes) -> str | None:
+    """``b_value`` by the field's bytes: one post's signature fields are looked at by
+    every guarded step, the tag list is parsed once."""
     try:
-        return strip_ws(parse_tags(field.value).get("b", "")) or None
+        return strip_ws(parse_tags(HeaderField(raw, "dkim-signature").value).get("b", "")) or None
     except TagError:
         return None
 
 
-def recheck(msg: RawMessage, sigs, ctx: Context, body_same: bool = False
-            ) -> dict[str, SignatureResult]:
+def _plain_fields(msg: RawMessage) -> bool:
+    """Every header line is a field as dkimpy reads it: a name right before the colon."""
+    for f in msg.fields:
+        name = f.name
+        if not name or f.raw[len(name):len(name) + 1] != b":":
+            return False
+    return True
+
+
+def _canonical_field(raw: bytes, relaxed: bool) -> bytes:
+    """One field as the DKIM header hash sees it (RFC 6376 §3.4.1/§3.4.2, in dkimpy's
+    reading: line endings as CRLF; relaxed: name lower-cased, value unfolded, runs of
+    WSP made one space, stripped)."""
+    colon = raw.index(b":")
+    name, value = raw[:colon], raw[colon + 1:]
+    if not relaxed:
+        return name + b":" + _EOL.sub(b"\r\n", value)
+    return name.lower() + b":" + _WSP.sub(b" ", _EOL.sub(b"", value)).strip() + b"\r\n"
+
+
+def _selected(msg: RawMessage, name: str, slots: int) -> list[bytes]:
+    """The raw instances of ``name`` that ``slots`` mentions in h= select (RFC 6376
+    §5.4.2: from the bottom up)."""
+    found = [f.raw for f in msg.fields if f.name == name]
+    found.reverse()
+    return found[:slots]
+
+
+def same_header_input(before: RawMessage, after: RawMessage, sig: SignatureResult) -> bool | None:
+    """Whether the header fields ``sig`` signs hash the same over ``before`` and ``after``.
+
+    No key and no crypto: a signature valid over ``before`` with the body unchanged
+    stays valid over ``after`` exactly when the header hash input is the same (the
+    same digest under the same key), i.e. when every field its h= selects
+    canonicalizes the same and its own field is unchanged.  Selection follows
+    dkimpy's verifier, which the full verify uses too (From is selected once more
+    than h= names it).  Only fields whose bytes differ are canonicalized.  None when
+    this cannot be decided so cheaply (own field changed, an unusual header line, a
+    shortened h= name in the result): the caller verifies instead.
+    """
+    if not sig.canonicalization or not _plain_fields(after) or not _plain_fields(before):
+        return None
+    if any(len(h) >= 80 or "?" in h for h in sig.headers):
+        return None          # the result's h= was made printable/bounded for display
+    own = [f.raw for f in before.get_all("dkim-signature") if b_value(f) == sig.b]
+    if len(own) != 1 or own != [f.raw for f in after.get_all("dkim-signature") if b_value(f) == sig.b]:
+        return None
+    relaxed = sig.canonicalization.startswith("relaxed/")
+    slots: dict[str, int] = {}
+    for h in sig.headers:
+        slots[h] = slots.get(h, 0) + 1
+    if "from" in slots:
+        slots["from"] += 1   # dkimpy's rule (its bug#644046): one more From than h= names
+    for name, count in slots.items():
+        old, new = _selected(before, name, count), _selected(after, name, count)
+        if len(old) != len(new):
+            return False
+        for a, b in zip(old, new):
+            if a != b and _canonical_field(a, relaxed) != _canonical_field(b, relaxed):
+                return False
+    return True
+
+
+def recheck(msg: RawMessage, sigs, ctx: Context, body_same: bool = False,
+            before: RawMessage | None = None) -> dict[str, SignatureResult]:
     """Each of ``sigs`` (arrival results) verified again over ``msg``, by b= value.
 
     A signature whose field is no longer in ``msg`` fails with "signature removed".
     ``body_same``: the body is the one these signatures last verified on, so only the
-    header signature is checked (the body is neither read nor hashed again).
+    header signature is checked (the body is neither read nor hashed again).  With
+    ``before`` as well (the message each of ``sigs`` is known valid on), the header
+    check is a comparison of the hash input (``same_header_input``), not a verify.
     """
     fields = msg.get_all("dkim-signature")
     where = {b_value(f): (i, f) for i, f in enumerate(fields)}
@@ -70,6 +146,13 @@ def recheck(msg: RawMessage, sigs, ctx: Context, body_same: bool = False
         if found is None:
             out[sig.b] = SignatureResult("dkim", Result.FAIL, "signature removed",
                                          domain=sig.domain, selector=sig.selector, b=sig.b)
+            continue
+        same = same_header_input(before, msg, sig) if body_same and before is not None else None
+        if same is not None:
+            out[sig.b] = replace(sig, result=Result.PASS if same else Result.FAIL, body_hash_ok=None,
+                                 header_hash_ok=same, index=found[0],
+                                 reason=sig.reason if same else
+                                 "signature did not verify (signed header fields changed)")
             continue
         if checker is None:
             raw = b"".join(f.raw for f in msg.fields) + msg.eol if body_same else msg.to_bytes()
@@ -145,7 +228,7 @@ def settle(before: Work, after: Work, ctx: Context, name: str) -> Work:
     tracked = [valid[b] for b in (k.intact or ()) if b in valid]
     affected = [s for s in tracked if covers_change(before.message, after.message, s)]
     same = same_body(before.message, after.message)
-    results = recheck(after.message, affected, ctx, same) if affected else {}
+    results = recheck(after.message, affected, ctx, same, before.message) if affected else {}
     broken = [s for s in affected if not results[s.b].passed]
     if broken and k.mode_chosen == "preserve":
         reasons = ", ".join(f"{label(s)} ({why_broken(results[s.b])})" for s in broken)

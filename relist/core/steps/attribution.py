@@ -35,7 +35,8 @@ def apply(work: Work, ctx: Context) -> Work:
     alive = [s for s in valid if s.b in set(k.intact or ())]
     changed = [s for s in alive if k.intact_on is not None
                and covers_change(k.intact_on, work.message, s)]
-    results = recheck(work.message, changed, ctx, same_body(k.intact_on, work.message)) if changed else {}
+    results = (recheck(work.message, changed, ctx, same_body(k.intact_on, work.message), k.intact_on)
+               if changed else {})
     late = {s.b for s in changed if not results[s.b].passed}
     breakage = (k.breakage + tuple((label(s), UNGUARDED) for s in alive if s.b in late)
                 + tuple((label(s), SURVIVED) for s in alive if s.b not in late))
