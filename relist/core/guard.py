@@ -224,6 +224,8 @@ def settle(before: Work, after: Work, ctx: Context, name: str) -> Work:
     if after.message == before.message:
         return after
     k = after.known
+    if k.intact == ():
+        return after     # nothing left to guard: a broken signature never comes back
     valid = {s.b: s for s in arrival_valid(k)}
     tracked = [valid[b] for b in (k.intact or ()) if b in valid]
     affected = [s for s in tracked if covers_change(before.message, after.message, s)]

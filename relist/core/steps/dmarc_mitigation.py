@@ -106,14 +106,16 @@ def surviving(msg: RawMessage, verdict, ctx: Context, known=None) -> tuple[bool,
     """Does a poster signature that passed and aligned on arrival still verify over
     ``msg`` (the current bytes)?  Keys come from ``ctx.facts``: no new DNS question.
     When relist.core.guard already checked these very bytes (``known.intact_on is
-    msg``), its answer (``known.intact``) is used instead of verifying again."""
+    msg``), or found every signature broken (``known.intact`` empty: a broken signature
+    never comes back, and the guard stops following the bytes), its answer is used
+    instead of verifying again."""
     aligned = {(a.domain, a.selector) for a in verdict.dmarc.alignment
                if a.aligned and not a.reason.startswith("key in testing")}
     wanted = {s.b: s for s in verdict.passing("dkim") if (s.domain, s.selector) in aligned and s.b}
     if not wanted:
         return False, "no aligned poster signature passed on arrival"
     intact = getattr(known, "intact", None)
-    if intact is not None and getattr(known, "intact_on", None) is msg:
+    if intact is not None and (not intact or getattr(known, "intact_on", None) is msg):
         alive = [wanted[b] for b in intact if b in wanted]
         if alive:
             s = alive[0]
