@@ -107,16 +107,20 @@ class Connection:
         assert self.reader is not None
         lines: list[str] = []
         try:
-            while True:
-                raw = await asyncio.wait_for(self.reader.readline(), timeout or self.timeout)
-                if not raw:
-                    raise _lost(what)
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if len(line) < 3 or not line[:3].isdigit():
-                    raise UpstreamError(Reply(451, "4.5.0", f"relist: upstream MTA sent a malformed reply {what}"))
-                lines.append(line[4:])
-                if len(line) == 3 or line[3] != "-":
-                    return parse_reply(int(line[:3]), lines)
+            # One deadline for the whole (possibly multi-line) reply; asyncio.timeout
+            # arms a timer only, where wait_for would wrap each read in a new task.
+            async with asyncio.timeout(timeout or self.timeout):
+                while True:
+                    raw = await self.reader.readline()
+                    if not raw:
+                        raise _lost(what)
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if len(line) < 3 or not line[:3].isdigit():
+                        raise UpstreamError(Reply(451, "4.5.0",
+                                                  f"relist: upstream MTA sent a malformed reply {what}"))
+                    lines.append(line[4:])
+                    if len(line) == 3 or line[3] != "-":
+                        return parse_reply(int(line[:3]), lines)
         except asyncio.TimeoutError:
             self.broken = True
             raise UpstreamError(Reply(451, "4.4.2", f"relist: upstream MTA timed out {what}; try again later")) from None
@@ -131,7 +135,11 @@ class Connection:
         assert self.writer is not None
         try:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
+            if self.writer.transport.get_write_buffer_size():
+                # The kernel did not take it all: wait (bounded) for the MTA to read.
+                await asyncio.wait_for(self.writer.drain(), self.timeout)
+            elif self.writer.transport.is_closing():
+                raise ConnectionResetError("connection closed")
         except asyncio.TimeoutError:
             self.broken = True
             raise UpstreamError(Reply(451, "4.4.2", f"relist: upstream MTA timed out {what}; try again later")) from None
