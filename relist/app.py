@@ -74,11 +74,11 @@ class Relay:
         self.resolver = resolver
         self.counters = {"messages": 0, "relayed": 0, "deferred": 0, "rejected": 0, "errors": 0}
 
-    async def facts_for(self, raw: bytes) -> Facts:
+    async def facts_for(self, raw: bytes | RawMessage) -> Facts:
         """Resolve every DNS question the core asks for ``raw``."""
         if self.resolver is None:
             return Facts()
-        msg = RawMessage.parse(raw)
+        msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)
         return await self.resolver.settle(lambda facts: core.plan(msg, self.config.relay, facts, self.steps))
 
     async def ingress_copies(self, raw: bytes) -> tuple[IngressCopy, ...]:
@@ -109,7 +109,8 @@ class Relay:
             hit = signcache.lookup(self.sign_cache, raw, ctx, self.steps)
             if hit is not None:
                 return hit
-        ctx = replace(ctx, facts=await self.facts_for(raw))
+        msg = RawMessage.parse(raw)
+        ctx = replace(ctx, facts=await self.facts_for(msg))
         if sign_once:
             work = functools.partial(signcache.process_with, self.sign_cache, raw, ctx, self.steps)
             if len(raw) > 256 * 1024:
@@ -121,7 +122,7 @@ class Relay:
         if len(raw) > 256 * 1024:
             outcome = await asyncio.to_thread(core.process, raw, ctx, self.steps)
         else:
-            outcome = core.process(raw, ctx, self.steps)
+            outcome = core.process(raw, ctx, self.steps, msg)
         if self.leg == "ingress" and self.store is not None and outcome.message is not None:
             # Keep the post as it arrived, for the egress path (relist.core.ingress).
             msg = RawMessage.parse(raw)

@@ -103,9 +103,10 @@ def plan(raw: bytes | RawMessage, policy: RelayPolicy, facts: Facts, steps=STEPS
     return frozenset(q for q in wanted if q not in facts.answers)
 
 
-def process(raw: bytes, ctx: Context, steps=STEPS) -> Outcome:
-    """Run ``steps`` over ``raw``; return what to relay, what to record, how to reply."""
-    work = Work(RawMessage.parse(raw))
+def process(raw: bytes, ctx: Context, steps=STEPS, parsed: RawMessage | None = None) -> Outcome:
+    """Run ``steps`` over ``raw``; return what to relay, what to record, how to reply.
+    ``parsed``: ``RawMessage.parse(raw)`` when the caller has it already (``plan``)."""
+    work = Work(parsed if parsed is not None else RawMessage.parse(raw))
     reply = None
     for step in steps:
         try:
