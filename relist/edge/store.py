@@ -11,17 +11,20 @@ database from version ``i`` to ``i + 1``.  Never edit a released migration: appe
 
 from __future__ import annotations
 
+import enum
 import json
-import zlib
+import json.encoder
 import logging
 import queue
 import sqlite3
 import threading
 import time
+import zlib
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from relist.core.model import Record, Reply
+from relist.core.model import Record, Reply, StepNote
 
 __all__ = ["MIGRATIONS", "Store", "connect", "record_row", "verdict_rows"]
 
@@ -141,7 +144,13 @@ def migrate(conn: sqlite3.Connection) -> int:
     return version
 
 
+_enc = json.encoder.encode_basestring_ascii   # json.dumps's string encoder (ensure_ascii)
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _jsonable(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if hasattr(value, "as_dict"):
         return value.as_dict()
     if isinstance(value, (list, tuple)):
@@ -153,6 +162,45 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+# The JSON columns are written exactly as ``json.dumps`` (default separators, ASCII)
+# writes them, only cheaper: what is the same in every record is encoded once.
+_NOTES_KNOWN = tuple(f.name for f in fields(StepNote)) == ("step", "action", "detail")
+_NOTE_HEADS: dict[tuple[str, str], str] = {}
+
+
+def _steps_json(notes: tuple[StepNote, ...]) -> str:
+    """``json.dumps([n.as_dict() for n in notes])``."""
+    if not _NOTES_KNOWN:   # StepNote has changed: the plain way
+        return json.dumps([n.as_dict() for n in notes])
+    heads = _NOTE_HEADS
+    parts = []
+    for n in notes:
+        head = heads.get((n.step, n.action))
+        if head is None:
+            if len(heads) >= 1024:
+                heads.clear()
+            head = heads[(n.step, n.action)] = (
+                f'{{"step": {_enc(n.step)}, "action": {_enc(str(n.action))}, "detail": ')
+        parts.append(head + _enc(n.detail) + "}")
+    return "[" + ", ".join(parts) + "]"
+
+
+def _line(reply: Reply) -> str:
+    """``reply.line()`` (one-line replies without its split and join)."""
+    text = reply.text
+    if "\n" in text:
+        return reply.line()
+    return f"{reply.code} {reply.enhanced} {text}" if reply.enhanced else f"{reply.code} {text}"
+
+
+def _upstream_json(upstream: dict[str, Reply]) -> str:
+    """``json.dumps({k: r.line() for k, r in upstream.items()})``."""
+    try:
+        return "{" + ", ".join(f"{_enc(k)}: {_enc(_line(r))}" for k, r in upstream.items()) + "}"
+    except TypeError:   # a key that is not a str: json.dumps's rules
+        return json.dumps({k: r.line() for k, r in upstream.items()})
+
+
 def record_row(record: Record, upstream: dict[str, Reply], reply: Reply | None,
                duration_ms: float) -> tuple:
     env = record.envelope
@@ -162,22 +210,38 @@ def record_row(record: Record, upstream: dict[str, Reply], reply: Reply | None,
         env.client_ip,
         env.client_helo,
         env.mail_from,
-        json.dumps(list(env.rcpt_tos)),
+        "[" + ", ".join(map(_enc, env.rcpt_tos)) + "]",
         record.message_id,
         record.list_address,
         record.size_in,
         record.size_out,
-        json.dumps([n.as_dict() for n in record.steps]),
+        _steps_json(record.steps),
         json.dumps({k: _jsonable(v) for k, v in record.extra}),
-        record.reply.line() if record.reply else None,
-        json.dumps({k: r.line() for k, r in upstream.items()}),
-        reply.line() if reply else "",
+        _line(record.reply) if record.reply else None,
+        _upstream_json(upstream),
+        _line(reply) if reply else "",
         round(duration_ms, 3),
     )
 
 
 def _flag(value: bool | None) -> int | None:
     return None if value is None else int(bool(value))
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """``value.as_dict()`` for the auth results (relist.core.auth.results), without
+    looking up the dataclass fields each time."""
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+    out = {}
+    for name in names:
+        v = getattr(value, name)
+        out[name] = v if type(v) in _PLAIN else _jsonable(v.value if isinstance(v, enum.Enum) else v)
+    return out
 
 
 def verdict_rows(record: Record) -> tuple[list[tuple], tuple | None]:
@@ -194,7 +258,7 @@ def verdict_rows(record: Record) -> tuple[list[tuple], tuple | None]:
             for idx, s in enumerate(sigs)]
     d, a = verdict.dmarc, verdict.arc
     row = (record.relist_id, verdict.from_domain, d.result, d.policy, int(d.testing),
-           d.policy_domain, d.record, json.dumps([x.as_dict() for x in d.alignment]), d.reason,
+           d.policy_domain, d.record, json.dumps([_as_dict(x) for x in d.alignment]), d.reason,
            a.cv, a.oldest_pass, a.reason)
     return rows, row
 
@@ -206,14 +270,26 @@ _INSERT_VERDICT = "INSERT OR REPLACE INTO verdicts VALUES (" + ",".join("?" * 12
 
 
 class Store:
-    """Asynchronous writer: ``save()`` never blocks and never raises."""
+    """Asynchronous writer: ``save()`` never blocks and never raises.
 
-    def __init__(self, path: str | Path, *, batch: int = 256):
+    ``save()`` only queues the record; the writer thread turns it into rows.  It
+    wakes for the first record, then lets ``linger`` seconds' worth of records
+    gather (at most ``batch``) and writes them in one transaction: one commit costs
+    the writer far more than a row does, and at a few hundred messages per second
+    per worker a commit per record was most of the store's CPU.  A record is
+    therefore in the database within about ``linger`` seconds; an ingress copy, which
+    the egress path may look for at once, and ``close()`` and ``wait_handled()``
+    write without waiting.
+    """
+
+    def __init__(self, path: str | Path, *, batch: int = 256, linger: float = 0.5):
         self.path = path
         self.batch = batch
+        self.linger = linger
         self.failures = 0
         self.written = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._flush = threading.Event()
         self._thread = threading.Thread(target=self._run, name="relist-store", daemon=True)
         self._conn = connect(path)  # fail loudly at start-up, not per message
         self._local = threading.local()
@@ -227,24 +303,25 @@ class Store:
         while self.written + self.failures < n:
             if time.monotonic() >= deadline:
                 return False
+            self._flush.set()   # write what is queued now, do not linger
             time.sleep(0.02)
         return True
 
     def save(self, record: Record, upstream: dict[str, Reply], reply: Reply | None,
              duration_ms: float) -> None:
-        try:
-            self._queue.put((record_row(record, upstream, reply, duration_ms),
-                             *verdict_rows(record)))
-        except Exception:  # noqa: BLE001 - the record is secondary to delivery
-            self.failures += 1
-            log.exception("%s: could not serialise the record", record.relist_id)
+        # Records are immutable; the rows are built by the writer (``_rows``), in
+        # batches.  ``upstream`` is the caller's dict: a copy, in case it changes.
+        self._queue.put((record, dict(upstream), reply, duration_ms))
+        if self._queue.qsize() >= self.batch:
+            self._flush.set()
 
     def save_ingress(self, relist_id: str, now: float, time_iso: str, retention: float,
                      message_id: str, fingerprint: str, raw: bytes) -> None:
         """Keep the ingress copy of a post for ``retention`` seconds (written by the
         writer thread, which also deletes expired copies; never blocks)."""
         self._queue.put(("ingress", (relist_id, time_iso, now + retention, message_id, fingerprint,
-                                     zlib.compress(raw, 1)), now))
+                                     raw), now))
+        self._flush.set()
 
     def ingress_candidates(self, message_id: str, now: float) -> list[tuple[str, bytes]]:
         """Unexpired ingress copies with this Message-ID: [(relist_id, raw)].
@@ -260,30 +337,62 @@ class Store:
         return [(rid, zlib.decompress(raw)) for rid, raw in rows]
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             item = self._queue.get()
             if item is None:
                 break
-            rows = [item]
-            stop = False
-            while len(rows) < self.batch:
+            # Let records gather (``save()``, ``save_ingress()``, ``close()`` and
+            # ``wait_handled()`` cut this short), then write them all, ``batch`` at a time.
+            self._flush.wait(self.linger)
+            self._flush.clear()
+            items = [item]
+            while not stop:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
                     stop = True
-                    break
-                rows.append(nxt)
-            self._write(rows)
-            if stop:
-                break
+                else:
+                    items.append(nxt)
+                    if len(items) >= self.batch:
+                        self._write(items)
+                        items = []
+            if items:
+                self._write(items)
         self._conn.close()
 
+    def _rows(self, items: list[tuple]) -> tuple[list, list, list, list]:
+        """(transactions, signatures, verdicts, ingress_posts) rows; an item that
+        cannot be turned into rows is counted, logged and left out."""
+        records, signatures, verdicts, ingress = [], [], [], []
+        for item in items:
+            try:
+                if isinstance(item[0], str):   # ("ingress", row, now)
+                    row = item[1]
+                    ingress.append(row[:5] + (zlib.compress(row[5], 1),))
+                    continue
+                record = item[0]
+                row = record_row(*item)
+                sigs, verdict = verdict_rows(record)
+            except Exception:  # noqa: BLE001 - the record is secondary to delivery
+                self.failures += 1
+                log.exception("%s: could not serialise the record",
+                              item[1][0] if isinstance(item[0], str) else getattr(item[0], "relist_id", "?"))
+                continue
+            records.append(row)
+            signatures.extend(sigs)
+            if verdict is not None:
+                verdicts.append(verdict)
+        return records, signatures, verdicts, ingress
+
     def _write(self, items: list[tuple]) -> None:
-        ingress = [item[1] for item in items if item[0] == "ingress"]
-        now = max((item[2] for item in items if item[0] == "ingress"), default=0)
-        rows = [item for item in items if item[0] != "ingress"]
+        now = max((item[2] for item in items if isinstance(item[0], str)), default=0)
+        records, signatures, verdicts, ingress = self._rows(items)
+        n = len(records) + len(ingress)
+        if not n:
+            return
         conn = self._conn
         try:
             conn.execute("BEGIN")
@@ -291,22 +400,25 @@ class Store:
                 if ingress:
                     conn.executemany(_INSERT_INGRESS, ingress)
                     conn.execute("DELETE FROM ingress_posts WHERE expires < ?", (now,))
-                conn.executemany(_INSERT, [r[0] for r in rows])
-                conn.executemany(_INSERT_SIGNATURE, [s for r in rows for s in r[1]])
-                conn.executemany(_INSERT_VERDICT, [r[2] for r in rows if r[2] is not None])
+                if records:
+                    conn.executemany(_INSERT, records)
+                if signatures:
+                    conn.executemany(_INSERT_SIGNATURE, signatures)
+                if verdicts:
+                    conn.executemany(_INSERT_VERDICT, verdicts)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            self.written += len(items)
+            self.written += n
         except sqlite3.Error as exc:
-            self.failures += len(items)
+            self.failures += n
             log.error("store: %d record(s) not written (%s); mail is not affected; "
-                      "ids: %s", len(items), exc,
-                      ",".join(str(i[1][0] if i[0] == "ingress" else i[0][0]) for i in items[:10]))
+                      "ids: %s", n, exc, ",".join(str(r[0]) for r in (records + ingress)[:10]))
 
     def close(self, timeout: float = 10) -> None:
         """Flush what is queued and stop the writer thread."""
         self._queue.put(None)
+        self._flush.set()
         self._thread.join(timeout)

@@ -1,0 +1,140 @@
+"""CPU the SQLite store costs per relayed message: ``Store.save()`` on the caller's
+(event loop) thread plus the writer thread's time, per record.
+
+    .venv/bin/python bench/bench_store.py [--n 3000] [--rate 300] [--burst] [--rounds 3]
+                                          [--recipients 1] [--compare REV] [--linger S]
+
+The record is a real one: ``pipeline.process`` over the post ``bench_relay --resign``
+sends (``profile_core.setup()``: poster DKIM + DMARC verified, footer, Subject prefix,
+rsa-sha256 signature, ARC seal), given a fresh relist id per save.  Paced (default):
+``--rate`` saves per second, as one relay worker makes them (issue 5's re-sign figure
+is a few hundred per worker), so the writer sees the batches it sees in production.
+``--burst``: all saves at once, the writer drains full batches.
+
+The caller's CPU is ``time.thread_time()`` around each ``save()``; the writer's is its
+own thread CPU clock (``time.pthread_getcpuclockid``) from the first save until it
+has written every record.  ``--compare REV`` loads ``relist/edge/store.py`` as of git
+revision REV beside the working tree's and alternates the two (same run, same
+machine load), each on its own fresh database in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from profile_core import setup  # noqa: E402 - the post bench_relay --resign sends
+from relist.app import new_relist_id  # noqa: E402
+from relist.core import pipeline  # noqa: E402
+from relist.core.model import Envelope, Reply  # noqa: E402
+from relist.edge import store as current_store  # noqa: E402
+
+
+def load_store_at(rev: str):
+    """relist/edge/store.py as of git revision ``rev``, as a separate module."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:relist/edge/store.py"],
+                            check=True, capture_output=True).stdout
+    spec = importlib.util.spec_from_loader(f"store_at_{rev}", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, f"store.py@{rev}", "exec"), module.__dict__)  # noqa: S102 - our own file
+    return module
+
+
+def records(n: int, recipients: int):
+    raw, ctx = setup(4096)
+    rcpts = tuple(f"m{i}@example.com" for i in range(recipients))
+    ctx = replace(ctx, envelope=replace(ctx.envelope, rcpt_tos=rcpts))
+    outcome = pipeline.process(raw, ctx)
+    assert outcome.message is not None and outcome.record.verdict is not None
+    record = outcome.record
+    upstream = {r: Reply(250, "2.1.5", "Ok") for r in rcpts}
+    upstream["DATA"] = Reply(250, "2.0.0", "Ok: queued as 4XyZ1234")
+    reply = Reply(250, "2.0.0", f"Ok: queued as {record.relist_id}")
+    return [replace(record, relist_id=new_relist_id()) for _ in range(n)], upstream, reply
+
+
+def run_once(module, path: Path, recs, upstream, reply, rate: float | None,
+             options: dict) -> tuple[float, float, float]:
+    """(save µs, writer µs, records per commit) per record."""
+    store = module.Store(path, **options)
+    writes = 0
+    real_write = store._write
+
+    def counting_write(items):
+        nonlocal writes
+        writes += 1
+        return real_write(items)
+
+    store._write = counting_write
+    clock = time.pthread_getcpuclockid(store._thread.ident)
+    w0 = time.clock_gettime(clock)
+    spent = 0.0
+    interval = 1 / rate if rate else 0
+    due = time.monotonic()
+    for rec in recs:
+        t = time.thread_time()
+        store.save(rec, upstream, reply, 12.345)
+        spent += time.thread_time() - t
+        if interval:
+            due += interval
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+    assert store.wait_handled(len(recs), timeout=120), "the writer did not finish"
+    writer = time.clock_gettime(clock) - w0
+    assert store.failures == 0 and store.written == len(recs)
+    store.close()
+    n = len(recs)
+    return spent / n * 1e6, writer / n * 1e6, n / max(writes, 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=3000, help="records per round")
+    ap.add_argument("--rate", type=float, default=300, help="saves per second (paced mode)")
+    ap.add_argument("--burst", action="store_true", help="save all at once, no pacing")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--recipients", type=int, default=1)
+    ap.add_argument("--compare", metavar="REV", help="also run store.py as of this git revision")
+    ap.add_argument("--linger", type=float, help="Store(linger=...) for the working tree's store")
+    args = ap.parse_args()
+    recs, upstream, reply = records(args.n * args.rounds * (2 if args.compare else 1), args.recipients)
+    variants = [("working tree", current_store)]
+    if args.compare:
+        variants.insert(0, (args.compare, load_store_at(args.compare)))
+    rate = None if args.burst else args.rate
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in variants}
+    print(f"{args.n} records per round, {'burst' if args.burst else f'{args.rate:.0f}/s'}, "
+          f"{args.recipients} recipient(s), {len(recs[0].steps)} step notes, "
+          f"{len(recs[0].verdict.signatures)} signature(s)")
+    with tempfile.TemporaryDirectory() as tmp:
+        k = 0
+        for rnd in range(args.rounds):
+            for name, module in variants:
+                chunk, k = recs[k:k + args.n], k + args.n
+                r = run_once(module, Path(tmp) / f"{rnd}-{len(results[name])}-{name[:8]}.db",
+                             chunk, upstream, reply, rate,
+                             {"linger": args.linger} if args.linger is not None and module is current_store else {})
+                results[name].append(r)
+                print(f"  round {rnd + 1} {name:<14} save {r[0]:7.1f} µs  writer {r[1]:7.1f} µs  "
+                      f"total {r[0] + r[1]:7.1f} µs per record  ({r[2]:.1f} records per commit)")
+    for name, rs in results.items():
+        save, writer = statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)
+        print(f"{name:<14} median: save {save:7.1f} µs + writer {writer:7.1f} µs = "
+              f"{save + writer:7.1f} µs CPU per record")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
