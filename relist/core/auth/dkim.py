@@ -14,7 +14,9 @@ relist classifies; dkimpy canonicalizes and does the crypto.  The order:
    told apart from changed header fields), then the header hash with dkimpy's
    canonicalization and header selection; the RSA check itself is OpenSSL's (through
    ``cryptography``: dkimpy's pure-Python RSA took ~0.5 ms a signature), Ed25519 is
-   dkimpy's (PyNaCl);
+   dkimpy's (PyNaCl).  For speed, dkimpy's message parse, its b= removal, relaxed
+   canonicalization and header selection are re-done here with the same results
+   (tests/test_verify_fastpaths.py compares each with dkimpy's);
 5. RFC 8301: rsa-sha1 (§3.1) and RSA keys under ``min_key_bits`` (§3.2) ``fail``
    even when the crypto holds; the reason says so.
 """
@@ -33,7 +35,10 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
+from dkim.canonicalization import (
+    CanonicalizationPolicy, InvalidCanonicalizationPolicyError, Relaxed, correct_empty_body,
+    strip_trailing_lines,
+)
 
 from relist.core.auth.keys import KeyProblem, KeyRecord, key_name, lookup_key
 from relist.core.auth.results import Result, SignatureResult
@@ -47,6 +52,22 @@ REQUIRED = ("v", "a", "b", "bh", "d", "h", "s")   # RFC 6376 §3.5
 ALGORITHMS = {"rsa-sha256": ("rsa", "sha256"), "ed25519-sha256": ("ed25519", "sha256"),
               "rsa-sha1": ("rsa", "sha1")}
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
+_QP = re.compile(r"=([0-9A-Fa-f]{2})")
+_DIGITS_12 = re.compile(r"\d{1,12}")
+_DIGITS_76 = re.compile(r"\d{1,76}")
+# dkimpy's RE_BTAG (``[;\s]b FWS =`` then ``(FWS b64-char)*`` then an optional final
+# line ending, replaced by its first group), rewritten: each FWS is ``\s*`` (FWS
+# matches exactly the runs of white space, and a greedy ``(\s* X)*`` ends at the last
+# X of the longest run of white space and X); the delimiter before ``b`` is a
+# lookbehind (it is kept either way, and no match ends with one but at the end of
+# the value), so the pattern starts with a literal.  Same substitution;
+# dkimpy's nested optional groups cost ~30 µs on a 2048-bit b=.
+_BTAG = re.compile(rb"(b(?<=[;\s]b)\s*=)(?:[\sa-zA-Z0-9+/=]*[a-zA-Z0-9+/=])?(?:\r?\n\Z)?")
+# dkimpy's compress_whitespace (``[\t ]+`` to one SP) changes only runs that are not a
+# single SP: those are the runs of two or more, and a lone HTAB.
+_WSP_RUN = re.compile(rb"[\t ]{2,}|\t")
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 _HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 _PREHASHED = {"sha256": Prehashed(hashes.SHA256()), "sha1": Prehashed(hashes.SHA1())}
 
@@ -68,27 +89,76 @@ def _text(raw: bytes) -> str:
 
 def _safe(value: str, limit: int = 80) -> str:
     """For reasons and display: printable, bounded."""
-    value = "".join(ch if ch.isprintable() else "?" for ch in value)
-    return value[:limit]
+    value = value[:limit]
+    if value.isprintable():
+        return value
+    return "".join(ch if ch.isprintable() else "?" for ch in value)
 
 
 def _qp_decode(value: str) -> str:
     """dkim-quoted-printable (RFC 6376 §2.11), used by i=."""
     value = strip_ws(value)
-    return re.sub(r"=([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    if "=" not in value:
+        return value
+    return _QP.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+
+def _compress_wsp(value: bytes) -> bytes:
+    """dkimpy's ``compress_whitespace``: every run of SP/HTAB becomes one SP."""
+    if value.find(b"\t") >= 0 or value.find(b"  ") >= 0:   # (find: faster than ``in``)
+        return _WSP_RUN.sub(b" ", value)
+    return value
+
+
+def _relaxed_body(body: bytes) -> bytes:
+    """dkimpy's ``Relaxed.canonicalize_body`` (RFC 6376 §3.4.4), each pass skipped
+    when it has nothing to change (dkimpy's regexes took ~110 µs on a 4 KiB body)."""
+    if b" \r\n" in body or b"\t\r\n" in body:
+        body = _TRAILING_WSP.sub(b"\r\n", body)
+    return correct_empty_body(strip_trailing_lines(_compress_wsp(body)))
+
+
+def _relaxed_headers(headers) -> list[tuple[bytes, bytes]]:
+    """dkimpy's ``Relaxed.canonicalize_headers`` (RFC 6376 §3.4.2): name lower-cased
+    and right-stripped; value unfolded (every ``\r?\n`` removed), SP/HTAB runs made
+    one SP, stripped, CRLF added."""
+    values = [value for _, value in headers]
+    joined = b"\0".join(values)
+    if joined.count(b"\0") == len(values) - 1:
+        # No value holds a NUL: do the unfolding and compressing once over all of
+        # them, NUL-separated (neither pass matches a NUL, so none spans two values).
+        if joined.find(b"\n") >= 0:
+            joined = joined.replace(b"\r\n", b"").replace(b"\n", b"")
+        if joined.find(b"\t") >= 0 or joined.find(b"  ") >= 0:
+            joined = _WSP_RUN.sub(b" ", joined)
+        values = joined.split(b"\0")
+    else:
+        values = [_compress_wsp(v.replace(b"\r\n", b"").replace(b"\n", b"")) for v in values]
+    return [(name.lower().rstrip(), value.strip() + b"\r\n")
+            for (name, _), value in zip(headers, values)]
+
+
+@functools.lru_cache(maxsize=64)
+def _canon_policy(c: str) -> CanonicalizationPolicy:
+    """dkimpy's policy for a c= value (cached; errors raise, uncached)."""
+    return CanonicalizationPolicy.from_c_value(c.encode("ascii"))
 
 
 def body_hash(body: bytes, canonicalization: str, hash_name: str, length: int | None
               ) -> tuple[bytes, int]:
     """bh= for ``body`` (RFC 6376 §3.7) and the canonical body's length."""
-    policy = CanonicalizationPolicy.from_c_value(canonicalization.encode("ascii"))
-    canon = policy.canonicalize_body(body)
+    policy = _canon_policy(canonicalization)
+    if policy.body_algorithm is Relaxed:
+        canon = _relaxed_body(body)
+    else:
+        canon = policy.canonicalize_body(body)
     total = len(canon)
     if length is not None:
         canon = canon[:length]
     return _HASHERS[hash_name](canon).digest(), total
 
 
+@functools.lru_cache(maxsize=256)
 def _canon(c: str) -> str | None:
     """c= with the defaults filled in (§3.5: simple/simple; one value: body simple)."""
     header, _, body = (c or "simple/simple").lower().partition("/")
@@ -113,13 +183,16 @@ def signature_question(value: bytes) -> tuple[str, str] | None:
 def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = "dkim"
                      ) -> SignatureResult:
     """Verify the ``index``-th DKIM-Signature (top first) whose value is ``value``."""
-    base = SignatureResult(kind=kind, result=Result.PERMERROR, reason="", index=index)
 
     def done(result: Result, reason: str, **more) -> SignatureResult:
         fields = {**partial, **more}
+        if "b" not in fields and tags is not None:
+            # Before b= is checked (and kept whole): its base64 characters, bounded.
+            fields["b"] = _NOT_B64.sub("", tags.get("b", ""))[:1024]
         return SignatureResult(kind=kind, result=result, reason=reason, index=index, **fields)
 
     partial: dict = {}
+    tags = None
     try:
         tags = parse_tags(value)
     except TagError as exc:
@@ -128,7 +201,6 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
         "domain": _safe(tags.get("d", ""), 255).lower(),
         "selector": _safe(tags.get("s", ""), 255),
         "algorithm": _safe(tags.get("a", ""), 40).lower(),
-        "b": re.sub(r"[^A-Za-z0-9+/=]", "", tags.get("b", ""))[:1024],
     }
     for tag in REQUIRED:
         if tag not in tags:
@@ -143,11 +215,14 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
     if canonicalization is None:
         return done(Result.NEUTRAL, f"unsupported canonicalization c={_safe(tags.get('c', ''), 40)}")
     partial["canonicalization"] = canonicalization
-    methods = [m.strip(" \t\r\n").lower() for m in tags.get("q", "dns/txt").split(":")]
-    if "dns/txt" not in methods:
+    q = tags.get("q", "dns/txt")
+    if q != "dns/txt" and "dns/txt" not in [m.strip(" \t\r\n").lower() for m in q.split(":")]:
         return done(Result.NEUTRAL, f"unsupported query method q={_safe(tags.get('q', ''), 40)}")
-    headers = tuple(h.strip(" \t\r\n").lower() for h in tags["h"].split(":"))
-    partial["headers"] = tuple(_safe(h, 80) for h in headers)
+    headers = tuple([h.strip(" \t\r\n").lower() for h in tags["h"].split(":")])
+    if max(map(len, headers)) <= 80 and "".join(headers).isprintable():
+        partial["headers"] = headers        # what _safe would give: printable, short
+    else:
+        partial["headers"] = tuple([_safe(h, 80) for h in headers])
     b, bh = strip_ws(tags["b"]), strip_ws(tags["bh"])
     if not b or not _B64.match(b) or len(b) % 4:
         return done(Result.PERMERROR, "b= is not valid base64")
@@ -170,14 +245,14 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
         return done(Result.PERMERROR, "h= does not include From (RFC 6376 §5.4)")
     length = None
     if "l" in tags:
-        if not re.fullmatch(r"\d{1,76}", tags["l"]):
+        if not _DIGITS_76.fullmatch(tags["l"]):
             return done(Result.PERMERROR, "l= is not a decimal number")
         length = int(tags["l"])
         partial["body_length"] = length
     times = {}
     for tag in ("t", "x"):
         if tag in tags:
-            if not re.fullmatch(r"\d{1,12}", tags[tag]):
+            if not _DIGITS_12.fullmatch(tags[tag]):
                 return done(Result.PERMERROR, f"{tag}= is not a decimal number of at most 12 digits")
             times[tag] = int(tags[tag])
     partial["timestamp"], partial["expiration"] = times.get("t"), times.get("x")
@@ -204,7 +279,7 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
     if checker.dkim is None:
         return done(Result.PERMERROR, f"message could not be read: {checker.dkim_error}")
     body_ok, header_ok, detail = _crypto(checker, index, tags, canonicalization, hash_name,
-                                         length, key, headers, partial)
+                                         length, key, headers, partial, b, bh)
     if detail:
         return done(Result.PERMERROR, detail)
     notes = []
@@ -235,10 +310,11 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
 
 def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization: str,
             hash_name: str, length: int | None, key: KeyRecord, headers: tuple[str, ...],
-            partial: dict) -> tuple[bool | None, bool | None, str]:
-    """(body_hash_ok, header_hash_ok, error) using dkimpy's canonicalization and crypto."""
+            partial: dict, b: str, bh: str) -> tuple[bool | None, bool | None, str]:
+    """(body_hash_ok, header_hash_ok, error) using dkimpy's canonicalization and crypto;
+    ``b`` and ``bh`` are the tags' values without white space, checked as base64."""
     signer = checker.dkim
-    bh_expected = base64.b64decode(strip_ws(tags["bh"]))
+    bh_expected = base64.b64decode(bh)
     digest, total = body_hash(signer.body, canonicalization, hash_name, length)
     partial["body_total"] = total
     body_ok = digest == bh_expected
@@ -254,7 +330,7 @@ def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization
     signer.pk, signer.keysize, signer.ktag, signer.seqtlsrpt = pk, keysize, ktag, False
     signer.minkey = 0   # the size rule is applied by the caller, with its own reason
     sig = {b"a": tags["a"].lower().encode("ascii"),
-           b"b": strip_ws(tags["b"]).encode("ascii"),
+           b"b": b.encode("ascii"),
            b"c": canonicalization.encode("ascii")}   # no bh=: the body was checked above
     include = [h.encode("utf-8", "surrogateescape") for h in headers]
     try:
@@ -291,25 +367,35 @@ def _rsa_header_ok(signer, sig: dict, include: list[bytes], sig_field, hash_name
         public = _rsa_public_key(signer.pk["modulus"], signer.pk["publicExponent"])
     except (ValueError, TypeError, UnsupportedAlgorithm):
         return bool(signer.verify_sig_process(sig, include, sig_field, None))
-    policy = CanonicalizationPolicy.from_c_value(sig[b"c"])
+    relaxed = sig[b"c"].partition(b"/")[0] == b"relaxed"   # c= checked by _canon
     if b"from" in include:
         include = include + [b"from"]
     h = _HASHERS[hash_name]()
     # dkimpy's hash_headers over canonicalize_headers(all fields), canonicalizing only
     # the fields h= selects: selection is by the canonical name, which relaxed
     # lowercases and right-strips (RFC 6376 §3.4.2) and simple keeps as it is (dkimpy
-    # then lowercases it to compare).
-    relaxed = policy.header_algorithm.name == b"relaxed"
-    names = [(x.lower().rstrip() if relaxed else x) for x, _ in signer.headers]
-    chosen = dkimpy.select_headers(list(zip(names, range(len(names)))), include)
-    selected = policy.canonicalize_headers([signer.headers[i] for _, i in chosen])
+    # then lowercases it to compare).  dkimpy's select_headers takes, for each h= name
+    # in turn, the bottom-most field of that name not taken yet (scanning upwards from
+    # the last one taken); here each name's positions, top first, are popped from the
+    # end.  tests/test_verify_fastpaths.py compares this with verify_sig_process.
+    positions: dict[bytes, list[int]] = {}
+    for i, (x, _) in enumerate(signer.headers):
+        positions.setdefault(x.lower().rstrip() if relaxed else x.lower(), []).append(i)
+    chosen = []
+    for name in include:
+        found = positions.get(name)
+        if found:
+            chosen.append(signer.headers[found.pop()])
     # The rest of hash_headers: the signature field with b= emptied, no trailing CRLF.
-    own = policy.canonicalize_headers([(sig_field[0], dkimpy.RE_BTAG.sub(b"\\1", sig_field[1]))])
-    for x, y in selected + [(x, y.rstrip()) for x, y in own]:
-        h.update(x)
-        h.update(b":")
-        h.update(y)
-    signature = base64.b64decode(re.sub(rb"\s+", b"", sig[b"b"]))
+    own = [(sig_field[0], _BTAG.sub(b"\\1", sig_field[1]))]
+    if relaxed:
+        canonical = _relaxed_headers(chosen + own)
+        selected, own = canonical[:-1], canonical[-1:]
+    else:
+        selected = chosen
+    h.update(b"".join([x + b":" + y for x, y in selected] + [x + b":" + y.rstrip() for x, y in own]))
+    # b= is the tag's value without white space, checked as base64 (verify_signature).
+    signature = base64.b64decode(sig[b"b"])
     size = (public.key_size + 7) // 8
     if len(signature) > size:
         return False
@@ -322,9 +408,87 @@ def _rsa_header_ok(signer, sig: dict, include: list[bytes], sig_field, hash_name
         return False
 
 
+_FIELD_START = re.compile(rb"([\x21-\x7e]+?):")    # dkimpy's, precompiled
+# One header field as dkimpy reads it: its name rule, then the rest of the line and
+# every continuation line (one starting with SP or HTAB), line endings included.
+_FIELD = re.compile(rb"([\x21-\x7e]+?):([^\n]*\n(?:[ \t][^\n]*\n)*)")
+
+
+def _rfc822_parse(raw: bytes) -> tuple[list, bytes]:
+    """dkimpy's ``rfc822_parse``: the same (headers, body), the same errors, faster.
+
+    The common case first: a message whose every LF ends a CRLF and whose header
+    block (up to the first CRLFCRLF) is a run of well-formed fields.  There the
+    first empty line is the one after that CRLFCRLF's first CRLF, dkimpy's value of
+    each field is its bytes after the colon (its lines already end in CRLF) and the
+    body is the bytes after the empty line.  Anything else (bare LF, a ``From `` line,
+    a line that is no field, a leading continuation or empty line) goes to
+    ``_rfc822_lines``, dkimpy's loop.
+    """
+    end = raw.find(b"\r\n\r\n")
+    if end > 0 and raw[:2] != b"\r\n" and raw.count(b"\n") == raw.count(b"\r\n"):
+        block = raw[:end + 2]
+        headers = []
+        pos = 0
+        for m in _FIELD.finditer(block):
+            if m.start() != pos:
+                break
+            headers.append([m.group(1), m.group(2)])
+            pos = m.end()
+        if pos == len(block):
+            return headers, raw[end + 4:]
+    return _rfc822_lines(raw)
+
+
+def _rfc822_lines(raw: bytes) -> tuple[list, bytes]:
+    """dkimpy's ``rfc822_parse`` line by line, the same (headers, body), the same errors.
+
+    dkimpy splits the whole message on ``\r?\n``, reads header lines up to the first
+    empty one, and joins the lines after it with CRLF.  Here the lines are found one
+    by one only up to that empty line (each read by dkimpy's rules: a continuation
+    line is appended to the previous field, IndexError when there is none, as
+    dkimpy's; a ``From `` line is skipped; anything else is a MessageFormatError);
+    the body is the rest with every ``\r?\n`` made CRLF, which is what the split
+    and join give.  tests/test_verify_fastpaths.py compares the two.
+    """
+    headers: list = []
+    start, n = 0, len(raw)
+    while start < n:
+        end = raw.find(b"\n", start)
+        if end < 0:
+            line, start = raw[start:], n
+        else:
+            line, start = raw[start:end], end + 1
+            if line[-1:] == b"\r":
+                line = line[:-1]
+        if not line:                                 # the empty line: the body follows
+            rest = raw[start:]
+            if rest.count(b"\n") != rest.count(b"\r\n"):
+                rest = rest.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            return headers, rest
+        if line[0] in (0x09, 0x20):
+            headers[-1][1] += line + b"\r\n"
+        else:
+            m = _FIELD_START.match(line)
+            if m is not None:
+                headers.append([m.group(1), line[m.end(0):] + b"\r\n"])
+            elif not line.startswith(b"From "):
+                raise dkimpy.MessageFormatError("Unexpected characters in RFC822 header: %s" % line)
+    return headers, b""
+
+
 def open_message(raw: bytes) -> tuple[object, str]:
-    """A dkimpy ``DKIM`` over ``raw`` (or None and why dkimpy cannot read it)."""
+    """A dkimpy ``DKIM`` over ``raw`` (or None and why dkimpy cannot read it).
+
+    The same object ``dkimpy.DKIM(raw, minkey=0)`` builds; the parse is
+    ``_rfc822_parse`` (dkimpy's result, a quarter of its time on a 4 KiB post).
+    """
     try:
-        return dkimpy.DKIM(raw, minkey=0), ""
+        if not raw:
+            return dkimpy.DKIM(raw, minkey=0), ""
+        headers, body = _rfc822_parse(raw)
+        signer = dkimpy.DKIM(None, minkey=0)
+        signer.headers, signer.body = headers, body
+        return signer, ""
     except dkimpy.DKIMException as exc:
         return None, _safe(str(exc))

@@ -32,7 +32,7 @@ from email.utils import getaddresses
 from relist.core.auth.results import Alignment, DmarcResult, SignatureResult
 from relist.core.auth.tags import TagError, parse_tags, valid_domain
 from relist.core.facts import Facts, Question, Status
-from relist.core.message import RawMessage
+from relist.core.message import HeaderField, RawMessage
 
 __all__ = ["MAX_QUERIES", "author_domain", "evaluate", "questions", "walk", "walk_targets"]
 
@@ -72,6 +72,17 @@ class Walk:
 
 def walk_targets(domain: str) -> list[str]:
     """The names (without ``_dmarc.``) the Tree Walk queries, in order (§4.10)."""
+    return [name for name, _ in _targets(domain)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _targets(domain: str) -> tuple[tuple[str, Question], ...]:
+    """(name, its ``_dmarc.`` question) for each name the walk queries; cached, the
+    same author domains come back post after post."""
+    return tuple((name, _question(name)) for name in _walk_names(domain))
+
+
+def _walk_names(domain: str) -> list[str]:
     labels = domain.split(".")
     rest = labels[1:] if len(labels) < 8 else labels[-7:]
     names = [domain]
@@ -90,31 +101,41 @@ def walk(domain: str, facts: Facts, stop_after_first: bool = False) -> Walk:
     found: list[Record] = []
     notes: list[str] = []
     queries = 0
-    for n, name in enumerate(walk_targets(domain)):
-        q = _question(name)
-        if q not in facts.answers:
+    for n, (name, q) in enumerate(_targets(domain)):
+        answer = facts.answers.get(q)
+        if answer is None:
             return Walk(domain, tuple(found), q, "", queries, tuple(notes), n > 0)
         queries += 1
-        answer = facts.answers[q]
         if answer.status == Status.TEMPERROR:
             return Walk(domain, tuple(found), None, name, queries, tuple(notes), n > 0)
-        texts = [r.decode("utf-8", "replace") for r in answer.records
-                 if answer.status == Status.FOUND]
-        texts = [t for t in texts if _VERSION.match(t)]
-        if len(texts) > 1:
-            notes.append(f"{len(texts)} DMARC records at _dmarc.{name}: all discarded")
-        elif texts:
-            try:
-                rec = Record(name, texts[0], parse_tags(texts[0]))
-            except TagError as exc:
-                notes.append(f"invalid DMARC record at _dmarc.{name}: {exc}")
-            else:
-                found.append(rec)
-                if rec.psd in ("y", "n"):
-                    break
+        rec, note = _read(name, tuple(answer.records) if answer.status == Status.FOUND else ())
+        if note:
+            notes.append(note)
+        elif rec is not None:
+            found.append(rec)
+            if rec.psd in ("y", "n"):
+                break
         if stop_after_first and n == 0 and found:
             return Walk(domain, tuple(found), None, "", queries, tuple(notes), True)
     return Walk(domain, tuple(found), None, "", queries, tuple(notes), True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _read(name: str, records: tuple[bytes, ...]) -> tuple[Record | None, str]:
+    """(the DMARC record at ``_dmarc.<name>``, or a note why none is used) from the TXT
+    records found there.  Cached: a pure function of its arguments, and the same
+    policy records come back post after post (Record is frozen; its tags are only
+    read)."""
+    texts = [r.decode("utf-8", "replace") for r in records]
+    texts = [t for t in texts if _VERSION.match(t)]
+    if len(texts) > 1:
+        return None, f"{len(texts)} DMARC records at _dmarc.{name}: all discarded"
+    if texts:
+        try:
+            return Record(name, texts[0], parse_tags(texts[0])), ""
+        except TagError as exc:
+            return None, f"invalid DMARC record at _dmarc.{name}: {exc}"
+    return None, ""
 
 
 def org_domain(w: Walk) -> str:
@@ -137,7 +158,14 @@ def author_domain(msg: RawMessage) -> tuple[str, str]:
         return "", "no From field"
     if len(froms) > 1:
         return "", f"{len(froms)} From fields"
-    return _from_domain(froms[0].text())
+    return _from_field(froms[0].raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_field(raw: bytes) -> tuple[str, str]:
+    # Cached by the field's bytes: its text() (an unfolding regex) is a pure function
+    # of them.
+    return _from_domain(HeaderField(raw, "from").text())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -294,10 +322,10 @@ def evaluate(msg: RawMessage, facts: Facts, signatures: tuple[SignatureResult, .
     comment = f"p={policy}" + (f" ({tag})" if tag != "p" else "") + (" t=y" if testing else "")
     if problem:
         comment += f"; {problem}"
-    if any(a.aligned for a in counted):
-        a = next(a for a in counted if a.aligned)
-        return DmarcResult(result="pass", alignment=tuple(alignments),
-                           reason=f"{comment}; aligned DKIM d={a.domain} ({a.mode})", **base)
+    for a in counted:
+        if a.aligned:
+            return DmarcResult(result="pass", alignment=tuple(alignments),
+                               reason=f"{comment}; aligned DKIM d={a.domain} ({a.mode})", **base)
     if any(a.aligned is None for a in counted):
         return DmarcResult(result="temperror", alignment=tuple(alignments),
                            reason=f"{comment}; alignment undecided (DNS)", **base)
