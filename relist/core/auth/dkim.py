@@ -492,3 +492,7 @@ def open_message(raw: bytes) -> tuple[object, str]:
         return signer, ""
     except dkimpy.DKIMException as exc:
         return None, _safe(str(exc))
+    except IndexError:
+        # dkimpy's parser appends a continuation line to the previous field; with no
+        # field before it, it fails with an IndexError.  Not a bug of ours to 451 on.
+        return None, "a continuation line comes before the first header field"
