@@ -35,6 +35,7 @@ _INSTANCE = re.compile(rb"(?:^|;)\s*i\s*=\s*(\d+)\s*(?:;|$)")
 _CV = re.compile(rb"(?:^|;)\s*cv\s*=\s*([A-Za-z]+)\s*(?:;|$)")
 _COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
 _ARC_RESULT = re.compile(r"(?:^|;)\s*arc\s*=\s*([A-Za-z]+)")
+_NEVER_AMS = frozenset(n.encode("ascii") for n in NEVER_SIGN - {"dkim-signature"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +65,17 @@ def arc_sets(headers: list[Header]) -> dict[int, dict[bytes, list[Header]]]:
     return sets
 
 
-def _aar_value(instance: int, authserv_id: str, results: str) -> bytes:
-    """``i=N; authserv-id;`` then the results, one per line as written (RFC 8617 §4.1.1)."""
+def _aar_value(instance: int, authserv_id: str, results: str) -> tuple[bytes, bytes]:
+    """``i=N; authserv-id;`` then the results, one per line as written (RFC 8617 §4.1.1);
+    and the same on one line, with a space for each line break.  Relaxed
+    canonicalization gives both the same bytes (unfolding and reducing the whitespace
+    run between two parts, neither of which starts or ends with whitespace, leaves one
+    space), and the one-line form usually without regex work."""
     lines = [ln.strip() for ln in results.replace("\r\n", "\n").split("\n")]
-    body = "\r\n    ".join(ln for ln in lines if ln) or "none"  # RFC 8601 §2.2: no results
-    return f"i={instance}; {authserv_id};\r\n    {body}".encode("utf-8")
+    parts = [ln for ln in lines if ln] or ["none"]  # RFC 8601 §2.2: no results
+    head = f"i={instance}; {authserv_id};"
+    return ("\r\n    ".join([head, *parts]).encode("utf-8"),
+            " ".join([head, *parts]).encode("utf-8"))
 
 
 def _field(name: bytes, value: bytes) -> Header:
@@ -76,7 +83,7 @@ def _field(name: bytes, value: bytes) -> Header:
 
 
 def seal_arc(message: bytes | Prepared, *, domain: str, selector: str, key: SigningKey, authserv_id: str,
-             cv: str, results: str, now: datetime, headers: Iterable[str] | None = None,
+             cv: str, results: str, now: datetime, headers: Iterable[str | bytes] | None = None,
              standardize: bool = False) -> Seal:
     """The next ARC set for ``message`` (RFC 8617 §5.1), or no set with the reason.
 
@@ -99,7 +106,8 @@ def seal_arc(message: bytes | Prepared, *, domain: str, selector: str, key: Sign
         raise SignError(f"results say arc={'/'.join(sorted(claimed))} but cv={cv}")
     msg = prepare(message)
     raw = msg.headers
-    sets = arc_sets(raw)
+    # (a prepared message's names have no space before the colon: its index has them all)
+    sets = arc_sets(raw) if any([n in msg.index for n in _ARC]) else {}
     newest = max(sets, default=0)
     if newest:
         seals = sets[newest].get(b"arc-seal", [])
@@ -119,12 +127,12 @@ def seal_arc(message: bytes | Prepared, *, domain: str, selector: str, key: Sign
     instance = newest + 1
     relaxed = canon_policy("relaxed/relaxed")
     if headers is None:
-        dkim_sigs = sum(1 for n, _ in raw if n.lower().rstrip() == b"dkim-signature")
+        dkim_sigs = len(msg.index.get(b"dkim-signature", ()))
         h = oversigned(_DEFAULT_B, msg) + (b"dkim-signature",) * dkim_sigs
     else:
         h = h_names(tuple(headers))
-    bad = sorted(n.decode() for n in set(h) if n.decode() in NEVER_SIGN - {"dkim-signature"})
-    if bad:
+    if not _NEVER_AMS.isdisjoint(h):
+        bad = sorted(n.decode() for n in _NEVER_AMS.intersection(h))
         raise SignError(f"AMS h= must not include {', '.join(bad)} (RFC 8617 §4.1.2)")
     if b"from" not in h:
         raise SignError("AMS h= must include From (RFC 6376 §5.4)")
@@ -132,22 +140,28 @@ def seal_arc(message: bytes | Prepared, *, domain: str, selector: str, key: Sign
     t = str(int(now.timestamp())).encode("ascii")
     i = str(instance).encode("ascii")
 
-    aar = b"ARC-Authentication-Results: " + _aar_value(instance, authserv_id, results) + b"\r\n"
+    aar_value, aar_line = _aar_value(instance, authserv_id, results)
+    aar = b"ARC-Authentication-Results: " + aar_value + b"\r\n"
+    ams_canon: list = []   # the AMS as the seal hashes it, when signed_field knows it
     ams = signed_field(b"ARC-Message-Signature", [
         (b"i", i), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"), (b"d", d), (b"s", s),
         (b"t", t), (b"h", b" : ".join(h)), (b"bh", msg.body_hash(relaxed)), (b"b", b""),
-    ], covered(msg, h, relaxed), relaxed, key, standardize)
+    ], covered(msg, h, relaxed), relaxed, key, standardize, canonical=ams_canon)
 
     chain: list[Header] = []
     if cv != "fail":  # §5.1.2: a failed chain is not carried into the new seal
         for n in sorted(sets):
             for name in _ARC:
                 chain += sets[n].get(name, [])
-    for new in (aar, ams):
-        name, _, value = new.partition(b":")
-        chain += relaxed.headers([(name, value)])
+    new = [(b"ARC-Authentication-Results", b" " + aar_line + b"\r\n")]
+    if ams_canon[0] is None:
+        name, _, value = ams.partition(b":")
+        new.append((name, value))
+    signed = b"".join([n + b":" + v for n, v in chain + relaxed.headers(new)])
+    if ams_canon[0] is not None:
+        signed += ams_canon[0]
     seal = signed_field(b"ARC-Seal", [
         (b"i", i), (b"cv", cv.encode("ascii")), (b"a", b"rsa-sha256"), (b"d", d), (b"s", s),
         (b"t", t), (b"b", b""),
-    ], chain, relaxed, key, standardize)
+    ], signed, relaxed, key, standardize)
     return Seal((seal, ams, aar), instance, cv)

@@ -82,12 +82,7 @@ def index(headers: list[Header]) -> dict[bytes, list[int]]:
     """Positions of the fields by lower-cased name, top down."""
     positions: dict[bytes, list[int]] = {}
     for i, (name, _) in enumerate(headers):
-        name = name.lower()
-        at = positions.get(name)
-        if at is None:
-            positions[name] = [i]
-        else:
-            at.append(i)
+        positions.setdefault(name.lower(), []).append(i)
     return positions
 
 
@@ -166,9 +161,13 @@ class Canon:
     def headers(self, headers: list[Header]) -> list[Header]:
         if self.header == "simple":
             return headers
-        if self._plain(headers):
-            return [(n.lower().rstrip(), v.replace(b"\r\n", b"").strip() + b"\r\n")
-                    for n, v in headers]
+        # hash_input's guess (unfolding is removing CRLFs, no whitespace run to reduce),
+        # checked on what comes out
+        out = [(n.lower().rstrip(), v.replace(b"\r\n", b"").strip() + b"\r\n") for n, v in headers]
+        values = b"".join([v for _, v in out])
+        if (values.count(b"\r") == len(out) == values.count(b"\n")
+                and b"\t" not in values and b"  " not in values):
+            return out
         return self._relaxed(headers)
 
     def hash_input(self, headers: list[Header], unfolded: bool = False) -> bytes:
@@ -178,7 +177,9 @@ class Canon:
             return b"".join([n + b":" + v for n, v in headers])
         # Relaxed, guessing that unfolding is removing CRLFs and that there is no
         # whitespace run to reduce; the guess is right when what comes out has no tab,
-        # no two spaces and no CR or LF but the CRLF that ends each field (see _plain).
+        # no two spaces and no CR or LF but the CRLF that ends each field: then every
+        # lone CR or LF, tab and space run was at the start or end of a value, which
+        # strip() removes as _relaxed's unfolding, reducing and strip() would.
         if unfolded:   # each value's only CRLF is its last: strip() removes it
             out = b"".join([n.lower().rstrip() + b":" + v.strip() + b"\r\n" for n, v in headers])
         else:
@@ -188,18 +189,6 @@ class Canon:
                 and b"\t" not in out and b"  " not in out):
             return out
         return b"".join([n + b":" + v for n, v in self._relaxed(headers)])
-
-    @staticmethod
-    def _plain(headers: list[Header]) -> bool:
-        """True when relaxed canonicalization of these fields is only lower-casing the
-        name, removing CRLFs and stripping the value: every CR and LF is part of a CRLF
-        (so unfolding is removing them) and there is no tab and no two spaces once
-        unfolded (no whitespace run to reduce).  Checked on all values at once,
-        NUL-separated so that nothing pairs across two of them."""
-        values = b"\0".join([v for _, v in headers])
-        crlf = values.count(b"\r\n")
-        return (crlf == values.count(b"\r") == values.count(b"\n") and b"\t" not in values
-                and b"  " not in (values.replace(b"\r\n", b"") if crlf else values))
 
     @staticmethod
     def _relaxed(headers: list[Header]) -> list[Header]:

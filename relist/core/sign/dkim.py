@@ -69,9 +69,13 @@ def oversigned(names: Iterable[str | bytes],
     ``headers`` is a parsed header list, the message bytes or a ``prepare``d message
     (which then remembers the fields this h= selects, for the signatures made with it)."""
     msg = None if isinstance(headers, list) else prepare(headers)
-    positions = index(headers) if msg is None else msg.index
     if names is not _DEFAULT_B:
         names = _unique_names(tuple(names))
+    if msg is not None:
+        h = msg._oversigned.get(names)
+        if h is not None:
+            return h
+    positions = index(headers) if msg is None else msg.index
     out: list[bytes] = []
     picked: list[int] = []   # = canon.selected(positions, h): all of each name, bottom-up
     for n in names:
@@ -84,6 +88,7 @@ def oversigned(names: Iterable[str | bytes],
     h = tuple(out)
     if msg is not None:
         msg.selections[h] = picked
+        msg._oversigned[names] = h
     return h
 
 
@@ -123,6 +128,14 @@ def _checked_h(headers: tuple[str | bytes, ...]) -> tuple[bytes, ...]:
     return h
 
 
+@functools.lru_cache(maxsize=256)
+def _h_value(h: tuple[bytes, ...]) -> bytes:
+    """The h= tag value, checked (``check_values``; memoized)."""
+    value = b" : ".join(h)
+    check_values([(b"h", value)])
+    return value
+
+
 @functools.lru_cache(maxsize=64)
 def _fixed_tags(algorithm: str, c: bytes, domain: str, identity: str | None,
                 selector: str) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
@@ -140,7 +153,8 @@ def _fixed_tags(algorithm: str, c: bytes, domain: str, identity: str | None,
 
 def sign_dkim(message: bytes | Prepared, *, domain: str, selector: str, key: SigningKey, now: datetime,
               canonicalization: str = "relaxed/relaxed", headers: Iterable[str] | None = None,
-              ttl: int = 0, identity: str | None = None, copy_headers: bool = False) -> bytes:
+              ttl: int = 0, identity: str | None = None, copy_headers: bool = False,
+              canonical: list | None = None) -> bytes:
     """The ``DKIM-Signature:`` field for ``message`` (RFC 6376 §5), ready to prepend.
 
     ``headers``: None for ``DEFAULT_SIGN_HEADERS`` oversigned; otherwise the h= list
@@ -148,6 +162,8 @@ def sign_dkim(message: bytes | Prepared, *, domain: str, selector: str, key: Sig
     x= = t= + ttl (§3.5).  ``identity`` is the i= AUID, which must be in ``domain``.
     ``copy_headers`` adds z= (§3.5, diagnostic copies).  ``message`` may be
     ``prepare(message)``, to parse and hash the body once for several signatures.
+    ``canonical``: a list to which the field's relaxed canonical form is appended,
+    or None (see ``signature.signed_head``).
     """
     if now.tzinfo is None:
         raise SignError("now must be timezone-aware")
@@ -162,14 +178,16 @@ def sign_dkim(message: bytes | Prepared, *, domain: str, selector: str, key: Sig
     tags = [(b"t", str(t).encode("ascii"))]
     if ttl > 0:
         tags.append((b"x", str(t + ttl).encode("ascii")))
-    tags.append((b"h", b" : ".join(h)))
+    tags.append((b"h", _h_value(h)))
     if copy_headers:
         tags.append((b"z", _z_value(raw_headers, h)))
     tags.append((b"bh", msg.body_hash(canon)))
-    check_values(tags)
+    # (no check_values(tags): t= and x= are digits, h= is checked (_h_value), z= is
+    # quoted-printable with ';' encoded and no line break, bh= is base64)
     signed = covered(msg, h, canon)
     field = signed_head(b"DKIM-Signature", head + b"".join([t + b"=" + v + b"; " for t, v in tags]),
-                        signed, canon, key)
+                        signed, canon, key, canonical)
     if field is None:   # b= not alone on the last line: the general way
-        field = signed_field(b"DKIM-Signature", [*fixed, *tags, (b"b", b"")], signed, canon, key)
+        field = signed_field(b"DKIM-Signature", [*fixed, *tags, (b"b", b"")], signed, canon, key,
+                             canonical=canonical)
     return field

@@ -9,8 +9,11 @@ which is where dkimpy spends its time (its RSA is pure Python).  Everything arou
 is kept small so that a signature costs little more than its RSA operation
 (bench/bench_sign.py): ``prepare`` parses a message once (or takes the pipeline's
 ``RawMessage`` split as it is) and hashes each body canonicalization once for all the
-signatures made over it, and the field is folded once.  No clock here: every
-timestamp is a parameter.
+signatures made over it, and the field is folded once.  Across the two signing steps:
+the sign step hands its prepared message on (``pass_on``), so that arc-seal's
+``prepare`` of the signed message reuses the split, the body hash and the covered
+fields instead of computing them again (tests/test_sign_handoff.py).  No clock here:
+every timestamp is a parameter.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from relist.core.sign.canon import Canon, Header, index
 from relist.core.sign.keys import SigningKey
 
 __all__ = ["Header", "Prepared", "SignError", "body_hash", "canon_policy", "check_values",
-           "covered", "fold", "parse", "prepare", "signed_field", "signed_head"]
+           "covered", "fold", "parse", "pass_on", "prepare", "signed_field", "signed_head"]
 
 _B_PLACEHOLDER = b"0" * 60            # as dkimpy: forces b= onto its own folded line
 _B_TAG = b"b=" + _B_PLACEHOLDER
@@ -51,21 +54,27 @@ class Prepared:
     """A message parsed once for signing (``prepare``): its header fields and CRLF body.
     Give it instead of the bytes to ``sign_dkim``, ``seal_arc`` and ``oversigned`` when
     several signatures go over the same message: it is parsed once, and each body
-    canonicalization is hashed once (the same c= body gives the same bh=).  Not a
-    frozen dataclass: it is made on every signing path, and it fills in what it
-    remembers (body hashes, h= selections) as it goes; nothing else changes it."""
+    canonicalization is hashed once (the same c= body gives the same bh=), each h=
+    selected and canonicalized once.  Not a frozen dataclass: it is made on every
+    signing path, and it fills in what it remembers (body hashes, h= values and
+    selections, covered fields) as it goes; nothing else changes it."""
 
-    __slots__ = ("headers", "body", "index", "unfolded", "selections", "_bh")
+    __slots__ = ("headers", "body", "index", "unfolded", "selections", "split", "_bh",
+                 "_covered", "_oversigned", "_canonical")
 
     def __init__(self, headers: list[Header], body: bytes, index: dict[bytes, list[int]],
-                 unfolded: bool = False):
+                 unfolded: bool = False, split: RawMessage | None = None):
         self.headers = headers        # (name as written, value with CRLF line ends)
         self.body = body              # CRLF line ends
         self.index = index            # canon.index(headers): positions by lower-cased name
         self.unfolded = unfolded      # True: no field has a continuation line
+        self.split = split            # the RawMessage whose fields these are, as they are
         # canon.selected(index, h) by h, filled in by oversigned() and covered()
         self.selections: dict[tuple[bytes, ...], list[int]] = {}
-        self._bh: dict[str, bytes] = {}
+        self._bh: dict[str, bytes] = {}                                   # by c= body
+        self._covered: dict[tuple[tuple[bytes, ...], str], bytes] = {}    # by (h, c= header)
+        self._oversigned: dict[tuple[bytes, ...], tuple[bytes, ...]] = {}  # h= by names
+        self._canonical: dict[int, bytes] = {}   # relaxed "name:value\r\n" by position
 
     def __repr__(self) -> str:
         return f"<Prepared {len(self.headers)} fields, {len(self.body)}-byte body>"
@@ -78,16 +87,76 @@ class Prepared:
         return bh
 
 
+# Messages a signing step made by prepending fields to a prepared one, for the next
+# signing step's prepare() (the sign step's output for arc-seal's): by id(), each with
+# the message itself (so that the id stays its own), the Prepared it was made from and
+# how many fields were prepended.  A memo: prepare() gives the same Prepared either way
+# (``_prepended`` checks that the message is what it claims), only cheaper: the fields
+# below and the body are not split, checked and hashed again.  Taken out by prepare();
+# at most _PASSED_MAX kept, so a message whose next step does not sign is not held long.
+_PASSED: dict[int, tuple[RawMessage, Prepared, int, list]] = {}
+_PASSED_MAX = 4
+
+
+def pass_on(before: Prepared, after: RawMessage, added: int, canonical: list | None = None) -> None:
+    """Tell ``prepare`` that ``after`` is ``before``'s message with ``added`` fields
+    prepended (``RawMessage.prepend``): preparing it then reuses ``before``'s split and
+    what it computed (body hashes; covered fields and h= values that do not involve
+    the new fields' names).  ``canonical``: the new fields' relaxed canonical forms,
+    top down, as ``signed_head`` gives them (None: not known).  Nothing happens unless
+    ``before`` was split from a ``RawMessage`` (``prepare``); ``prepare(after)``
+    checks the rest."""
+    if before.split is None or added <= 0:
+        return
+    _PASSED[id(after)] = (after, before, added, canonical or [])
+    if len(_PASSED) > _PASSED_MAX:
+        for stale in list(_PASSED)[:-_PASSED_MAX]:
+            _PASSED.pop(stale, None)
+
+
+def _prepended(before: Prepared, after: RawMessage, added: int,
+               canonical: list | None = None) -> Prepared | None:
+    """``_from_fields(after)`` made from ``before``, or None when ``after`` is not
+    ``before.split`` with ``added`` CRLF-built fields prepended, each one a well-formed
+    field as ``_from_fields`` would take it."""
+    src = before.split
+    if (src is None or after.body is not src.body or after.separator != src.separator
+            or after.fields[added:] != src.fields):
+        return None
+    new: list[Header] = []
+    for f in after.fields[:added]:
+        m = _canon._CRLF_FIELDS.fullmatch(f.raw)
+        if m is None:
+            return None
+        new.append(m.groups())
+    headers = new + before.headers
+    one_line = all([v.count(b"\n") == 1 for _, v in new])
+    prepared = Prepared(headers, before.body, index(headers), before.unfolded and one_line, after)
+    prepared._bh.update(before._bh)
+    names = {n.lower() for n, _ in new}   # what selects none of the new fields is as it was
+    prepared._covered.update([(k, v) for k, v in before._covered.items() if names.isdisjoint(k[0])])
+    prepared._oversigned.update([(k, v) for k, v in before._oversigned.items() if names.isdisjoint(k)])
+    if canonical and len(canonical) == added:
+        prepared._canonical.update([(i, c) for i, c in enumerate(canonical) if c is not None])
+    return prepared
+
+
 def prepare(message: bytes | RawMessage | Prepared) -> Prepared:
     """``message`` parsed for signing (SignError when a header line is malformed).
     A ``RawMessage`` (the pipeline's) is taken as split into fields when that split is
-    the one dkimpy makes of its bytes (``_from_fields``), else parsed from its bytes."""
+    the one dkimpy makes of its bytes (``_from_fields``), else parsed from its bytes;
+    one that a signing step handed on (``pass_on``) is taken from what it prepared."""
     if isinstance(message, Prepared):
         return message
     if isinstance(message, RawMessage):
+        passed = _PASSED.pop(id(message), None)
+        if passed is not None and passed[0] is message:
+            prepared = _prepended(passed[1], message, passed[2], passed[3])
+            if prepared is not None:
+                return prepared
         split = _from_fields(message)
         if split is not None:
-            return Prepared(*split)
+            return Prepared(*split, message)
         message = message.to_bytes()
     headers, body = parse(message)
     unfolded = b"".join([v for _, v in headers]).count(b"\n") == len(headers)
@@ -102,24 +171,21 @@ def _from_fields(msg: RawMessage) -> tuple[list[Header], bytes, dict[bytes, list
     them, or None unless that is certainly the same: a CRLF empty line after the
     header (so the body is the same), every CR and LF in the header part of a CRLF (a
     field's bytes are then its lines, continuations included, each ending CRLF), and
-    every field's name followed directly by its colon and made of the characters
+    every field's name (up to its first colon) non-empty and made of the characters
     ``parse`` accepts (no mbox ``From `` line, no malformed line, no space before ':')."""
     if msg.separator != b"\r\n":
         return None
-    headers: list[Header] = []
-    for f in msg.fields:
-        raw, k = f.raw, len(f.name)
-        if not k or raw[k:k + 1] != b":":
-            return None
-        headers.append((raw[:k], raw[k + 1:]))
-    positions = index(headers)
-    head = b"".join([f.raw for f in msg.fields])
+    fields = msg.fields
+    head = b"".join([f.raw for f in fields])
     crlf = head.count(b"\r\n")
     if crlf != head.count(b"\r") or crlf != head.count(b"\n"):
         return None
-    if b"".join([n for n, _ in headers]).translate(None, _NAME_CHARS):
+    parts = [f.raw.partition(b":") for f in fields]
+    names = [p[0] for p in parts]
+    if b"" in names or b"".join(names).translate(None, _NAME_CHARS):
         return None
-    return headers, _canon.crlf_body(msg.body), positions, crlf == len(headers)
+    headers = [(n, v) for n, _, v in parts]
+    return headers, _canon.crlf_body(msg.body), index(headers), crlf == len(headers)
 
 
 @functools.lru_cache(maxsize=8)
@@ -137,10 +203,39 @@ def body_hash(body: bytes, canon: Canon) -> bytes:
 
 def covered(message: Prepared, names: tuple[bytes, ...], canon: Canon) -> bytes:
     """The fields that h= ``names`` selects, bottom-up per name (RFC 6376 §5.4.2),
-    canonical and joined as they are hashed."""
+    canonical and joined as they are hashed (remembered per h= and c= header).  An h=
+    that is one already done plus a run of a name not in it (the AMS h=: the DKIM h=
+    and each DKIM-Signature) is that one's bytes plus the run's: selection is by runs
+    of one name, and canonicalization field by field."""
+    key = (names, canon.header)
+    memo = message._covered
+    done = memo.get(key) if memo else None
+    if done is not None:
+        return done
+    before, j = None, len(names) - 1
+    if memo and names:
+        last = names[-1]
+        while j and names[j - 1] == last:
+            j -= 1
+        before = memo.get((names[:j], canon.header)) if j else None
+        if before is not None and last in names[:j]:
+            before = None
+    if before is not None:
+        done = before + _hash_input(message, names[j:], canon)
+    else:
+        done = _hash_input(message, names, canon)
+    memo[key] = done
+    return done
+
+
+def _hash_input(message: Prepared, names: tuple[bytes, ...], canon: Canon) -> bytes:
     picked = message.selections.get(names)
     if picked is None:
         picked = message.selections[names] = _canon.selected(message.index, names)
+    if message._canonical and canon.header == "relaxed":   # fields a signer made
+        known = [message._canonical.get(i) for i in picked]
+        if None not in known:
+            return b"".join(known)
     headers = message.headers
     return canon.hash_input([headers[i] for i in picked], message.unfolded)
 
@@ -188,8 +283,8 @@ def check_values(tags: Iterable[tuple[bytes, bytes]]) -> None:
         raise SignError(f"{bad.decode()}= value contains ';' or a line break")
 
 
-def signed_head(name: bytes, head: bytes, signed: bytes, canon: Canon,
-                key: SigningKey) -> bytes | None:
+def signed_head(name: bytes, head: bytes, signed: bytes, canon: Canon, key: SigningKey,
+                canonical: list | None = None) -> bytes | None:
     """``signed_field`` in the usual case, b= last: ``head`` is the tags before it as
     ``t=v; `` each (values checked: no ';', no CR or LF), ``signed`` the covered fields
     joined.  None when b= does not come out alone on the last folded line (then
@@ -197,36 +292,45 @@ def signed_head(name: bytes, head: bytes, signed: bytes, canon: Canon,
 
     The long placeholder puts b= alone on its line; then the lines above fold the
     same with the real value (no space in it either), and fold's loop goes on from
-    there with 71-character lines, so the field is folded once, not twice."""
+    there with 71-character lines, so the field is folded once, not twice.
+
+    ``canonical``: a list to which the relaxed canonical form of the field returned
+    is appended, as hashed (``b"name:value\\r\\n"``), or None when it is not known
+    without canonicalizing the field (see ``plain`` below)."""
     flat = head + _B_TAG
     value = fold(flat, len(name))
     if not value.endswith(b"\r\n " + _B_TAG):
         return None
-    if (canon.header == "relaxed" and b"\t" not in head and b"  " not in head
-            and len(value) - len(flat) == 2 * value.count(b"\r\n")):
-        # folding only turned spaces into CRLF SP (each break 2 bytes more; a hard
-        # break would be 3): the canonical field is the unfolded one, which has no
-        # whitespace run to reduce
+    # folding only turned spaces into CRLF SP (each break 2 bytes more; a hard break
+    # would be 3): the relaxed canonical field is the unfolded one, which has no
+    # whitespace run to reduce
+    plain = ((canon.header == "relaxed" or canonical is not None)
+             and b"\t" not in head and b"  " not in head
+             and len(value) - len(flat) == 2 * value.count(b"\r\n"))
+    if plain and canon.header == "relaxed":
         field = name.lower() + b":" + (head + b"b=").strip()
     else:
         (cname, cvalue), = canon.headers([(name, b" " + value[:-len(_B_PLACEHOLDER)] + b"\r\n")])
         field = cname + b":" + cvalue.rstrip()
     tail = b"b=" + binascii.b2a_base64(key.sign(signed + field), newline=False) + b"\r\n"
     # = _wrap(tail, 71): base64 has no space, so every line is 71 characters
-    return name + b": " + value[:-len(_B_TAG)] + b"\r\n ".join(
-        [tail[i:i + 71] for i in range(0, len(tail), 71)])
+    lines = [tail[i:i + 71] for i in range(0, len(tail), 71)]
+    if canonical is not None:   # unfolded: each line break leaves its space
+        canonical.append(name.lower() + b":" + (head + b" ".join(lines)[:-2]).strip() + b"\r\n"
+                         if plain and len(lines[-1]) >= 2 else None)
+    return name + b": " + value[:-len(_B_TAG)] + b"\r\n ".join(lines)
 
 
 def signed_field(name: bytes, tags: list[tuple[bytes, bytes]], signed: list[Header] | bytes,
                  canon: Canon, key: SigningKey,
-                 standardize: bool = False) -> bytes:
+                 standardize: bool = False, canonical: list | None = None) -> bytes:
     """``Name: tags\\r\\n`` with b= filled in (RFC 6376 §3.7, RFC 8617 §5.1.1).
 
     ``tags`` in output order, one of them ``(b"b", anything)``; ``signed`` the canonical
     fields covered, in hash order (or ``covered()``: them joined).  The field itself is
     hashed last, canonicalized, with an empty b= and no trailing CRLF.  ``standardize``
     gives the ARC test suite's fixed form (tags sorted and lower-cased, no folding),
-    for conformance tests only.
+    for conformance tests only.  ``canonical``: as ``signed_head``'s.
     """
     if not isinstance(signed, bytes):
         signed = b"".join([n + b":" + v for n, v in signed])
@@ -234,9 +338,11 @@ def signed_field(name: bytes, tags: list[tuple[bytes, bytes]], signed: list[Head
         head = b"".join([t + b"=" + v + b"; " for t, v in tags[:-1]])
         if head.count(b";") != len(tags) - 1 or b"\r" in head or b"\n" in head:
             check_values(tags)   # raises, naming the tag
-        field = signed_head(name, head, signed, canon, key)
+        field = signed_head(name, head, signed, canon, key, canonical)
         if field is not None:
             return field
+    if canonical is not None:
+        canonical.append(None)
     fields = [(t, _B_PLACEHOLDER if t == b"b" else v) for t, v in tags]
     if standardize:
         fields = sorted(((t, v if t == b"bh" else v.lower().replace(b" ", b"")) for t, v in fields),

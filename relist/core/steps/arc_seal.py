@@ -9,7 +9,9 @@ Authentication-Results field is never read, so a poster cannot make relist vouch
 ``arc=pass``.  The AMS h= is the DKIM signature's list plus every DKIM-Signature.
 
 Why last: the AMS should cover the list's DKIM-Signature (RFC 8617 §4.1.2), so it
-runs after ``sign``; anything changed after the seal would break it.
+runs after ``sign``; anything changed after the seal would break it.  Right after it,
+the message is the one ``sign`` prepared plus its DKIM-Signature(s): ``prepare`` takes
+the sign step's work (``relist.core.sign.signature.pass_on``), the body hash with it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from relist.core.auth import build_value
 from relist.core.model import Action, Context, Work
 from relist.core.sign import SignError, oversigned, prepare, seal_arc
-from relist.core.steps.sign import as_field, header_names, key_for, signing_domain
+from relist.core.steps.sign import applied, as_field, header_names, key_for, signing_domain
 
 __all__ = ["NAME", "apply", "results_text"]
 
@@ -44,10 +46,12 @@ def apply(work: Work, ctx: Context) -> Work:
     verdict = work.known.verdict
     if verdict is None:
         return work.note(NAME, Action.SKIPPED, "no verification verdict: relist cannot state cv=")
-    key = key_for(ctx, lp.private_key, f"rsa selector {lp.selector} for {lp.address}")
+    key = (ctx.keys or {}).get(lp.private_key) if lp.private_key else None
+    if key is None:
+        key_for(ctx, lp.private_key, f"rsa selector {lp.selector} for {lp.address}")   # raises
     msg = work.message
-    data = prepare(msg)   # parsed once for h= and the seal
-    dkim_count = len(msg.get_all("dkim-signature"))
+    data = prepare(msg)   # parsed once for h= and the seal (or taken from the sign step)
+    dkim_count = len(data.index.get(b"dkim-signature", ()))
     h = oversigned(header_names(lp), data) + (b"dkim-signature",) * dkim_count
     cv = verdict.arc.cv or "none"
     domain = signing_domain(lp)
@@ -55,7 +59,7 @@ def apply(work: Work, ctx: Context) -> Work:
         seal = seal_arc(data, domain=domain, selector=lp.selector, key=key,
                         authserv_id=ctx.policy.authserv_id, cv=cv,
                         results=results_text(ctx.policy.authserv_id, verdict), now=ctx.now,
-                        headers=[n.decode() for n in h])
+                        headers=h)
     except SignError as exc:
         return work.note(NAME, Action.SKIPPED, f"cannot seal: {exc}")
     if not seal.sealed:
@@ -63,4 +67,4 @@ def apply(work: Work, ctx: Context) -> Work:
     names = ("arc-seal", "arc-message-signature", "arc-authentication-results")
     fields = [as_field(msg, raw, name) for raw, name in zip(seal.fields, names)]
     detail = f"i={seal.instance} cv={seal.cv} d={domain} s={lp.selector}"
-    return work.note(NAME, Action.APPLIED, detail, message=msg.prepend(*fields))
+    return applied(work, NAME, detail, msg, fields)
