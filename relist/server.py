@@ -3,6 +3,14 @@
 With ``[server] workers = N`` (0 = one per CPU) the parent binds the listening socket
 and forks N workers that accept on it, each with its own event loop, upstream pool
 and store writer: the CPU work (parsing, verification, signing) then uses every core.
+
+Mailman keeps a few SMTP connections open for a long time, so which worker accepts
+each one decides how the cores are shared: left to the kernel, all of them can land
+on one worker while the other idles.  The workers publish their open connections in
+a shared array (``Load``), and a worker accepts only while no other worker has fewer
+(ties race).  A busier worker defers at most ``SPREAD_WAIT`` at a time, so a worker
+whose loop is stuck delays a new client by that much at worst; a worker that exits
+is retired from the array by the parent.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -40,6 +49,46 @@ def setup_logging(level: str = "info", stream=None) -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
+SPREAD_POLL = 0.002   # s between looks at the other workers' load
+SPREAD_WAIT = 1.0     # s at most a busier worker leaves a new connection to the others
+RETIRED = 1 << 62     # the load of a worker that has exited
+
+
+class Load:
+    """Open client connections per worker, in memory shared across the fork."""
+
+    def __init__(self, workers: int):
+        self._mem = mmap.mmap(-1, 8 * workers)   # anonymous, MAP_SHARED: seen by every child
+        self.counts = memoryview(self._mem).cast("q")
+        self.slot = 0
+
+    def add(self, delta: int) -> None:
+        self.counts[self.slot] += delta
+
+    def retire(self, slot: int) -> None:
+        """``slot``'s worker has exited: it never counts as the least busy again."""
+        self.counts[slot] = RETIRED
+
+    def busier(self) -> bool:
+        """True while another worker has fewer open connections than this one."""
+        mine = self.counts[self.slot]
+        return any(n < mine for i, n in enumerate(self.counts) if i != self.slot)
+
+
+def _counted(protocol, load: Load):
+    """``protocol`` that keeps ``load`` up to date."""
+    class Counted(protocol):
+        def connection_made(self, transport):
+            load.add(1)
+            super().connection_made(transport)
+
+        def connection_lost(self, error):
+            load.add(-1)
+            super().connection_lost(error)
+    Counted.__name__ = protocol.__name__
+    return Counted
+
+
 def bind(listen: tuple[str, int]) -> socket.socket:
     host, port = listen
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -57,9 +106,12 @@ class Server:
 
     config: Config
     use_store: bool = True
+    load: Load | None = None    # set in a worker of several: accept by load (module doc)
     relay: Relay | None = None
     ingress: Relay | None = None
     servers: list = field(default_factory=list)
+    sockets: list = field(default_factory=list)
+    accepting: list = field(default_factory=list)
 
     async def start(self, sock: socket.socket | None = None,
                     ingress_sock: socket.socket | None = None) -> None:
@@ -80,21 +132,54 @@ class Server:
         handler = RelayHandler(relay, cfg.server["allowed_clients"])
         loop = asyncio.get_running_loop()
 
+        if self.load is not None:
+            protocol = _counted(protocol, self.load)
+
         def factory():
             return protocol(handler, hostname=cfg.hostname, ident=ident,
                             data_size_limit=cfg.server["max_message_size"],
                             enable_SMTPUTF8=True, loop=loop)
-        self.servers.append(await loop.create_server(factory, sock=sock))
+        self.sockets.append(sock)
+        if self.load is None:
+            self.servers.append(await loop.create_server(factory, sock=sock))
+        else:
+            self.accepting.append(asyncio.create_task(self._accept(sock, factory)))
+
+    async def _accept(self, sock: socket.socket, factory) -> None:
+        """Accept on ``sock`` shared with the other workers, leaving each new
+        connection to a less busy worker when there is one (module doc)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            waited = 0.0
+            while waited < SPREAD_WAIT and self.load.busier():
+                await asyncio.sleep(SPREAD_POLL)
+                waited += SPREAD_POLL
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:   # e.g. EMFILE: the connection stays queued; try again
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await loop.connect_accepted_socket(factory, conn)
+            except OSError as exc:   # the client went away already
+                log.info("connection dropped while being accepted: %s", exc)
+                conn.close()
 
     @property
     def port(self) -> int:
-        return self.servers[0].sockets[0].getsockname()[1]
+        return self.sockets[0].getsockname()[1]
 
     @property
     def ingress_port(self) -> int:
-        return self.servers[1].sockets[0].getsockname()[1]
+        return self.sockets[1].getsockname()[1]
 
     async def stop(self) -> None:
+        for task in self.accepting:
+            task.cancel()
+        await asyncio.gather(*self.accepting, return_exceptions=True)
         for srv in self.servers:
             srv.close()
             await srv.wait_closed()
@@ -143,8 +228,9 @@ class ThreadedServer:
         self.stop()
 
 
-async def _run_until_signal(config: Config, sock: socket.socket, ingress_sock) -> None:
-    server = Server(config)
+async def _run_until_signal(config: Config, sock: socket.socket, ingress_sock,
+                            load: Load | None = None) -> None:
+    server = Server(config, load=load)
     await server.start(sock, ingress_sock)
     # Everything built so far (config, keys, imported modules) lives as long as the
     # process: keep it out of the cyclic collector's scans, and let the young
@@ -192,16 +278,22 @@ def serve(config: Config) -> int:
         _run(_run_until_signal(config, sock, ingress_sock))
         return 0
     children = []
-    for _ in range(workers):
+    load = Load(workers)
+    for slot in range(workers):
         pid = os.fork()
         if pid == 0:
             try:
-                _run(_run_until_signal(config, sock, ingress_sock))
+                load.slot = slot
+                _run(_run_until_signal(config, sock, ingress_sock, load))
             finally:
                 os._exit(0)
         children.append(pid)
 
+    stopping = False
+
     def forward(signum, _frame):
+        nonlocal stopping
+        stopping = True
         for pid in children:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -210,13 +302,22 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     status = 0
-    for pid in children:
-        while True:
-            try:
-                _, st = os.waitpid(pid, 0)
-                status = status or (os.waitstatus_to_exitcode(st) != 0)
-                break
-            except InterruptedError:
-                continue
+    running = {pid: slot for slot, pid in enumerate(children)}
+    while running:
+        try:
+            pid, st = os.wait()
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+        slot = running.pop(pid, None)
+        if slot is None:
+            continue
+        code = os.waitstatus_to_exitcode(st)
+        status = status or code != 0
+        load.retire(slot)   # never again the least busy: the others stop deferring to it
+        if running and not stopping:
+            log.error("worker %d (pid %d) exited with status %d; %d worker(s) still serving",
+                      slot, pid, code, len(running))
     return int(status)
 

@@ -1,0 +1,133 @@
+"""Worker processes share the client connections (``relist serve`` with workers = 2).
+
+Mailman holds a few SMTP connections open for a long time; if the kernel hands them
+all to one worker, the other core idles.  relist's workers accept by load
+(relist.server.Load): a worker accepts only while no other has fewer connections.
+This runs the real ``relist serve`` in worker processes and reads, from its log,
+which worker (process id) relayed the message sent on each connection.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from relist.server import Load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"relist serve exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.5) as s:
+                s.recv(100)
+                s.sendall(b"QUIT\r\n")
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listening on {port}")
+
+
+@pytest.fixture
+def two_workers(tmp_path, sink):
+    port = _free_port()
+    conf = tmp_path / "relist.toml"
+    conf.write_text(f"""
+[server]
+listen = "127.0.0.1:{port}"
+workers = 2
+hostname = "relist.test"
+
+[upstream]
+host = "127.0.0.1"
+port = {sink.port}
+
+[store]
+path = "{tmp_path / 'relist.db'}"
+
+[dns]
+nameservers = ["127.0.0.1:9"]
+timeout = 1
+""")
+    log = tmp_path / "relist.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "relist", "serve", "-c", str(conf)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        _wait_port(port, proc)
+        time.sleep(0.3)   # both workers up and waiting in accept
+        yield port, log
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def _message(n: int) -> bytes:
+    return (f"From: poster@example.com\r\nTo: list@lists.example.org\r\nSubject: {n}\r\n"
+            f"Message-ID: <conn-{n}@example.com>\r\n\r\nbody {n}\r\n").encode()
+
+
+def _worker_of(log: Path, n: int, timeout: float = 10) -> str:
+    """The process id in the log line of the message sent on connection ``n``."""
+    pattern = re.compile(rf"relist\[(\d+)\]: \S+: message-id=<conn-{n}@example\.com>")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        m = pattern.search(log.read_text(errors="replace"))
+        if m:
+            return m.group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"no log line for connection {n}:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+@pytest.mark.parametrize("connections", [2, 4])
+def test_long_lived_connections_are_spread_over_the_workers(two_workers, connections):
+    port, log = two_workers
+    clients = []
+    try:
+        for n in range(connections):
+            c = smtplib.SMTP("127.0.0.1", port, timeout=10)
+            c.ehlo("mailman.test")
+            clients.append(c)
+            time.sleep(0.2)   # each new connection finds both workers waiting in accept
+        for n, c in enumerate(clients):
+            c.sendmail("list-bounces@lists.example.org", ["member@example.com"], _message(n))
+        owners = collections.Counter(_worker_of(log, n) for n in range(connections))
+    finally:
+        for c in clients:
+            c.quit()
+    assert sorted(owners.values()) == [connections // 2, connections // 2], owners
+
+
+def test_load_is_shared_across_a_fork():
+    import os
+    load = Load(2)
+    pid = os.fork()
+    if pid == 0:
+        load.slot = 1
+        load.add(3)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert list(load.counts) == [0, 3]
+    assert not load.busier()          # slot 0 has fewer than slot 1
+    load.add(4)
+    assert load.busier()
+    load.retire(1)                    # worker 1 exited: never the less busy one again
+    assert not load.busier()
