@@ -147,3 +147,28 @@ def test_save_keeps_the_upstream_replies_as_they_were_when_saved(tmp_path):
     store.close()
     db = sqlite3.connect(tmp_path / "relist.db")
     assert "late@example.net" not in json.loads(db.execute("select upstream from transactions").fetchone()[0])
+
+
+def test_text_sqlite_cannot_encode_is_escaped_and_the_writer_lives_on(tmp_path):
+    """8-bit junk in a Message-ID reaches the record as a lone surrogate, which SQLite
+    refuses (UnicodeEncodeError).  The batch is not lost and the writer thread goes on:
+    that record is stored with the byte escaped, the others as they are."""
+    junk = MESSAGE.replace(b"Message-ID: <", b"Message-ID: <\xff")
+    assert junk != MESSAGE
+    ctx = Context(Envelope("list-bounces@lists.example.org", ("bob@example.net",)), POLICY, NOW,
+                  "JUNK", facts(DNS))
+    bad = pipeline.process(junk, ctx).record
+    assert "\udcff" in bad.message_id
+    store = Store(tmp_path / "relist.db")
+    store.save(real_record("GOOD1"), UPSTREAM, REPLY, 1.0)
+    store.save(bad, {}, REPLY, 1.0)
+    store.save(real_record("GOOD2"), UPSTREAM, REPLY, 1.0)
+    assert store.wait_handled(3, timeout=5)
+    assert store._thread.is_alive()
+    store.save(real_record("LATER"), UPSTREAM, REPLY, 1.0)   # the writer still writes
+    store.close()
+    assert (store.written, store.failures) == (4, 0)
+    db = sqlite3.connect(tmp_path / "relist.db")
+    rows = dict(db.execute("select relist_id, message_id from transactions"))
+    assert set(rows) == {"GOOD1", "JUNK", "GOOD2", "LATER"}
+    assert "\\udcff" in rows["JUNK"]

@@ -224,6 +224,22 @@ def record_row(record: Record, upstream: dict[str, Reply], reply: Reply | None,
     )
 
 
+def _clean(value: Any) -> Any:
+    """``value`` as SQLite can store it: text with lone surrogates escaped."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, tuple):
+        return tuple(_clean(v) for v in value)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _storable(rows: tuple) -> tuple:
+    """One item's rows (``Store._rows``) with every text value cleaned."""
+    return tuple(_clean(r) for r in rows)
+
+
 def _flag(value: bool | None) -> int | None:
     return None if value is None else int(bool(value))
 
@@ -363,59 +379,85 @@ class Store:
                 self._write(items)
         self._conn.close()
 
-    def _rows(self, items: list[tuple]) -> tuple[list, list, list, list]:
-        """(transactions, signatures, verdicts, ingress_posts) rows; an item that
-        cannot be turned into rows is counted, logged and left out."""
-        records, signatures, verdicts, ingress = [], [], [], []
+    def _rows(self, items: list[tuple]) -> list[tuple]:
+        """Each item as (transactions row or None, signature rows, verdict row or None,
+        ingress row or None); an item that cannot be turned into rows is counted,
+        logged and left out."""
+        out = []
         for item in items:
             try:
                 if isinstance(item[0], str):   # ("ingress", row, now)
                     row = item[1]
-                    ingress.append(row[:5] + (zlib.compress(row[5], 1),))
+                    out.append((None, (), None, row[:5] + (zlib.compress(row[5], 1),)))
                     continue
-                record = item[0]
-                row = record_row(*item)
-                sigs, verdict = verdict_rows(record)
+                sigs, verdict = verdict_rows(item[0])
+                out.append((record_row(*item), sigs, verdict, None))
             except Exception:  # noqa: BLE001 - the record is secondary to delivery
                 self.failures += 1
                 log.exception("%s: could not serialise the record",
                               item[1][0] if isinstance(item[0], str) else getattr(item[0], "relist_id", "?"))
-                continue
-            records.append(row)
-            signatures.extend(sigs)
-            if verdict is not None:
-                verdicts.append(verdict)
-        return records, signatures, verdicts, ingress
+        return out
 
     def _write(self, items: list[tuple]) -> None:
         now = max((item[2] for item in items if isinstance(item[0], str)), default=0)
-        records, signatures, verdicts, ingress = self._rows(items)
-        n = len(records) + len(ingress)
-        if not n:
-            return
-        conn = self._conn
         try:
-            conn.execute("BEGIN")
-            try:
-                if ingress:
-                    conn.executemany(_INSERT_INGRESS, ingress)
-                    conn.execute("DELETE FROM ingress_posts WHERE expires < ?", (now,))
-                if records:
-                    conn.executemany(_INSERT, records)
-                if signatures:
-                    conn.executemany(_INSERT_SIGNATURE, signatures)
-                if verdicts:
-                    conn.executemany(_INSERT_VERDICT, verdicts)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            self.written += n
-        except sqlite3.Error as exc:
-            self.failures += n
-            log.error("store: %d record(s) not written (%s); mail is not affected; "
-                      "ids: %s", n, exc, ",".join(str(r[0]) for r in (records + ingress)[:10]))
+            self._store(self._rows(items), now)
+        except Exception:  # noqa: BLE001 - the writer thread must never die (mail is not affected)
+            log.exception("store: writer failed on a batch of %d; writing them one by one", len(items))
+            for item in items:   # (only reached if _store itself is broken)
+                try:
+                    self._store(self._rows([item]), now)
+                except Exception:  # noqa: BLE001
+                    self.failures += 1
+
+    def _store(self, rows: list[tuple], now: float) -> None:
+        """Write ``rows`` (from ``_rows``) in one transaction.  If that fails, each
+        item alone, so that one bad record does not cost the batch; an item that
+        fails alone is tried once more with its text made storable (a lone
+        surrogate, from 8-bit junk in a header, shown as a backslash escape)."""
+        if not rows:
+            return
+        try:
+            self._commit(rows, now)
+            self.written += len(rows)
+            return
+        except (sqlite3.Error, ValueError) as exc:   # UnicodeEncodeError is a ValueError
+            if len(rows) > 1:
+                for one in rows:
+                    self._store([one], now)
+                return
+            error = exc
+        ident = rows[0][0][0] if rows[0][0] is not None else rows[0][3][0]
+        try:
+            self._commit([_storable(rows[0])], now)
+            self.written += 1
+            log.warning("store: %s written with text escaped (%s)", ident, error)
+        except (sqlite3.Error, ValueError) as exc:
+            self.failures += 1
+            log.error("store: %s not written (%s); mail is not affected", ident, exc)
+
+    def _commit(self, rows: list[tuple], now: float) -> None:
+        conn = self._conn
+        records = [r[0] for r in rows if r[0] is not None]
+        signatures = [s for r in rows for s in r[1]]
+        verdicts = [r[2] for r in rows if r[2] is not None]
+        ingress = [r[3] for r in rows if r[3] is not None]
+        conn.execute("BEGIN")
+        try:
+            if ingress:
+                conn.executemany(_INSERT_INGRESS, ingress)
+                conn.execute("DELETE FROM ingress_posts WHERE expires < ?", (now,))
+            if records:
+                conn.executemany(_INSERT, records)
+            if signatures:
+                conn.executemany(_INSERT_SIGNATURE, signatures)
+            if verdicts:
+                conn.executemany(_INSERT_VERDICT, verdicts)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def close(self, timeout: float = 10) -> None:
         """Flush what is queued and stop the writer thread."""
