@@ -75,6 +75,20 @@ class Load:
         return any(n < mine for i, n in enumerate(self.counts) if i != self.slot)
 
 
+async def _readable(loop, sock: socket.socket) -> None:
+    """Until ``sock`` has a connection waiting (for this worker or another)."""
+    ready = loop.create_future()
+
+    def wake():
+        if not ready.done():
+            ready.set_result(None)
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
 def _counted(protocol, load: Load):
     """``protocol`` that keeps ``load`` up to date."""
     class Counted(protocol):
@@ -147,26 +161,43 @@ class Server:
 
     async def _accept(self, sock: socket.socket, factory) -> None:
         """Accept on ``sock`` shared with the other workers, leaving each new
-        connection to a less busy worker when there is one (module doc)."""
+        connection to a less busy worker when there is one (module doc).
+
+        Every worker waits for the socket to become readable; then a worker that
+        has more connections than another polls the shared load for at most
+        ``SPREAD_WAIT``, so that the less busy one takes the connection, and only
+        then tries a non-blocking accept (which finds nothing if another took it).
+        """
         loop = asyncio.get_running_loop()
+        last_warning = 0.0
         while True:
-            waited = 0.0
-            while waited < SPREAD_WAIT and self.load.busier():
+            await _readable(loop, sock)
+            deadline = loop.time() + SPREAD_WAIT
+            while self.load.busier() and loop.time() < deadline:
                 await asyncio.sleep(SPREAD_POLL)
-                waited += SPREAD_POLL
             try:
-                conn, _ = await loop.sock_accept(sock)
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                continue     # another worker took it
             except OSError as exc:   # e.g. EMFILE: the connection stays queued; try again
-                log.warning("accept failed: %s", exc)
+                if loop.time() - last_warning > 10:
+                    last_warning = loop.time()
+                    log.warning("accept failed: %s (retrying)", exc)
                 await asyncio.sleep(0.1)
                 continue
+            handed = False
             try:
                 conn.setblocking(False)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 await loop.connect_accepted_socket(factory, conn)
+                handed = True
             except OSError as exc:   # the client went away already
                 log.info("connection dropped while being accepted: %s", exc)
-                conn.close()
+            except Exception:  # noqa: BLE001 - a bug; this worker must go on accepting
+                log.exception("cannot serve an accepted connection")
+            finally:
+                if not handed:
+                    conn.close()
 
     @property
     def port(self) -> int:
