@@ -20,7 +20,6 @@ known risk (RFC 6376 §8.2: content outside l= is unsigned).
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from relist.core.auth.dkim import Checker, open_message, verify_signature
 from relist.core.auth.results import Result, SignatureResult
 from relist.core.auth.tags import TagError, parse_tags, strip_ws
+from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, StepNote, Work
 
@@ -54,7 +54,7 @@ def b_value(field: HeaderField) -> str | None:
     return _b_of(field.raw)
 
 
-@functools.lru_cache(maxsize=512)
+@small_lru_cache(512, 4096)
 def _b_of(raw: bytes) -> str | None:
     """``b_value`` by the field's bytes: one post's signature fields are looked at by
     every guarded step, the tag list is parsed once."""

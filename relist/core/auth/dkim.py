@@ -44,6 +44,7 @@ from relist.core.auth.keys import KeyProblem, KeyRecord, key_name, lookup_key
 from relist.core.auth.results import Result, SignatureResult
 from relist.core.auth.tags import TagError, parse_tags, strip_ws, valid_domain
 from relist.core.facts import Facts
+from relist.core.memo import small_lru_cache
 
 __all__ = ["CLOCK_SKEW", "Checker", "body_hash", "signature_question", "verify_signature"]
 
@@ -138,7 +139,7 @@ def _relaxed_headers(headers) -> list[tuple[bytes, bytes]]:
             for (name, _), value in zip(headers, values)]
 
 
-@functools.lru_cache(maxsize=64)
+@small_lru_cache(64, 64)
 def _canon_policy(c: str) -> CanonicalizationPolicy:
     """dkimpy's policy for a c= value (cached; errors raise, uncached)."""
     return CanonicalizationPolicy.from_c_value(c.encode("ascii"))
@@ -158,7 +159,7 @@ def body_hash(body: bytes, canonicalization: str, hash_name: str, length: int | 
     return _HASHERS[hash_name](canon).digest(), total
 
 
-@functools.lru_cache(maxsize=256)
+@small_lru_cache(256, 64)
 def _canon(c: str) -> str | None:
     """c= with the defaults filled in (§3.5: simple/simple; one value: body simple)."""
     header, _, body = (c or "simple/simple").lower().partition("/")
@@ -345,7 +346,7 @@ def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization
     return body_ok, header_ok, ""
 
 
-@functools.lru_cache(maxsize=1024)
+@small_lru_cache(1024, 4096)
 def _evaluate_pk(name: str, k: str, p: str) -> tuple:
     """dkimpy's ``evaluate_pk`` (its ASN.1 parse is pure Python), cached per key: one
     signer's key serves many posts.  Failures are not cached (they raise)."""

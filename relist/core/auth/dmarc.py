@@ -23,7 +23,6 @@ answers.
 
 from __future__ import annotations
 
-import functools
 
 import re
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from email.utils import getaddresses
 from relist.core.auth.results import Alignment, DmarcResult, SignatureResult
 from relist.core.auth.tags import TagError, parse_tags, valid_domain
 from relist.core.facts import Facts, Question, Status
+from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField, RawMessage
 
 __all__ = ["MAX_QUERIES", "author_domain", "evaluate", "questions", "walk", "walk_targets"]
@@ -75,7 +75,7 @@ def walk_targets(domain: str) -> list[str]:
     return [name for name, _ in _targets(domain)]
 
 
-@functools.lru_cache(maxsize=4096)
+@small_lru_cache(4096, 1024)
 def _targets(domain: str) -> tuple[tuple[str, Question], ...]:
     """(name, its ``_dmarc.`` question) for each name the walk queries; cached, the
     same author domains come back post after post."""
@@ -120,7 +120,7 @@ def walk(domain: str, facts: Facts, stop_after_first: bool = False) -> Walk:
     return Walk(domain, tuple(found), None, "", queries, tuple(notes), True)
 
 
-@functools.lru_cache(maxsize=4096)
+@small_lru_cache(4096, 2048)
 def _read(name: str, records: tuple[bytes, ...]) -> tuple[Record | None, str]:
     """(the DMARC record at ``_dmarc.<name>``, or a note why none is used) from the TXT
     records found there.  Cached: a pure function of its arguments, and the same
@@ -161,14 +161,14 @@ def author_domain(msg: RawMessage) -> tuple[str, str]:
     return _from_field(froms[0].raw)
 
 
-@functools.lru_cache(maxsize=4096)
+@small_lru_cache(4096, 1024)
 def _from_field(raw: bytes) -> tuple[str, str]:
     # Cached by the field's bytes: its text() (an unfolding regex) is a pure function
     # of them.
     return _from_domain(HeaderField(raw, "from").text())
 
 
-@functools.lru_cache(maxsize=4096)
+@small_lru_cache(4096, 1024)
 def _from_domain(text: str) -> tuple[str, str]:
     # Cached: plan() asks for it every DNS round and the step again (email's address
     # parser was a third of the per-message core time); a pure function of the text.

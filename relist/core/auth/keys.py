@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from relist.core.auth.results import Result
 from relist.core.auth.tags import TagError, parse_tags, strip_ws
 from relist.core.facts import Facts, Question, Status
+from relist.core.memo import small_lru_cache
 
 __all__ = ["KeyProblem", "KeyRecord", "key_name", "lookup_key", "parse_key_record"]
 
@@ -56,7 +56,7 @@ def _colon_list(value: str) -> tuple[str, ...]:
     return tuple(v.strip(" \t\r\n").lower() for v in value.split(":") if v.strip(" \t\r\n"))
 
 
-@functools.lru_cache(maxsize=1024)
+@small_lru_cache(1024, 4096)
 def parse_key_record(text: bytes | str) -> KeyRecord | KeyProblem:
     """Parse and check one key record (RFC 6376 §3.6.1).
 
@@ -107,7 +107,7 @@ def parse_key_record(text: bytes | str) -> KeyRecord | KeyProblem:
                      services=services, flags=_colon_list(tags.get("t", "")), text=text)
 
 
-@functools.lru_cache(maxsize=4096)
+@small_lru_cache(4096, 1024)
 def _key_question(selector: str, domain: str) -> tuple[str, Question]:
     """The key's name and DNS question (cached: the same signers, post after post)."""
     name = key_name(selector, domain)

@@ -9,8 +9,9 @@ white space removed (b=, bh= and p= strip inner white space at their use).
 
 from __future__ import annotations
 
-import functools
 import re
+
+from relist.core.memo import small_lru_cache
 
 __all__ = ["TagError", "parse_tags", "strip_ws", "valid_domain"]
 
@@ -57,7 +58,7 @@ def strip_ws(value: str) -> str:
     return value.replace(" ", "").replace("\t", "").replace("\r", "").replace("\n", "")
 
 
-@functools.lru_cache(maxsize=4096)
+@small_lru_cache(4096, 1024)
 def valid_domain(name: str) -> str | None:
     """``name`` as a lower-case A-label domain fit for a DNS question, or None.
 
