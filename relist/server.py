@@ -263,6 +263,8 @@ async def _run_until_signal(config: Config, sock: socket.socket, ingress_sock,
                             load: Load | None = None) -> None:
     server = Server(config, load=load)
     await server.start(sock, ingress_sock)
+    if load is not None:
+        log.info("worker %d accepting", load.slot)
     # Everything built so far (config, keys, imported modules) lives as long as the
     # process: keep it out of the cyclic collector's scans, and let the young
     # generation grow (each message allocates thousands of short-lived objects).

@@ -73,7 +73,10 @@ timeout = 1
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     try:
         _wait_port(port, proc)
-        time.sleep(0.3)   # both workers up and waiting in accept
+        end = time.monotonic() + 20     # both workers up and accepting
+        while log.read_text(errors="replace").count(" accepting") < 2:
+            assert time.monotonic() < end, log.read_text(errors="replace")
+            time.sleep(0.05)
         yield port, log
     finally:
         proc.terminate()
