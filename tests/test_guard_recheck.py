@@ -97,3 +97,17 @@ def test_undecidable_cases_fall_back_to_verification():
     # recheck then verifies, and gets the verifier's answer.
     assert guard.recheck(changed, [sig], ctx, body_same=True, before=before)[sig.b].passed
     assert not guard.recheck(odd, [sig], ctx, body_same=True, before=before)[sig.b].passed
+
+
+def test_a_field_dkimpy_reads_as_two_is_not_decided_cheaply():
+    """A field with a line break not followed by white space, or without its line
+    ending, is one field to relist and two (or a different one) to dkimpy: verify."""
+    raw = sign(POST)
+    ctx = context(raw, relay_policy(mode="preserve"))
+    before = RawMessage.parse(raw)
+    sig = verify_message(before, ctx.facts, ctx.now).passing("dkim")[0]
+    for odd in (b"X-Note: a\r\nSubject: hello list\r\n", b"X-Note: no line ending"):
+        after = before.append(HeaderField(odd, "x-note"))
+        assert guard.same_header_input(before, after, sig) is None
+        full = guard.recheck(after, [sig], ctx, body_same=True)[sig.b]
+        assert guard.recheck(after, [sig], ctx, body_same=True, before=before)[sig.b].passed == full.passed

@@ -36,6 +36,7 @@ __all__ = ["arrival_valid", "b_value", "covers_change", "guarded", "label", "rec
 
 MAILMAN = "mailman"          # attribution: broken before relist saw it again (egress leg)
 _EOL = re.compile(rb"\r?\n")
+_BREAK_NOT_FOLD = re.compile(rb"\n(?![ \t])")
 _WSP = re.compile(rb"[\t ]+")
 
 
@@ -65,10 +66,13 @@ def _b_of(raw: bytes) -> str | None:
 
 
 def _plain_fields(msg: RawMessage) -> bool:
-    """Every header line is a field as dkimpy reads it: a name right before the colon."""
+    """Every field is one field as dkimpy reads it: a name right before the colon,
+    a line ending at the end, and any line break inside followed by white space."""
     for f in msg.fields:
-        name = f.name
-        if not name or f.raw[len(name):len(name) + 1] != b":":
+        name, raw = f.name, f.raw
+        if not name or raw[len(name):len(name) + 1] != b":" or not raw.endswith(b"\n"):
+            return False
+        if b"\n" in raw[:-1] and _BREAK_NOT_FOLD.search(raw[:-1]):
             return False
     return True
 

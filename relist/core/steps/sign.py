@@ -120,6 +120,6 @@ def apply(work: Work, ctx: Context) -> Work:
         done.append(f"{key.algorithm} d={domain} s={selector}")
     detail = f"{', '.join(done)}; h={b':'.join(h).decode()}"
     work = applied(work, NAME, detail, msg, fields)
-    if lp.arc_seal:   # arc-seal's prepare() takes this one's work, the body hash with it
+    if lp.arc_seal and lp.private_key:   # arc-seal's prepare() takes this one's work (and body hash)
         pass_on(data, work.message, len(fields), canonical)
     return work
