@@ -8,7 +8,8 @@ import pytest
 from relist.core import pipeline
 from relist.core.ingress import IngressCopy
 from relist.core.model import Action
-from tests.test_modes import DECORATE, H, POST, note, recheck_calls, relay_policy, run, sign  # noqa: F401 (fixture)
+from tests.test_modes import (DECORATE, H, POST, note, poster_results, recheck_calls,  # noqa: F401 (fixture)
+                              relay_policy, run, sign)
 
 
 def breakage(work) -> dict[str, str]:
@@ -82,6 +83,28 @@ def test_unguarded_change_is_caught_at_the_end():
     steps = pipeline.STEPS[:-1] + (Scribble, pipeline.STEPS[-1])
     work, _ = run(sign(POST), relay_policy(mode="preserve"), steps=steps)
     assert breakage(work) == {"poster.example/s1": "unguarded step"}
+
+
+class Convert:
+    """Stands in for downgrade: not guarded, changes a signed field mid-pipeline."""
+
+    NAME = "convert"
+
+    @staticmethod
+    def apply(work, ctx):
+        msg = work.message
+        field = msg.make_field("Subject", "hello list (converted)")
+        return work.note("convert", Action.APPLIED, "", message=msg.replace_field("subject", field))
+
+
+def test_unguarded_change_mid_pipeline_is_caught_by_the_next_guarded_step():
+    # Between guarded steps, the guard catches up with what changed since it last
+    # looked, instead of judging only the next step's own change.
+    i = pipeline.STEPS.index(pipeline.downgrade)
+    steps = pipeline.STEPS[:i] + (Convert,) + pipeline.STEPS[i + 1:]
+    work, ctx = run(sign(POST), relay_policy(mode="preserve"), steps=steps)
+    assert breakage(work) == {"poster.example/s1": "unguarded step"}
+    assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["fail"]
 
 
 def test_a_broken_signature_is_not_verified_again(recheck_calls):

@@ -31,10 +31,11 @@ from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, StepNote, Work
 
-__all__ = ["arrival_valid", "b_value", "covers_change", "guarded", "label", "recheck",
+__all__ = ["UNGUARDED", "arrival_valid", "b_value", "catch_up", "covers_change", "guarded", "label", "recheck",
            "same_body", "same_header_input", "track", "why_broken"]
 
 MAILMAN = "mailman"          # attribution: broken before relist saw it again (egress leg)
+UNGUARDED = "unguarded step"  # attribution: broken by a step outside the guard (downgrade)
 _EOL = re.compile(rb"\r?\n")
 _BREAK_NOT_FOLD = re.compile(rb"\n(?![ \t])")
 _WSP = re.compile(rb"[\t ]+")
@@ -223,6 +224,24 @@ def track(work: Work, ctx: Context) -> Work:
                                        breakage=k.breakage + broken))
 
 
+def catch_up(work: Work, ctx: Context) -> Work:
+    """Account for bytes changed since the guard last looked (``known.intact_on``): a
+    step outside the guard (``downgrade``) may have changed what a tracked signature
+    covers.  A signature such a change broke is attributed to ``unguarded step``."""
+    k = work.known
+    base = k.intact_on
+    if not k.intact or base is None or base is work.message:
+        return work
+    tracked = set(k.intact)
+    alive = [s for s in arrival_valid(k) if s.b in tracked]
+    changed = [s for s in alive if covers_change(base, work.message, s)]
+    results = recheck(work.message, changed, ctx, same_body(base, work.message), base) if changed else {}
+    late = {s.b for s in changed if not results[s.b].passed}
+    known = replace(k, intact=tuple(b for b in k.intact if b not in late), intact_on=work.message,
+                    breakage=k.breakage + tuple((label(s), UNGUARDED) for s in alive if s.b in late))
+    return replace(work, known=known)
+
+
 def settle(before: Work, after: Work, ctx: Context, name: str) -> Work:
     """Judge what a step did to the tracked signatures (see module doc)."""
     if after.message == before.message:
@@ -278,7 +297,7 @@ class Guarded:
         return ask(msg, policy, facts) if ask is not None else ()
 
     def apply(self, work: Work, ctx: Context) -> Work:
-        work = track(work, ctx)
+        work = catch_up(track(work, ctx), ctx)
         return settle(work, self.step.apply(work, ctx), ctx, self.step.NAME)
 
 

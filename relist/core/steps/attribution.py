@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from relist.core.guard import arrival_valid, covers_change, label, recheck, same_body, track
+from relist.core.guard import UNGUARDED, arrival_valid, catch_up, label, track
 from relist.core.model import Action, Context, Work
 
 NAME = "attribution"
 SURVIVED = "survived"
-UNGUARDED = "unguarded step"
+
+__all__ = ["NAME", "SURVIVED", "UNGUARDED", "apply"]
 
 
 def apply(work: Work, ctx: Context) -> Work:
@@ -30,18 +31,11 @@ def apply(work: Work, ctx: Context) -> Work:
     valid = arrival_valid(work.known)
     if not valid:
         return work.note(NAME, Action.SKIPPED, "no signature verified on arrival")
-    work = track(work, ctx)
+    work = catch_up(track(work, ctx), ctx)   # a change no guarded step saw: "unguarded step"
     k = work.known
-    alive = [s for s in valid if s.b in set(k.intact or ())]
-    changed = [s for s in alive if k.intact_on is not None
-               and covers_change(k.intact_on, work.message, s)]
-    results = (recheck(work.message, changed, ctx, same_body(k.intact_on, work.message), k.intact_on)
-               if changed else {})
-    late = {s.b for s in changed if not results[s.b].passed}
-    breakage = (k.breakage + tuple((label(s), UNGUARDED) for s in alive if s.b in late)
-                + tuple((label(s), SURVIVED) for s in alive if s.b not in late))
-    known = replace(k, breakage=breakage, intact=tuple(s.b for s in alive if s.b not in late),
-                    intact_on=work.message,
+    alive = set(k.intact or ())
+    breakage = k.breakage + tuple((label(s), SURVIVED) for s in valid if s.b in alive)
+    known = replace(k, breakage=breakage,
                     extra=k.extra + (("breakage", tuple(f"{who}: {step}" for who, step in breakage)),))
     detail = "; ".join(f"{who}: {step}" for who, step in breakage)
     return work.note(NAME, Action.RECORDED, detail[:500], known=known)
