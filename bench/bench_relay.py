@@ -8,7 +8,9 @@ Run by hand (not part of the test suite):
 
 Postfix's load tools come from the Debian package ``postfix``.  Both paths run in
 the same invocation, so the direct figure shows the load generator's headroom on
-this machine.  relist's CPU time (all its processes) is read from /proc.  With
+this machine.  relist's CPU time (all its processes) is read from /proc.  relist logs at
+``info`` (one line per message, as deployed); the log also gives how many messages
+each worker process relayed, printed at the end (an uneven split idles a core).  With
 ``--config`` the given file's lists/keys are used (e.g. to benchmark re-signing);
 listen/upstream/store are always overridden.  Everything binds 127.0.0.1 and stops
 by itself.
@@ -26,7 +28,9 @@ otherwise be signed once and reused, which is the feature, not the per-post cost
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import re
 import os
 import shutil
 import signal
@@ -41,6 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from relist.sandbox.dnsserver import DNSServer  # noqa: E402
+
+
+_RELAYED = re.compile(r"relist\[(\d+)\]: \S+: message-id=")
 
 
 def free_port() -> int:
@@ -194,8 +201,11 @@ def main() -> int:
                 for note in json.loads(row[0]):
                     if note["step"] in ("verify", "footer", "subject-prefix", "sign", "arc-seal", "sign-cache"):
                         print(f"  last message: {note['step']:<15} {note['action']:<8} {note['detail'][:90]}")
-        errors = [line for line in (Path(tmp) / "relist.log").read_text().splitlines()
-                  if "error" in line.lower() or "Traceback" in line]
+        log_lines = (Path(tmp) / "relist.log").read_text().splitlines()
+        # Which worker relayed how many (warm-up included): an uneven split means idle cores.
+        share = collections.Counter(m.group(1) for m in map(_RELAYED.search, log_lines) if m)
+        print("  messages per worker process: " + ", ".join(f"{pid}: {n}" for pid, n in sorted(share.items())))
+        errors = [line for line in log_lines if "error" in line.lower() or "Traceback" in line]
         if errors:
             print(f"relist logged {len(errors)} error line(s), first: {errors[0]}")
     return 0
@@ -213,7 +223,7 @@ def _override(base: str, port: int, sink_port: int, db: Path, workers: int, name
         f"sign_once = {'true' if sign_once else 'false'}",
         "[upstream]", f"port = {sink_port}",
         "[store]", f'path = "{db}"',
-        "[log]", 'level = "warning"',
+        "[log]", 'level = "info"',   # as deployed: one log line per message
         "[dns]", f'nameservers = ["{nameserver}"]',
     ]
     return "\n".join(lines) + "\n" + _dump(data)
