@@ -19,7 +19,12 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 RSA_KEY = SigningKey("rsa-sha256", rsa.generate_private_key(public_exponent=65537, key_size=2048))
 ED_KEY = SigningKey("ed25519-sha256", ed25519.Ed25519PrivateKey.generate())
 DOMAIN = "lists.example.org"
-RECORDS = {f"rsa._domainkey.{DOMAIN}": dns_record(RSA_KEY), f"ed._domainkey.{DOMAIN}": dns_record(ED_KEY)}
+# A signing domain and an identity longer than a folded line: the fold must not break
+# them (dkimpy's fold does, and then no verifier accepts the signature).
+LONG_DOMAIN = "lists.a-very-long-department-name-for-testing.university-of-somewhere.example.edu"
+LONG_IDENTITY = "an-even-much-longer-list-name-for-the-discussion-of-many-things@lists.example.org"
+RECORDS = {f"rsa._domainkey.{DOMAIN}": dns_record(RSA_KEY), f"ed._domainkey.{DOMAIN}": dns_record(ED_KEY),
+           f"rsa._domainkey.{LONG_DOMAIN}": dns_record(RSA_KEY)}
 KEYS = {"rsa": RSA_KEY, "ed": ED_KEY}
 
 POST = (b"From: Alice <alice@example.net>\r\nTo: dev@lists.example.org\r\n"
@@ -38,7 +43,7 @@ PERL = """
 use strict; use Net::DNS::Resolver; use Mail::DKIM::Verifier; use Mail::DKIM::ARC::Verifier;
 my ($mode, $port, $file) = @ARGV;
 Mail::DKIM::DNS::resolver(Net::DNS::Resolver->new(nameservers => ['127.0.0.1'], port => $port,
-    recurse => 1, udp_timeout => 5, tcp_timeout => 5, retry => 1));
+    recurse => 1, udp_timeout => 5, tcp_timeout => 5, retry => 1, udppacketsize => 4096));
 my $v = $mode eq 'arc' ? Mail::DKIM::ARC::Verifier->new() : Mail::DKIM::Verifier->new();
 open(my $fh, '<', $file) or die; binmode $fh;
 while (<$fh>) { s/\\r?\\n\\z/\\015\\012/; $v->PRINT($_); }
@@ -110,3 +115,15 @@ def test_opendkim_verifies_dkim(tmp_path, sel, canon):
     assert f"verification (s={sel}, d={DOMAIN}" in good and "succeeded" in good, good
     bad = opendkim(field + POST + b"more\r\n", tmp_path)
     assert "failed" in bad and "succeeded" not in bad, bad
+
+
+@pytest.mark.parametrize("domain, identity", [(LONG_DOMAIN, None), (DOMAIN, LONG_IDENTITY)],
+                         ids=["long-d", "long-i"])
+def test_long_domain_and_identity_verify_everywhere(tmp_path, domain, identity):
+    field = sign_dkim(POST, domain=domain, selector="rsa", key=RSA_KEY, now=NOW, identity=identity)
+    assert (domain.encode() in field) and (identity is None or identity.encode() in field)   # not broken
+    if _perl_has("Mail::DKIM::Verifier"):
+        assert mail_dkim("dkim", field + POST, tmp_path).startswith("pass\n")
+    if shutil.which("opendkim") is not None:
+        out = opendkim(field + POST, tmp_path)
+        assert "succeeded" in out and "failed" not in out, out

@@ -127,9 +127,12 @@ def test_select_repeated_names_as_dkimpy(names):
 
 
 def test_fold_same_as_dkimpy():
+    # Long runs without a space only inside b=, bh= or z=, the values dkimpy's fold and
+    # relist's both break hard (elsewhere relist keeps a value whole: see below).
     from relist.core.sign.signature import fold
     rng = random.Random(72)
-    alphabet = [b"a", b"bc", b"defghij", b" ", b"; ", b"=", b"x" * 30, b"y" * 80]
+    alphabet = [b"a", b"bc", b"defghij", b" ", b"; ", b"=", b" " + b"x" * 30 + b" ", b"; b=" + b"y" * 80,
+                b"; bh=" + b"Y" * 90, b"; z=" + b"w|" * 40]
     for _ in range(2000):
         value = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
         if rng.random() < 0.2:
@@ -138,3 +141,17 @@ def test_fold_same_as_dkimpy():
             value = value[:len(value) // 2] + b"\r\n " + value[len(value) // 2:]
         namelen = rng.choice([8, 14, 21])
         assert fold(value, namelen) == dkim.fold(value, namelen=namelen, linesep=b"\r\n"), value
+
+
+def test_fold_keeps_values_whole_that_dkimpy_would_break():
+    """dkimpy breaks any value longer than a line where no space fits, also a d= or i=
+    (and its own verifier then fails the signature); relist breaks only b=, bh= and z=
+    values, and lets a line run on to the next space otherwise."""
+    from relist.core.sign.signature import fold
+    long_d = b"v=1; a=rsa-sha256; d=" + b"x" * 90 + b".example.org; s=s1; bh=" + b"A" * 100 + b"; b="
+    mine = fold(long_d, 14)
+    assert b"d=" + b"x" * 90 + b".example.org;" in mine.split(b"\r\n ")      # whole, on a line of its own
+    assert b"A\r\n A" in mine                                                 # bh= still broken hard
+    assert mine.replace(b"\r\n ", b" ").replace(b" ", b"") == long_d.replace(b" ", b"")
+    theirs = dkim.fold(long_d, namelen=14, linesep=b"\r\n")
+    assert b"x\r\n x" in theirs and mine != theirs

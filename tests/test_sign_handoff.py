@@ -204,7 +204,7 @@ def test_the_signers_canonical_form_is_the_fields_relaxed_form(key, c, domain):
         assert cv == dkim.CV_Pass, reason
 
 
-@pytest.mark.parametrize("head", [b"v=1; a=x;\tb=c; ", b"v=1;  a=x; ", b"v=1; " + b"z" * 100 + b"; "],
+@pytest.mark.parametrize("head", [b"v=1; a=x;\tb=c; ", b"v=1;  a=x; ", b"v=1; z=" + b"w" * 100 + b"; "],
                          ids=["tab", "two-spaces", "hard-break"])
 def test_signed_head_says_so_when_it_does_not_know_the_canonical_form(head):
     canonical: list = []

@@ -244,7 +244,8 @@ def fold(header: bytes, namelen: int = 0) -> bytes:
     """dkimpy's ``fold`` (same bytes, tests/test_sign_canon.py compares them): lines of
     at most 72 characters counting the field name and colon (``namelen`` + 1), later
     lines 71 after the leading space, broken at the last space that fits, or hard where
-    there is none (base64); whatever is already folded (up to the last CRLF SP) stays."""
+    there is none inside b=, bh= or z= (see ``_wrap`` for a long d= or i=); whatever is
+    already folded (up to the last CRLF SP) stays."""
     maxleng = 72 - namelen
     if len(header) <= maxleng:
         return header
@@ -253,20 +254,44 @@ def fold(header: bytes, namelen: int = 0) -> bytes:
     i = header.rfind(b"\r\n ")
     if i == -1:
         return _wrap(header, maxleng)
-    return header[:i + 3] + _wrap(header[i + 3:], maxleng)
+    return header[:i + 3] + _wrap(header, maxleng, i + 3)   # (the tags before i: see _wrap)
 
 
-def _wrap(header: bytes, maxleng: int) -> bytes:
+# Tags whose value a verifier reads with its white space removed (RFC 6376 §3.5: b=
+# and bh= are base64 with FWS ignored, z= is dkim-quoted-printable, where FWS is
+# ignored too): only these may be broken where no space fits.
+_BREAKABLE = (b"b", b"bh", b"z")
+
+
+def _breakable_at(header: bytes, pos: int) -> bool:
+    """Whether the tag value that ends the text before ``pos`` (in a ``t=v; t=v`` list,
+    its own ';' included) may be broken at ``pos``."""
+    tag = header[header.rfind(b";", 0, pos - 1) + 1:pos].lstrip()
+    name, eq, _ = tag.partition(b"=")
+    return bool(eq) and name.strip() in _BREAKABLE
+
+
+def _wrap(header: bytes, maxleng: int, start: int = 0) -> bytes:
     """The folding loop of ``fold``: first line ``maxleng``, then 71; a line ends at
-    the last space that fits (which the fold replaces), else after ``maxleng``."""
+    the last space that fits (which the fold replaces), else after ``maxleng`` inside
+    b=, bh= or z=.  Elsewhere (a d= or i= longer than a line) dkimpy would break the
+    domain itself, and the signature would not verify (not even with dkimpy): the
+    line runs on to the next space instead (RFC 5322 allows 998 characters).  Only
+    ``header[start:]`` is wrapped; what comes before tells which tag a position is in."""
     lines = []
-    start, end = 0, len(header)
+    end = len(header)
     while end - start > maxleng:
         i = header.rfind(b" ", start, start + maxleng)
-        if i < 0:
+        if i >= 0:
+            lines.append(header[start:i])
+            start = i + 1
+        elif _breakable_at(header, start + maxleng):
             lines.append(header[start:start + maxleng])
             start += maxleng
         else:
+            i = header.find(b" ", start + maxleng)
+            if i < 0:
+                break
             lines.append(header[start:i])
             start = i + 1
         maxleng = 71
