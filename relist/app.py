@@ -120,12 +120,11 @@ class Relay:
                 outcome, self.sign_cache = work()
             return outcome
         if len(raw) > 256 * 1024:
-            outcome = await asyncio.to_thread(core.process, raw, ctx, self.steps)
+            outcome = await asyncio.to_thread(core.process, raw, ctx, self.steps, msg)
         else:
             outcome = core.process(raw, ctx, self.steps, msg)
         if self.leg == "ingress" and self.store is not None and outcome.message is not None:
             # Keep the post as it arrived, for the egress path (relist.core.ingress).
-            msg = RawMessage.parse(raw)
             self.store.save_ingress(relist_id, now.timestamp(), now.isoformat(),
                                     self.config.ingress["retention_days"] * 86400,
                                     msg.header_text("message-id") or "", fingerprint(msg), raw)
