@@ -34,7 +34,7 @@ from email.utils import getaddresses
 
 from relist.core import mime
 from relist.core.auth.dkim import Checker, open_message, verify_signature
-from relist.core.auth.tags import strip_ws
+from relist.core.guard import b_value
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy
@@ -122,7 +122,7 @@ def surviving(msg: RawMessage, verdict, ctx: Context, known=None) -> tuple[bool,
             return True, f"the aligned signature d={s.domain} s={s.selector} still verifies (guard)"
         return False, "no aligned poster signature survives (guard)"
     fields = msg.get_all("dkim-signature")
-    present = [(i, f) for i, f in enumerate(fields) if _b_of(f.value) in wanted]
+    present = [(i, f) for i, f in enumerate(fields) if b_value(f) in wanted]
     if not present:
         return False, "the aligned poster signature was removed"
     signer, error = open_message(msg.to_bytes())
@@ -135,11 +135,6 @@ def surviving(msg: RawMessage, verdict, ctx: Context, known=None) -> tuple[bool,
             return True, f"the aligned signature d={result.domain} s={result.selector} still verifies"
         reasons.append(f"d={result.domain}: {result.reason}")
     return False, "no aligned poster signature survives (" + "; ".join(reasons)[:200] + ")"
-
-
-def _b_of(value: bytes) -> str:
-    m = re.search(rb"(?:^|;)\s*b\s*=([^;]*)", value)
-    return strip_ws(m.group(1).decode("ascii", "replace")) if m else ""
 
 
 # -- From munging -------------------------------------------------------------------------
