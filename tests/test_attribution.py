@@ -3,6 +3,8 @@ that broke it, or "survived", over posts really signed with dkimpy."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from relist.core import pipeline
@@ -68,33 +70,24 @@ def test_mailman_is_named_when_the_egress_copy_is_already_broken():
     assert breakage(work) == {"poster.example/s1": "survived"}
 
 
-class Scribble:
-    """A byte-changing step that is not guarded."""
-
-    NAME = "scribble"
-
-    @staticmethod
+def unguarded(name: str, change):
+    """A step outside the guard that applies ``change`` (RawMessage -> RawMessage)."""
     def apply(work, ctx):
-        msg = work.message
-        return work.note("scribble", Action.APPLIED, "", message=msg.with_body(msg.body + b"x\r\n"))
+        return work.note(name, Action.APPLIED, "", message=change(work.message))
+    return SimpleNamespace(NAME=name, apply=apply)
+
+
+# Adds a body line.
+Scribble = unguarded("scribble", lambda msg: msg.with_body(msg.body + b"x\r\n"))
+# Stands in for downgrade: changes a signed field mid-pipeline.
+Convert = unguarded("convert", lambda msg: msg.replace_field(
+    "subject", msg.make_field("Subject", "hello list (converted)")))
 
 
 def test_unguarded_change_is_caught_at_the_end():
     steps = pipeline.STEPS[:-1] + (Scribble, pipeline.STEPS[-1])
     work, _ = run(sign(POST), relay_policy(mode="preserve"), steps=steps)
     assert breakage(work) == {"poster.example/s1": "unguarded step"}
-
-
-class Convert:
-    """Stands in for downgrade: not guarded, changes a signed field mid-pipeline."""
-
-    NAME = "convert"
-
-    @staticmethod
-    def apply(work, ctx):
-        msg = work.message
-        field = msg.make_field("Subject", "hello list (converted)")
-        return work.note("convert", Action.APPLIED, "", message=msg.replace_field("subject", field))
 
 
 def test_unguarded_change_mid_pipeline_is_caught_by_the_next_guarded_step():
