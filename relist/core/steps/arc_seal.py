@@ -19,7 +19,7 @@ from __future__ import annotations
 from relist.core.auth import build_value
 from relist.core.model import Action, Context, Work
 from relist.core.sign import SignError, oversigned, prepare, seal_arc
-from relist.core.steps.sign import applied, as_field, header_names, key_for, signing_domain
+from relist.core.steps.sign import as_field, header_names, key_for, signing_domain
 
 __all__ = ["NAME", "apply", "results_text"]
 
@@ -46,9 +46,7 @@ def apply(work: Work, ctx: Context) -> Work:
     verdict = work.known.verdict
     if verdict is None:
         return work.note(NAME, Action.SKIPPED, "no verification verdict: relist cannot state cv=")
-    key = (ctx.keys or {}).get(lp.private_key) if lp.private_key else None
-    if key is None:
-        key_for(ctx, lp.private_key, f"rsa selector {lp.selector} for {lp.address}")   # raises
+    key = key_for(ctx, lp.private_key, f"rsa selector {lp.selector} for {lp.address}")
     msg = work.message
     data = prepare(msg)   # parsed once for h= and the seal (or taken from the sign step)
     dkim_count = len(data.index.get(b"dkim-signature", ()))
@@ -67,4 +65,4 @@ def apply(work: Work, ctx: Context) -> Work:
     names = ("arc-seal", "arc-message-signature", "arc-authentication-results")
     fields = [as_field(msg, raw, name) for raw, name in zip(seal.fields, names)]
     detail = f"i={seal.instance} cv={seal.cv} d={domain} s={lp.selector}"
-    return applied(work, NAME, detail, msg, fields)
+    return work.note(NAME, Action.APPLIED, detail, message=msg.prepend(*fields))

@@ -25,12 +25,11 @@ so Mailman retries rather than mail going out unsigned.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 from relist.core.errors import DeferMessage
 from relist.core.message import HeaderField, RawMessage
-from relist.core.model import Action, Context, StepNote, Work
+from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy
 from relist.core.sign import DEFAULT_SIGN_HEADERS, SignError, oversigned, prepare, sign_dkim
 from relist.core.sign.signature import pass_on
@@ -72,22 +71,6 @@ def as_field(msg: RawMessage, raw: bytes, name: str) -> HeaderField:
     return HeaderField(raw, name)
 
 
-# The signing steps run once per post, each in about the time of its RSA operation;
-# dataclasses.replace (a few µs each) is worth avoiding there.  The constructors are
-# called directly only while the classes have exactly the fields named here.
-_DIRECT = (tuple(f.name for f in dataclasses.fields(Work)) == ("message", "known", "notes")
-           and tuple(f.name for f in dataclasses.fields(RawMessage))
-           == ("fields", "separator", "body", "eol"))
-
-
-def applied(work: Work, step: str, detail: str, msg: RawMessage, fields: list[HeaderField]) -> Work:
-    """``work.note(step, APPLIED, detail, message=msg.prepend(*fields))``, made directly."""
-    if not _DIRECT or type(work) is not Work or type(msg) is not RawMessage:
-        return work.note(step, Action.APPLIED, detail, message=msg.prepend(*fields))
-    out = RawMessage(tuple(fields) + msg.fields, msg.separator, msg.body, msg.eol)
-    return Work(out, work.known, work.notes + (StepNote(step, Action.APPLIED, detail),))
-
-
 def apply(work: Work, ctx: Context) -> Work:
     """See `relist.core.steps`."""
     lp = work.known.list_policy
@@ -104,11 +87,8 @@ def apply(work: Work, ctx: Context) -> Work:
     data = prepare(msg)   # parsed once, body hashed once, for every signature
     h = oversigned(header_names(lp), data)
     fields, done, canonical = [], [], []
-    keys = ctx.keys or {}
     for selector, path, alg in wanted:
-        key = keys.get(path) if path else None
-        if key is None:
-            key_for(ctx, path, f"{alg} selector {selector} for {lp.address}")   # raises
+        key = key_for(ctx, path, f"{alg} selector {selector} for {lp.address}")
         try:
             raw = sign_dkim(data, domain=domain, selector=selector, key=key, now=ctx.now,
                             canonicalization=lp.canonicalization, headers=h,
@@ -119,7 +99,7 @@ def apply(work: Work, ctx: Context) -> Work:
         fields.append(as_field(msg, raw, "dkim-signature"))
         done.append(f"{key.algorithm} d={domain} s={selector}")
     detail = f"{', '.join(done)}; h={b':'.join(h).decode()}"
-    work = applied(work, NAME, detail, msg, fields)
+    work = work.note(NAME, Action.APPLIED, detail, message=msg.prepend(*fields))
     if lp.arc_seal and lp.private_key:   # arc-seal's prepare() takes this one's work (and body hash)
         pass_on(data, work.message, len(fields), canonical)
     return work
