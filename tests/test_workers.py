@@ -25,30 +25,27 @@ from relist.server import Load
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _wait_log(log: Path, proc, pattern: str, count: int = 1, timeout: float = 20) -> list[str]:
+    """The first ``count`` matches of ``pattern`` in relist's log, once they are there."""
+    end = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace")
+        found = re.findall(pattern, text)
+        if len(found) >= count:
+            return found
+        if proc.poll() is not None:
+            raise AssertionError(f"relist serve exited with {proc.returncode}:\n{text}")
+        assert time.monotonic() < end, text
+        time.sleep(0.05)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, proc, timeout: float = 20) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"relist serve exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.5) as s:
-                s.recv(100)
-                s.sendall(b"QUIT\r\n")
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listening on {port}")
-
-
-@pytest.fixture
-def two_workers(tmp_path, sink):
-    port = _free_port()
+def _start(tmp_path, sink_port: int, port: int):
     conf = tmp_path / "relist.toml"
     conf.write_text(f"""
 [server]
@@ -58,7 +55,7 @@ hostname = "relist.test"
 
 [upstream]
 host = "127.0.0.1"
-port = {sink.port}
+port = {sink_port}
 
 [store]
 path = "{tmp_path / 'relist.db'}"
@@ -71,12 +68,25 @@ timeout = 1
     with open(log, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "relist", "serve", "-c", str(conf)],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    return proc, log
+
+
+@pytest.fixture
+def two_workers(tmp_path, sink):
+    for attempt in range(3):
+        # A port found free may be taken before relist binds it: then relist exits
+        # ("Address already in use") and another port is tried.
+        port = _free_port()
+        proc, log = _start(tmp_path, sink.port, port)
+        try:
+            _wait_log(log, proc, r"worker \d accepting", count=2)   # both workers up
+            break
+        except AssertionError:
+            proc.kill()
+            proc.wait(20)
+            if attempt == 2 or "already in use" not in log.read_text(errors="replace"):
+                raise
     try:
-        _wait_port(port, proc)
-        end = time.monotonic() + 20     # both workers up and accepting
-        while log.read_text(errors="replace").count(" accepting") < 2:
-            assert time.monotonic() < end, log.read_text(errors="replace")
-            time.sleep(0.05)
         yield port, log
     finally:
         proc.terminate()
