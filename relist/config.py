@@ -22,7 +22,7 @@ from relist.core.errors import ConfigError
 from relist.core.policy import ListPolicy, RelayPolicy
 from relist.core.steps import list_headers, sign
 
-__all__ = ["Config", "ConfigError", "load", "parse", "parse_hostport"]
+__all__ = ["Config", "ConfigError", "check_signing", "load", "parse", "parse_hostport"]
 
 ENV_VAR = "RELIST_CONFIG"
 
@@ -151,7 +151,7 @@ _KEEP_FIELDS = {
     "return-path": "a trace field (RFC 5321 §4.4)",
     "from": "required in every message (RFC 5322 §3.6)",
     "date": "required in every message (RFC 5322 §3.6)",
-    "dkim-signature": "the poster's signatures are removed by `strip` in resign mode and kept in preserve mode",
+    "dkim-signature": "the poster's signatures are removed by `strip` (those the list's changes broke)",
     "arc-seal": "an ARC field: removing it breaks the chain relist validates and extends (RFC 8617)",
     "arc-message-signature": "an ARC field: removing it breaks the chain (RFC 8617)",
     "arc-authentication-results": "an ARC field: removing it breaks the chain (RFC 8617)",
@@ -214,7 +214,7 @@ def _instant(v, key):
 
 LIST_SCHEMA: dict[str, Key] = {
     "mode": Key(str, "resign", _one_of("preserve", "resign", "auto")),
-    "strip": Key(str, "all", _one_of("all", "broken")),
+    "strip": Key(str, "broken", _one_of("broken", "all")),
     "display_name": Key(str, ""),
     "footer": Key(str, ""),
     "subject_prefix": Key(str, ""),
@@ -226,6 +226,7 @@ LIST_SCHEMA: dict[str, Key] = {
     "unsubscribe_url": Key(str, ""),
     "help_url": Key(str, ""),
     "subscribe_url": Key(str, ""),
+    "sign": Key(bool, True),
     "signing_domain": Key(str, ""),
     "selector": Key(str, ""),
     "private_key": Key(str, ""),
@@ -366,6 +367,46 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     )
     ingress = _section(INGRESS_SCHEMA, data["ingress"], "ingress") if "ingress" in data else None
     return Config(path=path, relay=relay, ingress=ingress, **sections)
+
+
+def _key_pairs(lp: ListPolicy) -> tuple[tuple[str, str, str, str], ...]:
+    return (("selector", lp.selector, "private_key", lp.private_key),
+            ("ed25519_selector", lp.ed25519_selector, "ed25519_private_key", lp.ed25519_private_key))
+
+
+def check_signing(relay: RelayPolicy) -> list[str]:
+    """Start-up check of what each list can sign with (``relist serve``).
+
+    Raises ``ConfigError`` for a configured list in ``resign`` or ``auto`` mode with no
+    key and no explicit ``sign = false`` (it would strip, munge From and send unsigned
+    under the list's name), and for a selector without its key file or the reverse
+    (every post would be deferred for ever).  Returns warnings for what is allowed but
+    worth a line in the log: lists without a section that fall back to a key-less
+    ``[list_defaults]``, and preserve lists that must munge From without a signature.
+    """
+    warnings = []
+    for lp, where in ((lp, f"[lists.{lp.address!r}]") for lp in relay.lists):
+        for sel_key, sel, path_key, path in _key_pairs(lp):
+            if bool(sel) != bool(path):
+                have, missing = (sel_key, path_key) if sel else (path_key, sel_key)
+                raise ConfigError(f"{where} {have} is set but {missing} is not: a key needs both")
+        if lp.signs or not lp.sign:
+            continue
+        if lp.mode in ("resign", "auto"):
+            raise ConfigError(
+                f"{where} mode = {lp.mode!r} but the list has no signing key: set selector and "
+                f"private_key (and/or ed25519_selector and ed25519_private_key), or sign = false "
+                f"if another hop signs for the list (docs/keys.md)")
+        if lp.dmarc_mitigation != "none":
+            warnings.append(f"{where} preserve mode without a signing key: a post whose poster "
+                            f"signature does not survive gets its From rewritten to the list and "
+                            f"leaves unsigned (set selector and private_key)")
+    d = relay.defaults
+    if d.sign and not d.signs and d.mode in ("resign", "auto"):
+        warnings.append(f"[list_defaults] mode = {d.mode!r} without a signing key: lists with no "
+                        f"[lists.\"ADDRESS\"] section are relayed unsigned (only signatures the "
+                        f"changes broke are removed; From is rewritten only where DMARC requires it)")
+    return warnings
 
 
 def load(path: str | os.PathLike | None = None) -> Config:

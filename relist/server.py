@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 
 from relist.app import Relay
-from relist.config import Config
+from relist.config import Config, check_signing
 from relist.edge.dns import Resolver
 from relist.edge.keys import load_configured_keys
 from relist.edge.smtp_in import RelayHandler, RelistLMTP, RelistSMTP
@@ -294,6 +294,8 @@ def _run(coro) -> None:
 def serve(config: Config) -> int:
     """``relist serve``: run until SIGTERM/SIGINT."""
     setup_logging(config.log["level"])
+    for warning in check_signing(config.relay):   # ConfigError (exit 2) for a list that cannot sign
+        log.warning("%s", warning)
     # Fail before binding or forking: a missing or group/world-readable key file stops
     # relist with an error naming the file (KeyFileError is an OSError: exit 2).
     keys = load_configured_keys(config.relay)

@@ -245,7 +245,8 @@ def test_resign_applies_all_and_strips_poster_signatures():
     assert work.known.mode_chosen == "resign"
     assert [note(work, s).action for s in TRANSFORMS] == [Action.APPLIED] * 6
     assert note(work, "strip").detail.startswith(
-        "strip = all: removed 1 DKIM-Signature, 1 DomainKey-Signature (poster.example/s1, poster.example/dk)")
+        "strip = broken: removed 1 DKIM-Signature the final bytes break (poster.example/s1), "
+        "1 DomainKey-Signature (poster.example/dk)")
     msg = work.message
     assert msg.get_all("dkim-signature") == () and msg.get_all("domainkey-signature") == ()
     assert len(msg.get_all("arc-seal")) == 1       # ARC fields stay
@@ -258,21 +259,46 @@ def test_strip_broken_keeps_what_still_verifies():
     bad = sign(good, selector="s2", key="s1")    # s2's DNS key is another key: fails
     work, ctx = run(bad, relay_policy(mode="resign", strip="broken", dmarc_mitigation="none"))
     assert [s.result for s in work.known.verdict.dkim] == ["fail", "pass"]
-    assert note(work, "strip").detail == ("strip = broken: removed 1 DKIM-Signature (poster.example/s2); "
-                                          "kept 1 valid; ARC fields kept")
+    assert note(work, "strip").detail == ("strip = broken: removed 1 DKIM-Signature the final bytes break "
+                                          "(poster.example/s2); kept 1 valid; ARC fields kept")
     results = poster_results(work.message.to_bytes(), ctx)
     assert [(s.selector, s.result) for s in results] == [("s1", "pass")]
 
 
 def test_strip_broken_removes_what_a_step_broke():
     work, _ = run(sign(POST), relay_policy(mode="resign", strip="broken", footer="-- \nant\n"))
-    assert note(work, "strip").detail.startswith("strip = broken: removed 1 DKIM-Signature (poster.example/s1)")
+    assert note(work, "strip").detail.startswith(
+        "strip = broken: removed 1 DKIM-Signature the final bytes break (poster.example/s1)")
+
+
+def test_resign_keeps_a_poster_signature_the_final_bytes_still_verify():
+    # The default strip = "broken": nothing the list configured touches the signed bytes,
+    # so the poster's signature stays and still gives the post its DMARC pass.
+    raw = sign(EXTRA + POST)
+    work, ctx = run(raw, relay_policy(mode="resign", reply_to="list"))
+    assert note(work, "strip").detail == ("strip = broken: removed 1 DomainKey-Signature "
+                                          "(poster.example/dk); kept 1 valid; ARC fields kept")
+    assert note(work, "dmarc-mitigation").action == Action.SKIPPED
+    assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["pass"]
+    assert work.known.breakage == (("poster.example/s1", "survived"),)
+
+
+def test_strip_all_is_an_explicit_choice_in_resign_mode():
+    work, ctx = run(sign(POST), relay_policy(mode="resign", strip="all", dmarc_mitigation="none"))
+    assert note(work, "strip").detail.startswith(
+        "strip = all: removed 1 DKIM-Signature (poster.example/s1); ARC fields kept")
+    assert work.message.get_all("dkim-signature") == ()
+    assert work.known.breakage == (("poster.example/s1", "strip"),)
+    # preserve keeps what survives whatever strip says
+    work, ctx = run(sign(POST), relay_policy(mode="preserve", strip="all"))
+    assert note(work, "strip").detail.startswith("strip = all (applies to resign mode; preserve keeps valid ones)")
+    assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["pass"]
 
 
 def test_preserve_keeps_every_signature():
     raw = sign(EXTRA + POST)
     work, _ = run(raw, relay_policy(mode="preserve"))
-    assert note(work, "strip").detail == "preserve mode: original signatures kept"
+    assert note(work, "strip").detail == "strip = broken: nothing to remove"
     assert len(work.message.get_all("dkim-signature")) == 1
     assert len(work.message.get_all("domainkey-signature")) == 1
 
@@ -280,19 +306,18 @@ def test_preserve_keeps_every_signature():
 # -- auto ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dmarc, how, mode, why", [
-    ("v=DMARC1; p=reject", "s1", "preserve", "poster.example/s1 is valid and aligned; DMARC policy "
-                                             "of poster.example is reject"),
-    ("v=DMARC1; p=quarantine", "s1", "preserve", "is quarantine"),
-    ("v=DMARC1; p=reject; t=y", "s1", "preserve", "is quarantine after t=y"),
-    ("v=DMARC1; p=quarantine; t=y", "s1", "resign", "is aligned but the DMARC policy of poster.example "
-                                                    "is none after t=y"),
-    ("v=DMARC1; p=none", "s1", "resign", "is none"),
-    (None, "s1", "resign", "no DMARC policy for poster.example (dmarc=none)"),
+    # Decided after trying preserve, on the bytes as they leave, whatever the policy: an
+    # aligned signature that survives is the post's DMARC pass under p=none too.
+    ("v=DMARC1; p=reject", "s1", "preserve", "the aligned signature poster.example/s1 survives "
+                                             "the changes preserve allows"),
+    ("v=DMARC1; p=quarantine", "s1", "preserve", "poster.example/s1 survives"),
+    ("v=DMARC1; p=none", "s1", "preserve", "poster.example/s1 survives"),
+    (None, "s1", "resign", "DMARC none for poster.example (no DMARC policy record): no alignment"),
     ("v=DMARC1; p=reject", "other", "resign", "no valid DKIM signature aligned with the From domain"),
     ("v=DMARC1; p=reject", "broken", "resign", "no valid DKIM signature aligned"),
     ("v=DMARC1; p=reject", "unsigned", "resign", "no valid DKIM signature aligned"),
 ])
-def test_auto_picks_by_dmarc_policy(dmarc, how, mode, why):
+def test_auto_decides_on_the_final_bytes(dmarc, how, mode, why):
     dns = {**DNS, "_dmarc.poster.example": dmarc}
     raw = {"s1": lambda: sign(POST), "other": lambda: sign(POST, domain="other.example", key="other"),
            "broken": lambda: sign(POST).replace(b"Hello list.", b"Hello all."),
@@ -328,6 +353,6 @@ def test_process_records_mode_and_breakage_in_the_record():
     pol = relay_policy(mode="resign", **DECORATE)
     out = pipeline.process(raw, context(raw, pol, DNS))
     steps = [n.step for n in out.record.steps]
-    assert steps == ["parse", "identify", "verify", "mode", "repair", *TRANSFORMS, "strip", "downgrade",
-                     "dmarc-mitigation", "trace", "authres", "sign", "arc-seal", "attribution"]
+    assert steps == ["parse", "identify", "verify", "repair", "mode", *TRANSFORMS, "downgrade", "trace",
+                     "authres", "dmarc-mitigation", "strip", "sign", "arc-seal", "attribution"]
     assert dict(out.record.extra)["breakage"] == ("poster.example/s1: subject-prefix",)

@@ -252,8 +252,8 @@ def test_store_records_each_transaction(relist_server, sink, tmp_path):
     assert json.loads(rcpts) == ["a@example.com"]
     assert mid == "<m1@poster.example>" and lst == "test@lists.example.org"
     assert size == len(MSG)
-    assert [s["step"] for s in json.loads(steps)] == [s.NAME for s in pipeline.STEPS]
-    assert [s["step"] for s in json.loads(steps)][:4] == ["parse", "identify", "verify", "mode"]
+    assert [s["step"] for s in json.loads(steps)] == list(pipeline.step_names())
+    assert [s["step"] for s in json.loads(steps)][:5] == ["parse", "identify", "verify", "repair", "mode"]
     up = json.loads(upstream)
     assert up["bad@example.com"] == "550 5.1.1 unknown"
     assert up["DATA"].startswith("250 2.0.0")

@@ -357,30 +357,11 @@ def test_cache_never_keeps_a_refusal_and_bounds_its_size():
     assert len(small.entries) == 2
 
 
-# -- the recommended order inside the lead's STEPS ------------------------------------------
-
-def recommended_steps():
-    """pipeline.STEPS with the signing steps where docs/signing.md puts them: downgrade and
-    (guarded) dmarc-mitigation after strip, sign and arc-seal after authres."""
-    from relist.core import guard
-    names = [s.NAME for s in pipeline.STEPS]
-    if "strip" not in names or "authres" not in names:
-        pytest.skip("pipeline.STEPS has no strip/authres step yet")
-    out = []
-    for step in pipeline.STEPS:
-        if step.NAME in ("downgrade", "dmarc-mitigation", "sign", "arc-seal"):
-            continue
-        out.append(step)
-        if step.NAME == "strip":
-            out += [downgrade, guard.guarded(dmarc_mitigation)]
-        if step.NAME == "authres":
-            out += [sign, arc_seal]
-    return tuple(out)
-
+# -- the real pipeline ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode, mitigated", [("resign", True), ("preserve", False), ("auto", False)])
-def test_recommended_order_in_the_real_pipeline(mode, mitigated):
-    steps = recommended_steps()
+def test_signing_in_the_real_pipeline(mode, mitigated):
+    steps = pipeline.STEPS
     raw = signed_post()
     relay = policy(mode=mode)
     ctx = replace(context(raw, relay), facts=facts_for(raw, relay, steps=steps))

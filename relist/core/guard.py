@@ -11,6 +11,10 @@ with the keys already in ``ctx.facts`` (no new DNS):
 * otherwise the step is applied and the first step that broke each signature is
   recorded in ``known.breakage`` (and appended to that step's note).
 
+``attributed(step)`` records the same but never undoes the step, in preserve mode
+too: DMARC mitigation acts only when no aligned signature survives anyway, and strip
+removes only what is already broken (or what resign's ``strip = "all"`` asks for).
+
 Only signatures that verified on arrival (``known.verdict``) and are still intact
 are tracked (``known.intact``: their b= values), and only they are re-verified, only
 when a step changed bytes they cover: a field outside every h= costs nothing.  A
@@ -31,8 +35,8 @@ from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, StepNote, Work
 
-__all__ = ["UNGUARDED", "arrival_valid", "b_value", "catch_up", "covers_change", "guarded", "label", "recheck",
-           "same_body", "same_header_input", "track", "why_broken"]
+__all__ = ["UNGUARDED", "arrival_valid", "attributed", "b_value", "catch_up", "covers_change", "guarded", "label", "recheck",
+           "same_body", "same_header_input", "surviving", "track", "why_broken"]
 
 MAILMAN = "mailman"          # attribution: broken before relist saw it again (egress leg)
 UNGUARDED = "unguarded step"  # attribution: broken by a step outside the guard (downgrade)
@@ -242,8 +246,9 @@ def catch_up(work: Work, ctx: Context) -> Work:
     return replace(work, known=known)
 
 
-def settle(before: Work, after: Work, ctx: Context, name: str) -> Work:
-    """Judge what a step did to the tracked signatures (see module doc)."""
+def settle(before: Work, after: Work, ctx: Context, name: str, protect: bool = True) -> Work:
+    """Judge what a step did to the tracked signatures (see module doc); ``protect``
+    False: record what it broke but never undo it, in preserve mode too."""
     if after.message == before.message:
         return after
     k = after.known
@@ -255,7 +260,7 @@ def settle(before: Work, after: Work, ctx: Context, name: str) -> Work:
     same = same_body(before.message, after.message)
     results = recheck(after.message, affected, ctx, same, before.message) if affected else {}
     broken = [s for s in affected if not results[s.b].passed]
-    if broken and k.mode_chosen == "preserve":
+    if broken and protect and k.mode_chosen == "preserve":
         reasons = ", ".join(f"{label(s)} ({why_broken(results[s.b])})" for s in broken)
         return before.note(name, Action.SKIPPED, f"{name} skipped: would break {reasons}")
     gone = {s.b for s in broken}
@@ -284,9 +289,11 @@ def _amend(work: Work, before: Work, name: str, extra: str) -> Work:
 
 @dataclass(frozen=True, slots=True)
 class Guarded:
-    """A step run under ``settle``; same NAME and DNS questions (``.step`` is the module)."""
+    """A step run under ``settle``; same NAME and DNS questions (``.step`` is the module).
+    ``protect``: in preserve mode, a change that breaks a tracked signature is undone."""
 
     step: Any
+    protect: bool = True
 
     @property
     def NAME(self) -> str:   # noqa: N802 - the step protocol's name
@@ -298,9 +305,53 @@ class Guarded:
 
     def apply(self, work: Work, ctx: Context) -> Work:
         work = catch_up(track(work, ctx), ctx)
-        return settle(work, self.step.apply(work, ctx), ctx, self.step.NAME)
+        return settle(work, self.step.apply(work, ctx), ctx, self.step.NAME, self.protect)
 
 
 def guarded(step) -> Guarded:
     """``step`` guarded in preserve mode and attributed in every mode (module doc)."""
     return Guarded(step)
+
+
+def attributed(step) -> Guarded:
+    """``step`` attributed in every mode but never undone: a step whose change must
+    happen once it decided to make it (DMARC mitigation, strip)."""
+    return Guarded(step, protect=False)
+
+
+def surviving(msg: RawMessage, verdict, ctx: Context, known=None) -> tuple[bool, str]:
+    """Does a poster signature that passed and aligned on arrival still verify over
+    ``msg`` (the current bytes)?  Keys come from ``ctx.facts``: no new DNS question.
+    When relist.core.guard already checked these very bytes (``known.intact_on is
+    msg``), or found every signature broken (``known.intact`` empty: a broken signature
+    never comes back, and the guard stops following the bytes), its answer is used
+    instead of verifying again."""
+    aligned = {(a.domain, a.selector) for a in verdict.dmarc.alignment
+               if a.aligned and not a.reason.startswith("key in testing")}
+    wanted = {s.b: s for s in verdict.passing("dkim") if (s.domain, s.selector) in aligned and s.b}
+    if not wanted:
+        return False, "no aligned poster signature passed on arrival"
+    intact = getattr(known, "intact", None)
+    if intact is not None and (not intact or getattr(known, "intact_on", None) is msg):
+        alive = [wanted[b] for b in intact if b in wanted]
+        if alive:
+            return True, f"the aligned signature {label(alive[0])} survives"
+        broke: dict[str, str] = {}
+        for who, step in getattr(known, "breakage", ()):
+            broke.setdefault(who, step)
+        why = ", ".join(f"{label(s)} broken by {broke.get(label(s), 'a change')}" for s in wanted.values())
+        return False, f"no aligned poster signature survives ({why})"
+    fields = msg.get_all("dkim-signature")
+    present = [(i, f) for i, f in enumerate(fields) if b_value(f) in wanted]
+    if not present:
+        return False, "the aligned poster signature was removed"
+    signer, error = open_message(msg.to_bytes())
+    checker = Checker(facts=ctx.facts, now=int(ctx.now.timestamp()),
+                      min_key_bits=ctx.policy.min_key_bits, dkim=signer, dkim_error=error)
+    reasons = []
+    for index, f in present:
+        result = verify_signature(f.value, index, checker)
+        if result.passed:
+            return True, f"the aligned signature {result.domain}/{result.selector} survives"
+        reasons.append(f"d={result.domain}: {result.reason}")
+    return False, "no aligned poster signature survives (" + "; ".join(reasons)[:200] + ")"

@@ -10,19 +10,21 @@ and propagates to the edge, which answers 451 4.3.0.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from relist.core.errors import DeferMessage, RejectMessage
 from relist.core.facts import Facts, Question
 from relist.core.message import RawMessage
 from relist.core.model import Context, Outcome, Record, Work
 from relist.core.policy import RelayPolicy
-from relist.core.guard import guarded
+from relist.core.guard import attributed, guarded
 from relist.core.steps import (
     arc_seal, attribution, authres, dmarc_mitigation, downgrade, footer, identify, list_headers,
     mode, parse, remove_headers, repair, reply_to, sender, sign, strip, subject_prefix, trace,
     verify,
 )
 
-__all__ = ["INGRESS_STEPS", "STEPS", "plan", "process"]
+__all__ = ["INGRESS_STEPS", "STEPS", "plan", "process", "step_names", "substitute"]
 
 STEPS = (
     # Read identities first: every later step needs the Message-ID and the list.
@@ -32,43 +34,46 @@ STEPS = (
     # Verify every original signature, the ARC chain and DMARC as the post arrived,
     # before any step changes a byte (the "verify early" promise).
     verify,
-    # Preserve or resign for this post: reads the verdict; every later step asks it.
-    mode,
-    # Preserve mode: undo what Mailman broke without meaning to, proven by re-verifying,
-    # before the transformations, so that they are judged against the repaired bytes.
+    # In every mode: undo what Mailman broke without meaning to, proven by re-verifying,
+    # before the list's changes, so that they are judged against the repaired bytes.
     repair,
-    # The transformations (docs/transformations.md), each guarded: in preserve mode a
-    # change that would break a poster signature is skipped; in every mode the first
-    # step that breaks one is recorded (relist.core.guard).
-    # Removals first, so that no later step's field is removed again.
-    guarded(remove_headers),
-    # Subject before the body: the Subject is in nearly every h=, so it is judged first.
-    guarded(subject_prefix),
-    # The body: the change most likely to break a body hash.
-    guarded(footer),
-    # List-* fields from the list's settings (RFC 2369, 2919, 8058), after removals.
-    guarded(list_headers),
-    # Sender names the list as the agent that sends it (RFC 5322 §3.6.2).
-    guarded(sender),
-    # Reply-To last: it may overwrite a field the poster signed, and is the list's choice.
-    guarded(reply_to),
-    # Resign mode: drop the poster's (all or broken) DKIM and every DomainKey signature,
-    # after every change, so "broken" means broken by what was done; ARC fields stay.
-    guarded(strip),
-    # 8-bit -> 7-bit when the list asks or the MTA lacks 8BITMIME, before signing so the
-    # signature covers the bytes that travel; before mitigation, because a wrapped post
-    # is a message/rfc822 part that must stay byte-identical.  Not guarded: in preserve
-    # mode a downgrade the MTA requires wins, and attribution records what it broke.
-    downgrade,
-    # From munging or wrapping for a poster whose DMARC policy would otherwise reject
-    # the list's copy; after every content change, so "evidence" sees what was done.
-    guarded(dmarc_mitigation),
-    # The trace field: Received is hardly ever in a signature's h=; guarded all the same.
-    guarded(trace),
-    # Drop Authentication-Results that claim our authserv-id (RFC 8601 §5: forgeries)
-    # and add ours above our Received (§4.1); before signing and sealing, so the ARC
-    # seal carries relist's own verdict, never an upstream claim.
-    guarded(authres),
+    # The list's changes, run under the mode chosen for this post (auto: preserve is
+    # tried first, and kept when an aligned poster signature survives the result).
+    mode.decided(
+        # The transformations (docs/transformations.md), each guarded: in preserve mode a
+        # change that would break a poster signature is skipped; in every mode the first
+        # step that breaks one is recorded (relist.core.guard).
+        # Removals first, so that no later step's field is removed again.
+        guarded(remove_headers),
+        # Subject before the body: the Subject is in nearly every h=, so it is judged first.
+        guarded(subject_prefix),
+        # The body: the change most likely to break a body hash.
+        guarded(footer),
+        # List-* fields from the list's settings (RFC 2369, 2919, 8058), after removals.
+        guarded(list_headers),
+        # Sender names the list as the agent that sends it (RFC 5322 §3.6.2).
+        guarded(sender),
+        # Reply-To last: it may overwrite a field the poster signed, and is the list's choice.
+        guarded(reply_to),
+        # 8-bit -> 7-bit when the list asks or the MTA lacks 8BITMIME, before signing so the
+        # signature covers the bytes that travel; before mitigation, because a wrapped post
+        # is a message/rfc822 part that must stay byte-identical.  Not guarded: in preserve
+        # mode a downgrade the MTA requires wins, and the guard records what it broke.
+        downgrade,
+        # The trace field: Received is hardly ever in a signature's h=; guarded all the same.
+        guarded(trace),
+        # Drop Authentication-Results that claim our authserv-id (RFC 8601 §5: forgeries)
+        # and add ours above our Received (§4.1); before signing and sealing, so the ARC
+        # seal carries relist's own verdict, never an upstream claim.
+        guarded(authres),
+    ),
+    # Never ship a rejection: on the bytes as they now stand, when no poster signature
+    # aligned with From survives and the From domain's policy would refuse the post,
+    # From munging or wrapping, in every mode.  Attributed, never undone.
+    attributed(dmarc_mitigation),
+    # Remove the poster's signatures the final bytes break (strip = "all": every one, in
+    # resign mode) and, in resign mode, DomainKey-Signature; ARC fields stay.
+    attributed(strip),
     # Sign late: the list's DKIM signature(s) over the final bytes (docs/signing.md).
     sign,
     # The ARC set last among byte-changing steps: its AMS covers the DKIM-Signature.
@@ -86,6 +91,23 @@ INGRESS_STEPS = (
     trace,
     authres,
 )
+
+
+def step_names(steps=STEPS) -> tuple[str, ...]:
+    """The names of the notes a run of ``steps`` records, in order: a group
+    (``mode.decided``) records its own note, then its steps'."""
+    out: list[str] = []
+    for step in steps:
+        out.append(step.NAME)
+        if isinstance(step, mode.Decided):
+            out.extend(step_names(step.steps))
+    return tuple(out)
+
+
+def substitute(steps, old, new) -> tuple:
+    """``steps`` with ``old`` replaced by ``new``, inside groups too (tests, benchmarks)."""
+    return tuple(replace(s, steps=substitute(s.steps, old, new)) if isinstance(s, mode.Decided)
+                 else new if s is old else s for s in steps)
 
 
 def plan(raw: bytes | RawMessage, policy: RelayPolicy, facts: Facts, steps=STEPS) -> frozenset[Question]:

@@ -26,7 +26,7 @@ class ListPolicy:
 
     # -- what the list does to a post (transformations) --------------------------
     mode: str = "resign"                 # "preserve" | "resign" | "auto"
-    strip: str = "all"                   # resign mode: which poster signatures go: "all" | "broken"
+    strip: str = "broken"                # poster signatures removed: "broken" (by the final bytes) | "all" (resign)
     display_name: str = ""               # list's name for templates; default: local part
     footer: str = ""                     # footer template; empty: no footer
     subject_prefix: str = ""             # e.g. "[{list_name}] "; empty: none
@@ -40,6 +40,7 @@ class ListPolicy:
     subscribe_url: str = ""
 
     # -- signing (DKIM and ARC under the list's domain) --------------------------
+    sign: bool = True                    # False: relist adds no DKIM-Signature (the MTA signs)
     signing_domain: str = ""             # d=; default: the list's domain
     selector: str = ""                   # RSA selector; empty: no RSA signature
     private_key: str = ""                # path to the RSA private key (PEM)
@@ -77,6 +78,11 @@ class ListPolicy:
     @property
     def domain(self) -> str:
         return self.address.split("@", 1)[1] if "@" in self.address else ""
+
+    @property
+    def signs(self) -> bool:
+        """relist adds a DKIM signature of its own for this list's mail."""
+        return self.sign and bool(self.selector or self.ed25519_selector)
 
     def in_rotation_overlap(self, now: datetime) -> bool:
         """True while the previous RSA key still signs: configured and ``now`` before

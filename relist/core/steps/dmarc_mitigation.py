@@ -7,14 +7,18 @@ poster's DKIM signature, so the copy no longer passes DMARC for the poster's dom
 list's domain makes the copy pass again.  Runs after every change to the content and
 before signing, so the list's signature covers the new From/Reply-To/Cc.
 
-When (``dmarc_trigger``; "none" mitigation and ``mode = "preserve"`` never act):
+When: in every mode (preserve included), decided on the message as it will leave
+(after repair, every transformation, the trace fields and the downgrade), with the
+DNS answers already fetched.  Never when ``dmarc_mitigation = "none"``, nor when the
+list's own signature aligns with the From domain.  Otherwise, by ``dmarc_trigger``:
 
-* ``policy``   - the From domain's effective DMARC policy (t=y one level lower,
-  RFC 9989 §4.7) is quarantine or reject;
-* ``always``   - every post;
-* ``evidence`` - as ``policy``, but only when no aligned poster signature still
-  verifies over the current bytes (re-verified with the DNS answers already fetched).
-A DMARC temperror (policy unknown) mitigates: the safe side.
+* ``policy``   - no poster signature aligned with the From domain survives, and that
+  domain's effective DMARC policy (t=y one level lower, RFC 9989 §4.7) is quarantine
+  or reject; a DMARC temperror (policy unknown) counts as strict: the safe side;
+* ``evidence`` - no aligned poster signature survives, whatever the policy;
+* ``always``   - every post.
+preserve's promise covers the signatures that can be kept; when none can, the post
+would be refused, and deliverability wins (the note says why).
 
 How (``dmarc_mitigation``):
 
@@ -33,8 +37,7 @@ from dataclasses import replace
 from email.utils import getaddresses
 
 from relist.core import mime
-from relist.core.auth.dkim import Checker, open_message, verify_signature
-from relist.core.guard import b_value
+from relist.core.guard import surviving
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy
@@ -55,11 +58,6 @@ _WRAP_COPY = ("subject", "to", "cc", "date", "message-id", "in-reply-to", "refer
 
 # -- the decision ----------------------------------------------------------------------
 
-def _mode(work: Work, lp: ListPolicy) -> str:
-    mode = getattr(work.known, "mode_chosen", lp.mode) or lp.mode
-    return "resign" if mode == "auto" else mode
-
-
 def _aligns(from_domain: str, lp: ListPolicy) -> bool:
     """The list's own signature will align with From (same domain or a sub/parent
     domain of it: relaxed alignment, RFC 9989 §4.4.1)."""
@@ -68,73 +66,37 @@ def _aligns(from_domain: str, lp: ListPolicy) -> bool:
     return bool(d and f and (f == d or f.endswith("." + d) or d.endswith("." + f)))
 
 
-def decide(lp: ListPolicy, mode: str, verdict, survives) -> tuple[bool, str]:
-    """(mitigate?, why).  ``survives()`` says whether an aligned poster signature still
-    verifies (called only for the ``evidence`` trigger)."""
+def decide(lp: ListPolicy, verdict, survives) -> tuple[bool, str]:
+    """(mitigate?, why), the same rule in every mode, on the bytes as they will leave.
+    ``survives()`` -> (bool, detail): whether a poster signature aligned with From
+    still verifies over them."""
     if lp.dmarc_mitigation == "none":
         return False, "no mitigation: dmarc_mitigation = none"
-    if mode == "preserve":
-        return False, "no mitigation: mode preserve keeps the poster's signatures"
-    trigger = lp.dmarc_trigger
     if verdict is None:
         return True, "mitigating: no verification verdict, DMARC policy unknown (safe side)"
     d = verdict.dmarc
-    if d.domain and _aligns(d.domain, lp) and (lp.selector or lp.ed25519_selector):
+    if d.domain and _aligns(d.domain, lp) and lp.signs:
         return False, (f"no mitigation: From domain {d.domain} aligns with the list's "
                        f"signing domain {lp.signing_domain or lp.domain}")
-    if trigger == "always":
+    if lp.dmarc_trigger == "always":
         return True, "mitigating: dmarc_trigger = always"
+    ok, detail = survives()
+    if ok:
+        return False, f"no mitigation: {detail}"
+    if lp.dmarc_trigger == "evidence":
+        return True, f"mitigating (dmarc_trigger = evidence): {detail}"
     if d.result == "temperror":
-        return True, f"mitigating: DMARC temperror for {d.domain or 'From'} ({d.reason}); safe side"
+        return True, (f"mitigating: {detail} and the DMARC policy of {d.domain or 'From'} is "
+                      f"unknown ({d.reason}); safe side")
     if d.result == "permerror":
-        return False, f"no mitigation: DMARC permerror ({d.reason})"
+        return False, f"no mitigation: DMARC permerror ({d.reason}); {detail}"
     if not d.policy:
-        return False, f"no mitigation: no DMARC policy for {d.domain or 'From'} ({d.reason})"
+        return False, f"no mitigation: no DMARC policy for {d.domain or 'From'}; {detail}"
     effective = d.effective_policy
     lowered = f" (p={d.policy} lowered by t=y)" if effective != d.policy else ""
     if effective not in ("quarantine", "reject"):
-        return False, f"no mitigation: p={effective}{lowered} for {d.domain}"
-    if trigger == "evidence":
-        ok, detail = survives()
-        if ok:
-            return False, f"no mitigation: p={effective}{lowered} but {detail}"
-        return True, f"mitigating: p={effective}{lowered} for {d.domain} and {detail}"
-    return True, f"mitigating: p={effective}{lowered} for {d.domain}"
-
-
-def surviving(msg: RawMessage, verdict, ctx: Context, known=None) -> tuple[bool, str]:
-    """Does a poster signature that passed and aligned on arrival still verify over
-    ``msg`` (the current bytes)?  Keys come from ``ctx.facts``: no new DNS question.
-    When relist.core.guard already checked these very bytes (``known.intact_on is
-    msg``), or found every signature broken (``known.intact`` empty: a broken signature
-    never comes back, and the guard stops following the bytes), its answer is used
-    instead of verifying again."""
-    aligned = {(a.domain, a.selector) for a in verdict.dmarc.alignment
-               if a.aligned and not a.reason.startswith("key in testing")}
-    wanted = {s.b: s for s in verdict.passing("dkim") if (s.domain, s.selector) in aligned and s.b}
-    if not wanted:
-        return False, "no aligned poster signature passed on arrival"
-    intact = getattr(known, "intact", None)
-    if intact is not None and (not intact or getattr(known, "intact_on", None) is msg):
-        alive = [wanted[b] for b in intact if b in wanted]
-        if alive:
-            s = alive[0]
-            return True, f"the aligned signature d={s.domain} s={s.selector} still verifies (guard)"
-        return False, "no aligned poster signature survives (guard)"
-    fields = msg.get_all("dkim-signature")
-    present = [(i, f) for i, f in enumerate(fields) if b_value(f) in wanted]
-    if not present:
-        return False, "the aligned poster signature was removed"
-    signer, error = open_message(msg.to_bytes())
-    checker = Checker(facts=ctx.facts, now=int(ctx.now.timestamp()),
-                      min_key_bits=ctx.policy.min_key_bits, dkim=signer, dkim_error=error)
-    reasons = []
-    for index, f in present:
-        result = verify_signature(f.value, index, checker)
-        if result.passed:
-            return True, f"the aligned signature d={result.domain} s={result.selector} still verifies"
-        reasons.append(f"d={result.domain}: {result.reason}")
-    return False, "no aligned poster signature survives (" + "; ".join(reasons)[:200] + ")"
+        return False, f"no mitigation: p={effective}{lowered} for {d.domain}; {detail}"
+    return True, f"mitigating: p={effective}{lowered} for {d.domain} and {detail}"
 
 
 # -- From munging -------------------------------------------------------------------------
@@ -266,8 +228,7 @@ def apply(work: Work, ctx: Context) -> Work:
     if lp is None:
         return work.note(NAME, Action.SKIPPED, "no list")
     verdict = work.known.verdict
-    act, why = decide(lp, _mode(work, lp), verdict,
-                      lambda: surviving(work.message, verdict, ctx, work.known))
+    act, why = decide(lp, verdict, lambda: surviving(work.message, verdict, ctx, work.known))
     if not act:
         return work.note(NAME, Action.SKIPPED, why)
     domain = verdict.dmarc.domain if verdict is not None else ""

@@ -1,7 +1,7 @@
-"""repair: in preserve mode, undo what Mailman broke without meaning to, and prove it.
+"""repair: undo what Mailman broke without meaning to, and prove it.
 
-What (egress leg, preserve mode, only when the ingress leg kept the post as it
-arrived, ``known.ingress_copy``): for each header field named in the h= of a
+What (egress leg, every mode, only when the ingress leg kept the post as it arrived,
+``known.ingress_copy``): for each header field named in the h= of a
 signature that verified on arrival,
 
 * a field whose meaning Mailman kept but whose bytes it changed (refolded, renamed
@@ -19,7 +19,9 @@ white space.  Mailman's other fields (X-Mailman-*, Message-ID-Hash...) stay.
 Then the proof: the repaired message is verified again (``verify_message`` with the
 facts and time already in the context: no new DNS), and every signature that passed
 on arrival must pass.  If one does not, Mailman's bytes are kept and that is
-recorded.  Why: a change is only undone when it provably restores the signature.
+recorded.  Why: a change is only undone when it provably restores the signature,
+and undoing an accident never hurts: in resign mode too a poster signature that
+survives the list's own changes keeps the post's DMARC pass (``strip`` keeps it).
 """
 
 from __future__ import annotations
@@ -110,8 +112,6 @@ def apply(work: Work, ctx: Context) -> Work:
     k = work.known
     if k.list_policy is None:
         return work.note(NAME, Action.SKIPPED, "no list")
-    if k.mode_chosen != "preserve":
-        return work.note(NAME, Action.SKIPPED, f"{k.mode_chosen or 'no'} mode: nothing to repair")
     post = k.ingress_copy
     if post is None:
         return work.note(NAME, Action.SKIPPED, "no ingress copy: nothing to repair against")

@@ -76,6 +76,8 @@ def apply(work: Work, ctx: Context) -> Work:
     lp = work.known.list_policy
     if lp is None:
         return work.note(NAME, Action.SKIPPED, "no list")
+    if not lp.sign:
+        return work.note(NAME, Action.SKIPPED, "sign = false: the list's mail is signed by another hop")
     wanted = [(sel, path, alg) for sel, path, alg in (
         (lp.selector, lp.private_key, "rsa"),
         (lp.previous_selector if lp.in_rotation_overlap(ctx.now) else "", lp.previous_private_key, "rsa"),

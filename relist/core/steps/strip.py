@@ -1,16 +1,19 @@
-"""strip: in resign mode, remove the poster's signatures that relist replaces.
+"""strip: remove the poster's signatures that the bytes as they leave break.
 
-What (resign mode only): ``strip = "all"`` removes every original DKIM-Signature;
-``"broken"`` removes only those that do not verify on the current bytes (the ones
-invalid on arrival and the ones a step broke since, from relist.core.guard's
-tracking, so nothing is verified again).  Every DomainKey-Signature goes (RFC 4870
-is historic, and Mailman's changes break it anyway).  ARC fields stay: they are the
-chain relist's own seal extends (RFC 8617 §5.1).  Preserve mode keeps everything.
+What, in every mode: with ``strip = "broken"`` (the default) every original
+DKIM-Signature that does not verify on the final bytes goes: the ones invalid on
+arrival and the ones broken since (by Mailman, a transformation, the downgrade or DMARC
+mitigation), known from relist.core.guard's tracking, so nothing is verified again.
+A signature that still verifies stays, whatever the mode: it may give the post a DMARC
+pass the list's own signature cannot.  ``strip = "all"`` (an explicit choice) removes
+every original DKIM-Signature in resign mode; preserve keeps the ones that survive.
+In resign mode every DomainKey-Signature goes (RFC 4870 is historic, and Mailman's
+changes break it anyway).  ARC fields stay: they are the chain relist's own seal
+extends (RFC 8617 §5.1).
 
 Why: a broken signature is noise at best, and some receivers count a failing
-signature against the message; after re-signing, the list's signature is the one
-that speaks for the post.  Runs after the transformations, so "broken" means broken
-by what relist and Mailman did.
+signature against the message.  Runs after every change, DMARC mitigation included,
+and just before signing, so "broken" means broken in what leaves.
 """
 
 from __future__ import annotations
@@ -38,21 +41,25 @@ def apply(work: Work, ctx: Context) -> Work:
     lp = work.known.list_policy
     if lp is None:
         return work.note(NAME, Action.SKIPPED, "no list")
-    if work.known.mode_chosen != "resign":
-        return work.note(NAME, Action.SKIPPED,
-                         f"{work.known.mode_chosen or 'no'} mode: original signatures kept")
+    resign = work.known.mode_chosen == "resign"
     work = track(work, ctx)
-    keep = set(work.known.intact or ()) if lp.strip == "broken" else set()
+    everything = resign and lp.strip == "all"
+    keep = set() if everything else set(work.known.intact or ())
     gone = [f for f in work.message.fields
-            if f.name == DK or (f.name == DKIM and b_value(f) not in keep)]
+            if (f.name == DK and resign) or (f.name == DKIM and b_value(f) not in keep)]
+    rule = f"strip = {lp.strip}" + ("" if everything or lp.strip == "broken" else
+                                    f" (applies to resign mode; {work.known.mode_chosen} keeps valid ones)")
     if not gone:
-        return work.note(NAME, Action.SKIPPED, f"strip = {lp.strip}: nothing to remove")
+        return work.note(NAME, Action.SKIPPED, f"{rule}: nothing to remove")
     kept = len(work.message.get_all(DKIM)) - sum(f.name == DKIM for f in gone)
     ids = {id(f) for f in gone}
     msg = work.message.remove_where(lambda f: id(f) in ids)
-    parts = [f"{n} {name}" for n, name in ((sum(f.name == DKIM for f in gone), "DKIM-Signature"),
-                                           (sum(f.name == DK for f in gone), "DomainKey-Signature")) if n]
-    detail = (f"strip = {lp.strip}: removed " + ", ".join(parts)
-              + " (" + ", ".join(_who(f) for f in gone) + ")"
-              + (f"; kept {kept} valid" if kept else "") + "; ARC fields kept")
+    parts = []
+    for name, label, why in ((DKIM, "DKIM-Signature", "" if everything else " the final bytes break"),
+                             (DK, "DomainKey-Signature", "")):
+        mine = [f for f in gone if f.name == name]
+        if mine:
+            parts.append(f"{len(mine)} {label}{why} ({', '.join(_who(f) for f in mine)})")
+    detail = (f"{rule}: removed " + ", ".join(parts) + (f"; kept {kept} valid" if kept else "")
+              + "; ARC fields kept")
     return work.note(NAME, Action.APPLIED, detail, message=msg)
