@@ -110,26 +110,42 @@ def _quote(phrase: str) -> str:
     return '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_ANGLE_ADDR = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+)\s*>|([^<>\s@,;:\"()]+@[^<>\s@,;:\"()]+)")
+
+
+def _mailboxes(text: str) -> list[tuple[str, str]]:
+    """(display name, address) pairs of an address field; a field too deeply nested for
+    the standard parser (thousands of comments) falls back to its bare addresses."""
+    try:
+        return getaddresses([text])
+    except RecursionError:
+        return [("", m.group(1) or m.group(2)) for m in _ANGLE_ADDR.finditer(text)]
+
+
+def _printable(text: str) -> str:
+    """Undecodable 8-bit bytes (kept by the parser as surrogates) as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _poster(from_field: HeaderField) -> tuple[str, str] | None:
     """(display name, address) of the first mailbox in From."""
-    text = from_field.text()
-    for name, addr in getaddresses([text]):
+    for name, addr in _mailboxes(from_field.text()):
         if "@" in addr:
             name = mime.decode_words(name, lenient=True) or ""
-            return name.strip(), addr
+            return _printable(name).strip(), addr
     return None
 
 
 def munged_from(name: str, address: str, lp: ListPolicy) -> str:
     """The new From value: ``"<name> via <list>" <list address>`` from ``munge_phrase``."""
-    shown = name or address.split("@", 1)[0]
+    shown = name or _printable(address.split("@", 1)[0])
     pieces = (lp.munge_phrase or "{name} via {list_name}").split("{name}")
     phrase = shown.join(expand(p, lp) for p in pieces)   # the poster's name is never expanded
     return mime.fold("From", f"{_quote(phrase)} <{lp.address}>")
 
 
 def _addresses(fields: tuple[HeaderField, ...]) -> list[str]:
-    return [a.lower() for _, a in getaddresses([f.text() for f in fields]) if a]
+    return [a.lower() for f in fields for _, a in _mailboxes(f.text()) if a]
 
 
 def _add_to(msg: RawMessage, name: str, value: bytes) -> RawMessage:
@@ -171,7 +187,7 @@ def munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
     lead = b"" if original[:1] in (b" ", b"\t") else b" "
     out = out.remove("x-original-from").append(
         HeaderField(b"X-Original-From:" + lead + original + msg.eol, "x-original-from"))
-    return out, f"From: {lp.address} for {address}; {where}; X-Original-From added"
+    return out, f"From: {lp.address} for {_printable(address)}; {where}; X-Original-From added"
 
 
 # -- wrapping ------------------------------------------------------------------------------
