@@ -13,6 +13,8 @@ as_root() {
 }
 
 apt_install() {
+    opts=""
+    if [ "${1:-}" = "--no-install-recommends" ]; then opts=$1; shift; fi
     missing=""
     for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
@@ -21,7 +23,7 @@ apt_install() {
     echo "setup: installing Debian packages:$missing"
     as_root apt-get update -qq
     echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $opts $missing >/dev/null
 }
 
 PY=${PYTHON:-python3}
@@ -35,8 +37,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 if [ $want_test = 1 ]; then
     # Independent verifiers and load tools the tests and benchmarks use:
-    # Perl Mail::DKIM (+ CryptX for Ed25519), OpenDKIM, Postfix's smtp-source/smtp-sink.
+    # Perl Mail::DKIM (+ CryptX for Ed25519), OpenDKIM, Postfix's smtp-source/smtp-sink,
+    # and rspamd as the independent receiver (the tests start their own instance on
+    # loopback; without its recommended redis-server, which relist's tests do not use).
     apt_install libmail-dkim-perl libcryptx-perl opendkim opendkim-tools postfix
+    apt_install --no-install-recommends rspamd
     .venv/bin/python -m pip install -q -e '.[test]'
 else
     .venv/bin/python -m pip install -q -e .
