@@ -155,9 +155,21 @@ def test_preserve_skips_what_would_break_and_applies_what_is_outside_h():
     assert work.known.breakage == (("poster.example/s1", "survived"),)
 
 
+def test_list_headers_keep_does_not_add_a_field_whose_absence_is_signed():
+    # h= names List-Id: the poster signed its absence; the other list fields are added.
+    for mode in ("preserve", "resign"):
+        work, ctx = run(sign(POST, headers=H + ("list-id",)), relay_policy(mode=mode, reply_to="list"))
+        assert note(work, "list-headers").detail.endswith(
+            "; not added: List-Id (a poster signature signs their absence)")
+        assert work.message.get("list-id") is None and work.message.get("list-post") is not None
+        assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["pass"]
+    # once a change the list wants broke the signature anyway, List-Id is added
+    work, _ = run(sign(POST, headers=H + ("list-id",)), relay_policy(mode="resign", **DECORATE))
+    assert work.message.get("list-id") is not None
+
+
 @pytest.mark.parametrize("signed, step", [
     ("sender", "sender"),           # h= names Sender: the poster signed its absence
-    ("list-id", "list-headers"),
     ("reply-to", "reply-to"),
     ("x-junk", "remove-headers"),
 ])

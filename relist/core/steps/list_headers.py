@@ -7,8 +7,12 @@ List-Help, List-Unsubscribe, List-Subscribe, List-Post, List-Owner, List-Archive
 List-Unsubscribe field that goes out contains an https URI.
 
 ``list_headers = "keep"`` leaves every such field already present (Mailman adds
-most of them) byte-identical and adds only the missing ones; ``"replace"`` removes
-all fields of these names and writes relist's.  A field is never duplicated.
+most of them) byte-identical and adds only the missing ones, except one a poster
+signature that still verifies signs the absence of (its h= names the field more
+times than the post has it, RFC 6376 §8.15; repair drops Mailman's copy for that
+reason): adding it would break the signature for a field Mailman already chose.
+``"replace"`` removes all fields of these names and writes relist's.  A field is
+never duplicated.
 Why: these fields drive MUAs' unsubscribe buttons and mailbox providers' one-click
 unsubscribe; relist writes them from its own settings so that they can be signed
 under the list's domain (RFC 8058 §4 asks for both fields to be DKIM-signed).
@@ -19,6 +23,7 @@ from __future__ import annotations
 import re
 
 from relist.core import mime
+from relist.core.guard import arrival_valid
 from relist.core.message import RawMessage
 from relist.core.model import Context, Work
 from relist.core.policy import ListPolicy
@@ -33,11 +38,28 @@ NAMES = ("List-Id", "List-Help", "List-Unsubscribe", "List-Subscribe", "List-Pos
          "List-Owner", "List-Archive", "List-Unsubscribe-Post")
 ONE_CLICK = "List-Unsubscribe=One-Click"
 _HTTPS = re.compile(r"<\s*https://", re.IGNORECASE)
+_LOWER = frozenset(n.lower() for n in NAMES)
 
 
 def apply(work: Work, ctx: Context) -> Work:
     """See `relist.core.steps`."""
-    return apply_transform(NAME, transform, work)
+    absent = _signed_absent(work) if work.known.list_policy and work.known.list_policy.list_headers == "keep" \
+        else frozenset()
+    return apply_transform(NAME, lambda msg, lp: transform(msg, lp, absent), work)
+
+
+def _signed_absent(work: Work) -> frozenset[str]:
+    """List field names (lower case) a still-valid poster signature signs the absence of."""
+    k = work.known
+    intact = set(k.intact) if k.intact is not None else None
+    out = set()
+    for sig in arrival_valid(k):
+        if intact is not None and sig.b not in intact:
+            continue
+        for name in set(sig.headers) & _LOWER:
+            if sig.headers.count(name) > len(work.message.get_all(name)):
+                out.add(name)
+    return frozenset(out)
 
 
 def _uris(*uris: str) -> str:
@@ -71,8 +93,10 @@ def fields_for(lp: ListPolicy) -> dict[str, str]:
     return {k: v for k, v in values.items() if v}
 
 
-def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
-    """The message with the list fields, or None and the reason nothing changed."""
+def transform(msg: RawMessage, lp: ListPolicy, absent: frozenset[str] = frozenset()
+              ) -> tuple[RawMessage | None, str]:
+    """The message with the list fields, or None and the reason nothing changed.
+    ``absent``: names not to add (keep mode: a poster signature signs their absence)."""
     if "@" not in lp.address:
         return None, f"list address {lp.address!r} has no domain"
     bad = [u for u in (lp.help_url, lp.unsubscribe_url, lp.subscribe_url, lp.archive_url)
@@ -94,8 +118,9 @@ def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
                 removed.append(name)
                 out = out.remove(name)
     added: list[str] = []
+    held = [name for name in ours if name.lower() in absent and out.get(name) is None]
     for name, value in ours.items():
-        if out.get(name) is None:
+        if out.get(name) is None and name not in held:
             out = out.append(out.make_field(name, mime.fold(name, value)))
             added.append(name)
     unsub = out.get("list-unsubscribe")
@@ -103,8 +128,10 @@ def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
             and _HTTPS.search(unsub.text())):
         out = out.append(out.make_field("List-Unsubscribe-Post", ONE_CLICK))
         added.append("List-Unsubscribe-Post")
+    why_held = (f"; not added: {', '.join(held)} (a poster signature signs their absence)" if held else "")
     if not added and not removed:
-        return None, "all list fields already present (list_headers = keep)"
+        return None, ("all list fields already present (list_headers = keep)" if not held
+                      else "nothing added" + why_held)
     kept = [n for n in NAMES if n not in added and msg.get(n) is not None]
     parts = []
     if lp.list_headers == "replace":
@@ -113,4 +140,4 @@ def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
         parts.append("added: " + ", ".join(added))
         if kept:
             parts.append("kept: " + ", ".join(kept))
-    return out, "; ".join(parts)
+    return out, "; ".join(parts) + why_held
