@@ -117,11 +117,12 @@ def demo_config(workdir: Path, sink_port: int, nameserver: str, keys: dict[str, 
         "lists": {
             # Undecorated list: keep the poster's signature valid, repair what Mailman broke.
             "plain@lists.example.org": {"mode": "preserve", **signing},
-            # Decorated list: footer and prefix, poster signatures removed, signed as the list.
+            # Decorated list: footer and prefix, signed as the list; the poster signatures
+            # these break are removed, From munged for p=quarantine/p=reject posters.
             "decorated@lists.example.org": {"mode": "resign", "footer": "-- \n{list_name} list\n",
                                             "subject_prefix": "[{list_name}] ", **signing},
             "verp@lists.example.org": {"mode": "resign", **signing},
-            # Per post: preserve a valid signature aligned with a quarantine/reject domain.
+            # Per post: preserve when an aligned poster signature survives, else re-sign.
             "dmarc@lists.example.org": {"mode": "auto", **signing},
         },
         **({"ingress": {"deliver_to": f"lmtp:127.0.0.1:{mailman_port}"}} if mailman_port else {}),
