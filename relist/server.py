@@ -22,6 +22,7 @@ import mmap
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from relist.config import Config, check_signing
 from relist.edge.dns import Resolver
 from relist.edge.keys import load_configured_keys
 from relist.edge.smtp_in import RelayHandler, RelistLMTP, RelistSMTP
-from relist.edge.store import Store
+from relist.edge.store import Store, connect
 
 __all__ = ["Server", "ThreadedServer", "bind", "serve", "setup_logging"]
 
@@ -300,6 +301,13 @@ def serve(config: Config) -> int:
     # relist with an error naming the file (KeyFileError is an OSError: exit 2).
     keys = load_configured_keys(config.relay)
     log.info("%d signing key(s) loaded", len(keys))
+    # Create and migrate the store once, before the workers exist: they then open a
+    # database that is already in WAL mode and current, and a store that cannot be
+    # opened stops relist here with its reason (exit 2) instead of killing each worker.
+    try:
+        connect(config.store["path"]).close()
+    except sqlite3.Error as exc:
+        raise OSError(f"store {config.store['path']}: {exc}") from exc
     listen = config.server["listen"]
     sock = bind(listen)
     ingress_sock = bind(config.ingress["listen"]) if config.ingress is not None else None
@@ -317,11 +325,16 @@ def serve(config: Config) -> int:
     for slot in range(workers):
         pid = os.fork()
         if pid == 0:
+            code = 1
             try:
                 load.slot = slot
                 _run(_run_until_signal(config, sock, ingress_sock, load))
+                code = 0
+            except BaseException:   # a worker that dies says why, and exits non-zero
+                log.exception("worker %d (pid %d) failed", slot, os.getpid())
             finally:
-                os._exit(0)
+                logging.shutdown()
+                os._exit(code)
         children.append(pid)
 
     stopping = False

@@ -115,7 +115,19 @@ def connect(path: str | Path) -> sqlite3.Connection:
     if str(path) != ":memory:":
         path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=5, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    # Switching a fresh database to WAL takes an exclusive lock and, unlike other
+    # statements, does not wait in the busy handler: two processes opening the same new
+    # file at once get "database is locked".  Retry for as long as the busy timeout.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                conn.close()
+                raise
+            time.sleep(0.01)
     conn.execute("PRAGMA synchronous=NORMAL")
     migrate(conn)
     return conn
