@@ -35,7 +35,7 @@ from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, StepNote, Work
 
-__all__ = ["UNGUARDED", "arrival_valid", "attributed", "b_value", "catch_up", "covers_change", "guarded", "label", "recheck",
+__all__ = ["UNGUARDED", "aligned_passing", "arrival_valid", "attributed", "b_value", "catch_up", "covers_change", "guarded", "label", "recheck",
            "same_body", "same_header_input", "surviving", "track", "why_broken"]
 
 MAILMAN = "mailman"          # attribution: broken before relist saw it again (egress leg)
@@ -319,6 +319,16 @@ def attributed(step) -> Guarded:
     return Guarded(step, protect=False)
 
 
+def aligned_passing(verdict) -> tuple[SignatureResult, ...]:
+    """The DKIM signatures that passed on arrival and align with the From domain (RFC
+    9989 §4.4.1; a key in testing mode, t=y, does not count)."""
+    if verdict is None:
+        return ()
+    aligned = {(a.domain, a.selector) for a in verdict.dmarc.alignment
+               if a.aligned and not a.reason.startswith("key in testing")}
+    return tuple(s for s in verdict.passing("dkim") if (s.domain, s.selector) in aligned)
+
+
 def surviving(msg: RawMessage, verdict, ctx: Context, known=None) -> tuple[bool, str]:
     """Does a poster signature that passed and aligned on arrival still verify over
     ``msg`` (the current bytes)?  Keys come from ``ctx.facts``: no new DNS question.
@@ -326,9 +336,7 @@ def surviving(msg: RawMessage, verdict, ctx: Context, known=None) -> tuple[bool,
     msg``), or found every signature broken (``known.intact`` empty: a broken signature
     never comes back, and the guard stops following the bytes), its answer is used
     instead of verifying again."""
-    aligned = {(a.domain, a.selector) for a in verdict.dmarc.alignment
-               if a.aligned and not a.reason.startswith("key in testing")}
-    wanted = {s.b: s for s in verdict.passing("dkim") if (s.domain, s.selector) in aligned and s.b}
+    wanted = {s.b: s for s in aligned_passing(verdict) if s.b}
     if not wanted:
         return False, "no aligned poster signature passed on arrival"
     intact = getattr(known, "intact", None)

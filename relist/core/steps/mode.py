@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from relist.core.guard import surviving
+from relist.core.guard import aligned_passing, label, surviving
 from relist.core.model import Action, Context, StepNote, Work
 
 __all__ = ["NAME", "PRESERVE", "RESIGN", "Decided", "aligned_on_arrival", "decided"]
@@ -44,12 +44,10 @@ def aligned_on_arrival(verdict) -> tuple[bool, str]:
     if not dmarc.alignment and dmarc.result in ("none", "temperror"):   # alignment not evaluated
         return False, (f"DMARC {dmarc.result} for {dmarc.domain or 'the From domain'} ({dmarc.reason}): "
                        "no alignment to keep")
-    passing = {(s.domain, s.selector) for s in verdict.passing("dkim")}
-    aligned = [a for a in dmarc.alignment if a.aligned and (a.domain, a.selector) in passing
-               and not a.reason.startswith("key in testing")]
+    aligned = aligned_passing(verdict)
     if not aligned:
         return False, f"no valid DKIM signature aligned with the From domain {dmarc.domain or '?'}"
-    return True, f"{aligned[0].domain}/{aligned[0].selector}"
+    return True, label(aligned[0])
 
 
 def _run(steps, work: Work, ctx: Context, chosen: str) -> Work:
