@@ -50,7 +50,7 @@ def test_the_receiver_can_say_no(runs):
     assert by(runs, "mailman", "none").count("direct", "softfail") >= 50
 
 
-@pytest.mark.parametrize("mode", ["resign", "preserve", "auto", "auto, evidence"])
+@pytest.mark.parametrize("mode", ["resign", "preserve", "auto", "auto, evidence", "resign, wrap"])
 def test_every_message_carries_the_lists_valid_signature_and_arc_seal(runs, mode):
     for policy in ("none", "reject"):
         run = by(runs, mode, policy)
@@ -65,3 +65,15 @@ def test_preserve_keeps_the_poster_signature_on_the_undecorated_list(runs):
     signed = [o for o in run.outcomes if o.list_name == "plain" and o.signed_at_ingress]
     assert len(signed) == 38
     assert all("poster.example" in o.forwarded.dkim_pass_domains for o in signed)
+
+
+def test_wrap_really_wraps(runs):
+    # The "resign, wrap" row is not munging under another name: under p=reject the posts
+    # whose signature did not survive left as multipart/mixed around the post, where the
+    # munging configuration sent them with their own body.
+    def mixed(mode, policy):
+        return {o.name for o in by(runs, mode, policy).outcomes if o.content_type == "multipart/mixed"}
+    wrapped = mixed("resign, wrap", "reject") - mixed("resign", "reject")
+    assert {"decorated-01-plain-text/out-01", "verp-01-plain-text/out-01"} <= wrapped
+    assert "plain-01-plain-text/out-01" not in wrapped          # its signature survives: no mitigation
+    assert mixed("resign, wrap", "none") == mixed("resign", "none")   # p=none: nothing to mitigate

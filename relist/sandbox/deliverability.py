@@ -32,6 +32,7 @@ from pathlib import Path
 from relist.config import parse, with_overrides
 from relist.demo import DEFAULT_FIXTURES, LIST_DOMAIN, Transaction, demo_zone, load_corpus, load_posts, \
     make_list_keys, send_ingress, RSA_SELECTOR, ED25519_SELECTOR
+from relist.core.message import RawMessage
 from relist.sandbox.dnsserver import DNSServer
 from relist.sandbox.rspamd import Judgement, Rspamd
 from relist.sandbox.sink import Sink
@@ -48,6 +49,7 @@ MODES: dict[str, dict | None] = {
     "preserve": {"mode": "preserve"},
     "auto": {"mode": "auto"},
     "auto, evidence": {"mode": "auto", "dmarc_trigger": "evidence"},
+    "resign, wrap": {"mode": "resign", "dmarc_mitigation": "wrap"},
 }
 DIRECT = ("127.0.0.1", "relist.demo")
 FORWARDED = ("192.0.2.25", "forwarder.example")     # TEST-NET-1: only a value in rspamd's IP header
@@ -62,6 +64,7 @@ class Outcome:
     signed_at_ingress: bool
     direct: Judgement
     forwarded: Judgement
+    content_type: str = ""  # of the message as it left (a wrapped post: multipart/mixed)
 
 
 @dataclass
@@ -152,8 +155,9 @@ def run_matrix(modes=tuple(MODES), policies=POLICIES, root: Path | None = None) 
                     rcpt = tx.rcpt_tos[0]
                     judged = [rspamd.judge(data, ip=ip, helo=helo, mail_from=mail_from, rcpt=rcpt)
                               for ip, helo in (DIRECT, FORWARDED)]
+                    kind = (RawMessage.parse(data).header_text("content-type") or "").split(";")[0].strip()
                     run.outcomes.append(Outcome(tx.name, _list_of(tx), signed.get(tx.name.split("/", 1)[0], False),
-                                                *judged))
+                                                *judged, content_type=kind.lower()))
                 runs.append(run)
     return runs
 
