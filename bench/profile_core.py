@@ -1,6 +1,6 @@
 """Profile the core's STEPS over one re-sign post (what bench_relay --resign sends).
 
-    .venv/bin/python bench/profile_core.py [--size 4096] [--n 300] [--profile]
+    .venv/bin/python bench/profile_core.py [--size 4096] [--n 300] [--mode resign|preserve|auto] [--profile]
 
 Prints per-step mean time (µs) over ``--n`` runs of ``pipeline.process`` with the
 DNS facts already resolved (the relay's warm-cache case), then optionally a cProfile
@@ -32,13 +32,13 @@ from relist.edge.keys import generate  # noqa: E402
 LIST = "bench@lists.example.org"
 
 
-def setup(size: int):
+def setup(size: int, mode: str = "resign"):
     list_key, poster_key = generate("rsa"), generate("rsa")
     zone = {"bench._domainkey.lists.example.org": dns_record(list_key),
             "s1._domainkey.poster.example": dns_record(poster_key),
             "_dmarc.poster.example": "v=DMARC1; p=none"}
     raw = signed_post(size, poster_key)
-    lp = ListPolicy(address=LIST, configured=True, mode="resign", footer="-- \n{list_name} list\n",
+    lp = ListPolicy(address=LIST, configured=True, mode=mode, footer="-- \n{list_name} list\n",
                     subject_prefix="[{list_name}] ", selector="bench", private_key="/k/bench.key",
                     arc_seal=True)
     relay = RelayPolicy(hostname="relist.bench", authserv_id="relist.bench", lists=(lp,))
@@ -79,9 +79,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--mode", default="resign", choices=("resign", "preserve", "auto"),
+                    help="the list's mode (the post's DMARC policy is p=none; auto keeps preserve)")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    raw, ctx = setup(args.size)
+    raw, ctx = setup(args.size, args.mode)
     out = pipeline.process(raw, ctx)
     assert out.message is not None and b"ARC-Seal:" in out.message, "the pipeline did not sign and seal"
     per_step(raw, ctx, 20)   # warm up
