@@ -4,8 +4,11 @@
   must change something.
 * ``DeferMessage``: a transient condition -> 4xx, the sender retries.
 
-Anything else raised by a step is a bug in relist: the edge logs a traceback and
-answers 451 4.3.0, never 5xx (Mailman treats >= 500, except 552, as permanent).
+Anything else raised by a step is a bug in relist.  The same bytes would raise it
+again on every retry, so ``relist.core.safety`` catches it in the core: the step is
+skipped and the record says why, or (``sign`` after From munging) the post is refused
+for good.  Only ``MemoryError`` reaches the edge, which logs a traceback and answers
+451 4.3.0, never 5xx (Mailman treats >= 500, except 552, as permanent).
 """
 
 from __future__ import annotations

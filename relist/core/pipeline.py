@@ -4,8 +4,12 @@ Rule 1: nothing in ``relist.core`` does IO: no sockets, files, clock, environmen
 logging.  Time, DNS answers, keys and the relist id come in through ``Context``.
 Rule 2: the order of the steps is this one tuple; each entry says why it is there.
 Rule 3: a step returns a new ``Work``; it raises ``RejectMessage``/``DeferMessage``
-for a deliberate refusal and nothing else on purpose.  Any other exception is a bug
-and propagates to the edge, which answers 451 4.3.0.
+for a deliberate refusal and nothing else on purpose.  Any other exception is a bug,
+and a bug the same bytes trigger would trigger again on every retry: ``process`` runs
+each step through ``relist.core.safety.run_step``, which records it (the step's note
+and the record's ``internal_error``) and skips the step, or refuses the post for good
+where skipping would ship something worse (``sign`` after From munging); see that
+module.  Only ``MemoryError`` still reaches the edge (451 4.3.0: it may pass).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from relist.core.message import RawMessage
 from relist.core.model import Context, Outcome, Record, Work
 from relist.core.policy import RelayPolicy
 from relist.core.guard import attributed, guarded
+from relist.core.safety import run_step
 from relist.core.steps import (
     arc_seal, attribution, authres, dmarc_mitigation, downgrade, footer, identify, list_headers,
     mode, parse, remove_headers, repair, reply_to, sender, sign, strip, subject_prefix, trace,
@@ -64,8 +69,11 @@ STEPS = (
         guarded(trace),
         # Drop Authentication-Results that claim our authserv-id (RFC 8601 §5: forgeries)
         # and add ours above our Received (§4.1); before signing and sealing, so the ARC
-        # seal carries relist's own verdict, never an upstream claim.
-        guarded(authres),
+        # seal carries relist's own verdict, never an upstream claim.  Attributed, never
+        # undone: the removal wins in every mode, preserve too (a poster signature over
+        # a forgery breaks, and the delivery rules act on that); the step leaves out its
+        # own field where a still-valid poster signature oversigns the name.
+        attributed(authres),
     ),
     # Never ship a rejection: on the bytes as they now stand, when no poster signature
     # aligned with From survives and the From domain's policy would refuse the post,
@@ -121,7 +129,12 @@ def plan(raw: bytes | RawMessage, policy: RelayPolicy, facts: Facts, steps=STEPS
     for step in steps:
         ask = getattr(step, "questions", None)
         if ask is not None:
-            wanted.update(ask(msg, policy, facts))
+            try:
+                wanted.update(ask(msg, policy, facts))
+            except MemoryError:
+                raise
+            except Exception:   # noqa: BLE001 - a bug on these bytes: the step asks for
+                continue        # nothing; its apply meets them under the net (process)
     return frozenset(q for q in wanted if q not in facts.answers)
 
 
@@ -132,7 +145,7 @@ def process(raw: bytes, ctx: Context, steps=STEPS, parsed: RawMessage | None = N
     reply = None
     for step in steps:
         try:
-            work = step.apply(work, ctx)
+            work = run_step(step, work, ctx)
         except (RejectMessage, DeferMessage) as refusal:
             reply = refusal.reply
             break

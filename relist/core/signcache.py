@@ -88,6 +88,10 @@ def _list_of(raw: bytes, ctx: Context):
         work = identify.apply(Work(RawMessage.parse(raw)), ctx)
     except (DeferMessage, RejectMessage):
         return None
+    except MemoryError:
+        raise
+    except Exception:   # noqa: BLE001 - a bug on these bytes: process() records it
+        return None     # (relist.core.safety); the key must not turn it into a 451
     return work.known.list_policy
 
 

@@ -12,14 +12,22 @@ Why last: the AMS should cover the list's DKIM-Signature (RFC 8617 §4.1.2), so 
 runs after ``sign``; anything changed after the seal would break it.  Right after it,
 the message is the one ``sign`` prepared plus its DKIM-Signature(s): ``prepare`` takes
 the sign step's work (``relist.core.sign.signature.pass_on``), the body hash with it.
+
+A message that cannot be sealed (a ``SignError`` on these bytes, a signing domain
+that is no domain name) leaves without the seal, with the reason in the note: the
+DKIM signature, not the seal, carries DMARC alignment, so nothing is worse than
+without an ARC set (and a bug here is skipped the same way by the safety net,
+relist.core.safety).  Without a list signature (``sign = false``), the message is
+sealed as ``sign`` would have signed it (``signable``).
 """
 
 from __future__ import annotations
 
 from relist.core.auth import build_value
+from relist.core.auth.tags import valid_domain
 from relist.core.model import Action, Context, Work
 from relist.core.sign import SignError, oversigned, prepare, seal_arc
-from relist.core.steps.sign import as_field, header_names, key_for, signing_domain
+from relist.core.steps.sign import as_field, header_names, key_for, signable, signing_domain
 
 __all__ = ["NAME", "apply", "results_text"]
 
@@ -47,22 +55,25 @@ def apply(work: Work, ctx: Context) -> Work:
     if verdict is None:
         return work.note(NAME, Action.SKIPPED, "no verification verdict: relist cannot state cv=")
     key = key_for(ctx, lp.private_key, f"rsa selector {lp.selector} for {lp.address}")
-    msg = work.message
-    data = prepare(msg)   # parsed once for h= and the seal (or taken from the sign step)
-    dkim_count = len(data.index.get(b"dkim-signature", ()))
-    h = oversigned(header_names(lp), data) + (b"dkim-signature",) * dkim_count
-    cv = verdict.arc.cv or "none"
     domain = signing_domain(lp)
+    if valid_domain(domain) != domain:
+        return work.note(NAME, Action.SKIPPED, f"cannot seal: the signing domain {domain!r} "
+                                               "is not a domain name")
+    msg, tidied = signable(work)   # (after the sign step: nothing left to do)
+    cv = verdict.arc.cv or "none"
     try:
+        data = prepare(msg)   # parsed once for h= and the seal (or taken from the sign step)
+        dkim_count = len(data.index.get(b"dkim-signature", ()))
+        h = oversigned(header_names(lp), data) + (b"dkim-signature",) * dkim_count
         seal = seal_arc(data, domain=domain, selector=lp.selector, key=key,
                         authserv_id=ctx.policy.authserv_id, cv=cv,
                         results=results_text(ctx.policy.authserv_id, verdict), now=ctx.now,
                         headers=h)
     except SignError as exc:
-        return work.note(NAME, Action.SKIPPED, f"cannot seal: {exc}")
+        return work.note(NAME, Action.SKIPPED, f"cannot seal: {exc}; relayed without an ARC set")
     if not seal.sealed:
         return work.note(NAME, Action.SKIPPED, seal.reason)
     names = ("arc-seal", "arc-message-signature", "arc-authentication-results")
     fields = [as_field(msg, raw, name) for raw, name in zip(seal.fields, names)]
-    detail = f"i={seal.instance} cv={seal.cv} d={domain} s={lp.selector}"
+    detail = f"i={seal.instance} cv={seal.cv} d={domain} s={lp.selector}{tidied}"
     return work.note(NAME, Action.APPLIED, detail, message=msg.prepend(*fields))

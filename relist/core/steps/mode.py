@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 from relist.core.guard import aligned_passing, label, surviving
 from relist.core.model import Action, Context, StepNote, Work
+from relist.core.safety import run_step
 
 __all__ = ["NAME", "PRESERVE", "RESIGN", "Decided", "aligned_on_arrival", "decided"]
 
@@ -53,7 +54,7 @@ def aligned_on_arrival(verdict) -> tuple[bool, str]:
 def _run(steps, work: Work, ctx: Context, chosen: str) -> Work:
     work = replace(work, known=replace(work.known, mode_chosen=chosen))
     for step in steps:
-        work = step.apply(work, ctx)
+        work = run_step(step, work, ctx)   # the safety net, as pipeline.process
     return work
 
 

@@ -21,20 +21,41 @@ the list's signature never breaks the poster's.
 A list with a selector whose key was not loaded is a configuration bug that start-up
 catches (``load_configured_keys``); should it still happen, the post is deferred (4xx)
 so Mailman retries rather than mail going out unsigned.
+
+Hostile header lines: what is signed is ``RawMessage.signable()``, the message as
+every DKIM verifier reads it alike (an mbox ``From `` line dropped, white space
+before a colon removed, the missing empty line before the body written; the note
+says which).  A header line that is not a field cannot be selected by h=, but
+leaving it would make dkimpy refuse the whole message and Postfix end the header
+there after relist signed; ``RawMessage.parse`` already reads the header as Postfix
+does.
+
+When the message still cannot be signed (a ``SignError`` on these bytes, a signing
+domain that is no domain name, or a bug: ``on_error``, called by the safety net,
+relist.core.safety), the same bytes fail the same way on every retry, so it is
+never a 4xx.  The post is relayed without the list's signature while its From is the
+poster's: it is then what Mailman sent, no worse.  When DMARC mitigation rewrote
+From to the list's address, only the list's signature can make that From pass
+DMARC, and relist does not send mail under the list's name that it cannot sign: the
+post is refused with ``554 5.6.0`` naming the cause, so that Mailman bounces it
+instead of retrying it for days.
 """
 
 from __future__ import annotations
 
 import functools
 
-from relist.core.errors import DeferMessage
+from relist.core.auth.tags import valid_domain
+from relist.core.errors import DeferMessage, RejectMessage
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy
+from relist.core.safety import describe, internal_error
 from relist.core.sign import DEFAULT_SIGN_HEADERS, SignError, oversigned, prepare, sign_dkim
 from relist.core.sign.signature import pass_on
 
-__all__ = ["NAME", "apply", "header_names", "key_for", "signing_domain"]
+__all__ = ["NAME", "apply", "from_rewritten", "header_names", "key_for", "on_error", "signable",
+           "signing_domain"]
 
 NAME = "sign"
 
@@ -64,6 +85,31 @@ def key_for(ctx: Context, path: str, what: str):
     return key
 
 
+def from_rewritten(work: Work) -> bool:
+    """DMARC mitigation rewrote From (munged or wrapped) into the list's domain."""
+    return any(n.step == "dmarc-mitigation" and n.action == Action.APPLIED for n in work.notes)
+
+
+def on_error(work: Work, ctx: Context, exc: Exception) -> Work:
+    """This step failing on these bytes (module doc): relayed unsigned while From is
+    the poster's, else refused for good (554 5.6.0).  The safety net calls it."""
+    what = str(exc) if isinstance(exc, SignError) else describe(exc)
+    what = "".join(ch if ch.isprintable() else "?" for ch in what)[:300]
+    if from_rewritten(work):
+        raise RejectMessage(f"relist: cannot sign this message as the list ({what}); its From "
+                            "was rewritten to the list's address, which fails DMARC unsigned", 554, "5.6.0")
+    if isinstance(exc, SignError):
+        return work.note(NAME, Action.SKIPPED, f"cannot sign: {what}; relayed without the list's "
+                                               "signature (From is the poster's)")
+    return internal_error(NAME, work, exc, "relayed without the list's signature (From is the poster's)")
+
+
+def signable(work: Work) -> tuple[RawMessage, str]:
+    """The message to sign (``RawMessage.signable``) and what the note adds about it."""
+    msg, changes = work.message.signable()
+    return msg, ("; signed as every verifier reads it: " + "; ".join(changes))[:600] if changes else ""
+
+
 def as_field(msg: RawMessage, raw: bytes, name: str) -> HeaderField:
     """A CRLF-built field in the message's own line ending."""
     if msg.eol != b"\r\n":
@@ -85,22 +131,24 @@ def apply(work: Work, ctx: Context) -> Work:
     if not wanted:
         return work.note(NAME, Action.SKIPPED, "no selector configured: not signed")
     domain = signing_domain(lp)
-    msg = work.message
-    data = prepare(msg)   # parsed once, body hashed once, for every signature
-    h = oversigned(header_names(lp), data)
+    if valid_domain(domain) != domain:
+        return on_error(work, ctx, SignError(f"the signing domain {domain!r} is not a domain name"))
+    msg, tidied = signable(work)
     fields, done, canonical = [], [], []
-    for selector, path, alg in wanted:
-        key = key_for(ctx, path, f"{alg} selector {selector} for {lp.address}")
-        try:
+    try:
+        data = prepare(msg)   # parsed once, body hashed once, for every signature
+        h = oversigned(header_names(lp), data)
+        for selector, path, alg in wanted:
+            key = key_for(ctx, path, f"{alg} selector {selector} for {lp.address}")
             raw = sign_dkim(data, domain=domain, selector=selector, key=key, now=ctx.now,
                             canonicalization=lp.canonicalization, headers=h,
                             ttl=lp.signature_ttl, identity=lp.signing_identity or None,
                             copy_headers=lp.copy_headers, canonical=canonical)
-        except SignError as exc:
-            return work.note(NAME, Action.SKIPPED, f"cannot sign: {exc}")
-        fields.append(as_field(msg, raw, "dkim-signature"))
-        done.append(f"{key.algorithm} d={domain} s={selector}")
-    detail = f"{', '.join(done)}; h={b':'.join(h).decode()}"
+            fields.append(as_field(msg, raw, "dkim-signature"))
+            done.append(f"{key.algorithm} d={domain} s={selector}")
+    except SignError as exc:
+        return on_error(work, ctx, exc)
+    detail = f"{', '.join(done)}; h={b':'.join(h).decode()}{tidied}"
     work = work.note(NAME, Action.APPLIED, detail, message=msg.prepend(*fields))
     if lp.arc_seal and lp.private_key:   # arc-seal's prepare() takes this one's work (and body hash)
         pass_on(data, work.message, len(fields), canonical)

@@ -1,0 +1,95 @@
+"""The safety net: a step that raises by mistake never turns a post into a retry loop.
+
+Why: the edge answers an unexpected exception with ``451 4.3.0``, and a bug that the
+same bytes trigger triggers again on every retry: Mailman retries for days
+(``delivery_retry_period``), then discards the post without a word to anyone.  A
+failure the same bytes reproduce is never a 4xx.  451 stays for the transient: a DNS
+temperror where a step defers on purpose, a signing key not loaded
+(``DeferMessage``), and ``MemoryError`` (the next try may find the memory).
+
+The rule, for every step ``pipeline.process`` and ``mode.decided`` run
+(``run_step``): an exception other than ``RejectMessage``/``DeferMessage`` is caught,
+and what it means is decided by the step:
+
+* by default the step is **skipped**: the post goes on as it was before that step,
+  and the step's note says ``internal error in step NAME: Type: message (at
+  file:line ...)``; the record's ``extra`` gets ``internal_error`` with the same text
+  (the core does not log: rule 1; the record is where a postmaster finds it).  This
+  is right for every step whose absence leaves the post no worse than what Mailman
+  handed over: a transformation (its change is not made), verification (no verdict:
+  every later step then takes the safe side, DMARC mitigation included), repair,
+  strip, the trace and Authentication-Results fields, the ARC seal (the DKIM
+  signature carries DMARC alignment), attribution;
+* a step module may define ``on_error(work, ctx, exc) -> Work`` to say otherwise (it
+  may raise ``RejectMessage``).  ``identify`` cannot tell the list, so the relay's
+  ``unknown_list`` answer applies (``_identify_failed``).  ``sign``
+  (``relist.core.steps.sign.on_error``): relayed without the list's signature, unless
+  relist rewrote the From into the list's domain (DMARC mitigation applied): then
+  nothing but the list's signature can make that From pass DMARC, and an unsigned
+  copy under the list's name is refused (``554 5.6.0``, naming the cause), so that
+  Mailman bounces the post instead of retrying it for days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from relist.core.errors import DeferMessage, RejectMessage
+from relist.core.model import Action, Context, Work
+
+__all__ = ["describe", "internal_error", "run_step"]
+
+
+def describe(exc: BaseException, frames: int = 3) -> str:
+    """``Type: message (at module:line <- ...)``: the innermost relist frames, read
+    from the traceback without touching a source file."""
+    try:
+        text = str(exc)
+    except Exception:   # noqa: BLE001 - an exception whose text cannot be made
+        text = "?"
+    text = "".join(ch if ch.isprintable() else "?" for ch in text[:160])
+    where = []
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.startswith("relist.") and module != __name__:
+            where.append(f"{module}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    at = f" (at {' <- '.join(reversed(where[-frames:]))})" if where else ""
+    return f"{type(exc).__name__}: {text}{at}"
+
+
+def internal_error(name: str, work: Work, exc: BaseException, consequence: str) -> Work:
+    """``work`` (as it was before step ``name``) with the skipped note and the record entry."""
+    what = describe(exc)
+    known = replace(work.known, extra=work.known.extra + (("internal_error", f"{name}: {what}"),))
+    return work.note(name, Action.SKIPPED, f"internal error in step {name}: {what}; {consequence}",
+                     known=known)
+
+
+def _identify_failed(work: Work, ctx: Context, exc: BaseException) -> Work:
+    """The list cannot be told: the relay's answer for mail of no known list."""
+    unknown = ctx.policy.unknown_list
+    if unknown == "reject":
+        raise RejectMessage("relist: cannot tell which list this message belongs to; "
+                            "this relay accepts list mail only", 550, "5.7.1")
+    if unknown == "defer":
+        raise DeferMessage("relist: cannot tell which list this message belongs to "
+                           "(unknown_list = defer)", 451, "4.7.0")
+    return internal_error("identify", work, exc, "no list: passed unchanged (unknown_list = pass)")
+
+
+def run_step(step, work: Work, ctx: Context) -> Work:
+    """``step.apply(work, ctx)``, with the rule of the module doc for an exception."""
+    try:
+        return step.apply(work, ctx)
+    except (RejectMessage, DeferMessage, MemoryError):
+        raise
+    except Exception as exc:   # noqa: BLE001 - the net: see the module doc
+        name = step.NAME
+        handler = getattr(step, "on_error", None)
+        if handler is not None:
+            return handler(work, ctx, exc)
+        if name == "identify":
+            return _identify_failed(work, ctx, exc)
+        return internal_error(name, work, exc, "skipped: the post goes on as it was before this step")
