@@ -5,6 +5,22 @@ raw bytes into header fields (each field keeps its exact bytes, folding and line
 endings included) and the body; ``to_bytes()`` is plain concatenation, so a message
 that no step changed goes out byte-identical.  Edits are byte operations that return
 a new ``RawMessage``; untouched fields keep their bytes.
+
+The header is read the way the MTAs around relist read it (Postfix's cleanup, Exim,
+and Python's ``email`` parser, hence Mailman): fields and their continuation lines up
+to the empty line (RFC 5322 §2.1).  A line that is neither (no colon, a control or
+8-bit byte in the name) ends the header: it is the body's first line and the
+message has no separator (``defects`` says so); the signing steps write the missing
+empty line (``signable``), as Postfix's cleanup would, only before relist signs
+instead of after.  Lines that are not fields but are kept as they are: on top of
+the header, an mbox ``From `` envelope line or a continuation line with no field
+before it (a nameless field each; ``signable`` drops them), and a field with white
+space before its colon (RFC 5322 §4.5.3 obsolete syntax, a field to Postfix, which
+rewrites it to ``name:``, and to Mail::DKIM, an error to dkimpy; ``signable``
+removes that white space as Postfix would).
+
+Fields relist builds (``make_field``) never carry a line break that is not a fold, a
+NUL or another control character, whatever text a step hands in (``clean_text``).
 """
 
 from __future__ import annotations
@@ -12,17 +28,44 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-__all__ = ["HeaderField", "RawMessage"]
+__all__ = ["HeaderField", "RawMessage", "clean_text", "clean_value"]
 
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")  # RFC 5322 §3.6.8 ftext, plus WSP before ':'
+_WSP_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:")   # the obsolete form (RFC 5322 §4.5.3)
+# Control characters a built field never carries (HTAB is white space; folds are
+# CRLF/LF + WSP, handled before): C0, DEL, and C1 (which UTF-8 would write as 8-bit).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# What ``make_field`` must clean: a control byte, a CR or LF that is not part of a fold.
+_BAD_BYTES = re.compile(rb"\r\n(?![ \t])|[\x00-\x08\x0b-\x1f\x7f]|\r(?!\n[ \t])|(?<!\r)\n(?![ \t])")
+_FOLDS = re.compile(rb"(\r?\n(?=[ \t]))")
+# Bytes that dkimpy's relaxed canonicalization strips at the ends of a value (Python's
+# bytes.strip) and RFC 6376 §3.4.2's does not (only WSP): a bare CR, VT and FF.
+_NOT_WSP = re.compile(rb"\r(?!\n)|[\x0b\x0c]")
+_EOL_END = re.compile(rb"\r?\n\Z")
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """``text`` fit for a header field relist writes, and how many characters were
+    changed: a control character (a line break, NUL, ESC...) becomes a space, an
+    undecodable byte (a surrogate from ``surrogateescape``) U+FFFD."""
+    count = 0
+    if not text.isprintable():
+        text, count = _CONTROL.subn(" ", text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        fixed = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        count += sum(a != b for a, b in zip(text, fixed)) or 1
+        text = fixed
+    return text, count
 
 
 @dataclass(frozen=True, slots=True)
 class HeaderField:
     """One header field: its exact bytes and its lower-cased name for lookups.
 
-    ``name`` is empty for a line that is not a well-formed field (kept verbatim so
-    that nothing is lost; see ``RawMessage.defects``).
+    ``name`` is empty for an mbox ``From `` line or a stray continuation line on top
+    of the header (kept verbatim so that nothing is lost; see ``RawMessage.defects``).
     """
 
     raw: bytes
@@ -74,10 +117,14 @@ class RawMessage:
             if current_start >= 0:
                 fields.append(HeaderField(raw[current_start:pos], current_name))
             m = _FIELD_NAME.match(line)
-            if m is None and not fields and current_start < 0 and line.startswith(b"From "):
-                current_name = ""  # mbox "From " envelope line: kept, never a field
+            if m is None and not fields and current_start < 0 and (
+                    line.startswith(b"From ") or line[:1] in (b" ", b"\t")):
+                current_name = ""  # mbox "From " line or a stray continuation on top: kept,
+                #                    never a field (``signable`` drops it)
             elif m is None:
-                current_name = ""
+                # Neither a field nor a continuation: the header ends here and this
+                # line is the body's first (module doc); no separator in the input.
+                return cls(tuple(fields), b"", raw[pos:], eol)
             else:
                 current_name = m.group(1).decode("ascii").lower()
             current_start = pos
@@ -97,8 +144,64 @@ class RawMessage:
         out = []
         for f in self.fields:
             if not f.name:
-                out.append("malformed header line: %r" % f.raw[:60])
+                out.append("not a field, before the first field: %r" % f.raw[:60])
+            elif _WSP_COLON.match(f.raw):
+                out.append("white space before the colon (obsolete syntax): %r" % f.raw[:60])
+        if not self.separator and self.body:
+            out.append("no empty line after the header: the body starts at %r" % self.body[:60])
         return tuple(out)
+
+    def signable(self) -> tuple[RawMessage, tuple[str, ...]]:
+        """This message as every DKIM implementation (and Postfix) reads it the same
+        way, and what was changed for that (nothing: the message itself, ``()``).
+
+        * a line before the first field (an mbox ``From `` line, a stray continuation
+          line) is dropped: dkimpy refuses a message with one, Postfix would make the
+          whole message body;
+        * white space before a field's colon is removed: the same field (RFC 5322
+          §4.5.3), the same relaxed canonical form; Postfix rewrites it so, dkimpy
+          refuses it;
+        * the missing empty line before the body is written (Postfix would write it
+          after relist signed), and the last field gets its line ending;
+        * the body's last line gets the line ending SMTP gives it anyway: over an
+          unterminated last line that ends in white space, dkimpy's relaxed body
+          keeps the white space and RFC 6376's does not;
+        * a bare CR, VT or FF in a field whose value it starts or ends becomes a
+          space: dkimpy's relaxed canonicalization (and relist's signer, which
+          matches it) strips them there, RFC 6376 and Mail::DKIM do not.
+        """
+        changes: list[str] = []
+        fields: list[HeaderField] = []
+        for f in self.fields:
+            if not f.name:
+                changes.append("dropped %r (not a field, before the first field)" % f.raw[:40])
+                continue
+            m = _WSP_COLON.match(f.raw)
+            if m is not None:
+                changes.append(f"removed the white space before the colon of {f.name}")
+                f = HeaderField(m.group(1) + f.raw[m.end() - 1:], f.name)
+            if _NOT_WSP.search(f.raw) and _edges_differ(f.raw):
+                colon = f.raw.index(b":") + 1
+                end = _EOL_END.search(f.raw)
+                stop = end.start() if end else len(f.raw)
+                value, count = _NOT_WSP.subn(b" ", f.raw[colon:stop])
+                changes.append(f"{count} bare CR/VT/FF in {f.name} made spaces (verifiers "
+                               "disagree on them at the ends of a value)")
+                f = HeaderField(f.raw[:colon] + value + f.raw[stop:], f.name)
+            fields.append(f)
+        separator, body = self.separator, self.body
+        if not separator and body:
+            separator = self.eol
+            changes.append("wrote the empty line the header lacked (the body starts at %r)"
+                           % body[:40])
+        if body and not body.endswith(b"\n"):
+            body += self.eol
+            changes.append("ended the body's last line (SMTP does: a signature over it "
+                           "unterminated would not verify after the hop)")
+        if not changes:
+            return self, ()
+        return replace(self, fields=_closed(tuple(fields), self.eol), separator=separator,
+                       body=body), tuple(changes)
 
     def get_all(self, name: str) -> tuple[HeaderField, ...]:
         name = name.lower()
@@ -124,7 +227,8 @@ class RawMessage:
         message's line ending.
         """
         if isinstance(value, str):
-            value = value.encode("utf-8")
+            value = value.encode("utf-8", "surrogateescape")
+        value = clean_value(value)[0]
         value = value.replace(b"\r\n", b"\n").replace(b"\n", self.eol)
         return HeaderField(name.encode("ascii") + b": " + value + self.eol, name.lower())
 
@@ -132,7 +236,10 @@ class RawMessage:
         return replace(self, fields=tuple(fields) + self.fields)
 
     def append(self, *fields: HeaderField) -> RawMessage:
-        return replace(self, fields=self.fields + tuple(fields))
+        """``fields`` at the end of the header (the empty line the header lacked before
+        a body is written: after a field relist adds, the body must start clearly)."""
+        return replace(self, fields=_closed(self.fields, self.eol) + tuple(fields),
+                       separator=self.separator or (self.eol if self.body else b""))
 
     def remove(self, name: str) -> RawMessage:
         name = name.lower()
@@ -143,7 +250,8 @@ class RawMessage:
 
     def replace_field(self, name: str, field: HeaderField) -> RawMessage:
         """Replace the first field called ``name`` in place (append when absent) and
-        drop any further fields of that name."""
+        drop any further fields of that name (and write a missing empty line before
+        the body, as ``append``)."""
         name = name.lower()
         out: list[HeaderField] = []
         done = False
@@ -155,9 +263,48 @@ class RawMessage:
                 continue
             out.append(f)
         if not done:
-            out.append(field)
-        return replace(self, fields=tuple(out))
+            return replace(self, fields=tuple(out)).append(field)
+        return replace(self, fields=tuple(out),
+                       separator=self.separator or (self.eol if self.body else b""))
 
     def with_body(self, body: bytes) -> RawMessage:
         sep = self.separator or self.eol
-        return replace(self, body=body, separator=sep)
+        return replace(self, body=body, separator=sep, fields=_closed(self.fields, self.eol))
+
+
+def _edges_differ(raw: bytes) -> bool:
+    """A field's relaxed value (RFC 6376 §3.4.2) differs between stripping WSP only
+    and stripping ASCII white space (dkimpy's ``strip()``)."""
+    value = _FOLDS.sub(b"", raw[raw.index(b":") + 1:])
+    value = _EOL_END.sub(b"", value)
+    value = re.sub(rb"[ \t]+", b" ", value)
+    return value.strip() != value.strip(b" \t")
+
+
+def _closed(fields: tuple[HeaderField, ...], eol: bytes) -> tuple[HeaderField, ...]:
+    """``fields`` with a line ending at the end of the last one (a message that ends
+    inside its header may lack it): what follows must not run into that line."""
+    if fields and not fields[-1].raw.endswith(b"\n"):
+        return fields[:-1] + (replace(fields[-1], raw=fields[-1].raw + eol),)
+    return fields
+
+
+def clean_value(value: bytes, keep_8bit: bool = False) -> tuple[bytes, int]:
+    """Value bytes fit for a field relist builds, and how many were changed: folds
+    (CRLF or LF, then WSP) kept, every other CR, LF or control byte made a space;
+    ``keep_8bit`` False: invalid UTF-8 becomes U+FFFD (True: 8-bit bytes are copied
+    as they are, for a value copied from the poster's field)."""
+    if not _BAD_BYTES.search(value) and (keep_8bit or value.isascii()):
+        return value, 0
+    parts = _FOLDS.split(value)
+    out, count = [], 0
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            if keep_8bit:
+                part, n = _BAD_BYTES.subn(b" ", part)
+            else:
+                text, n = clean_text(part.decode("utf-8", "surrogateescape"))
+                part = text.encode("utf-8")
+            count += n
+        out.append(part)
+    return b"".join(out), count

@@ -61,6 +61,11 @@ class ListPolicy:
     dmarc_trigger: str = "policy"        # "policy" | "always" | "evidence"
     munge_phrase: str = "{name} via {list_name}"
     downgrade_8bit: bool = False
+    # -- who may send as the list (identify) -------------------------------------
+    # envelope senders accepted besides the list's Mailman addresses ("*": any run)
+    envelope_senders: tuple[str, ...] = ()
+    # -- bounces (ingress leg, relist.core.bounce.wiring) ---------------------------
+    auth_bounces: str = "mailman"        # "mailman" | "owner": authentication bounces to LIST-owner@
 
     @property
     def list_id(self) -> str:

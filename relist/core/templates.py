@@ -11,12 +11,18 @@ The two spellings differ on one name, on purpose: relist's ``{list_name}`` is th
 list's display name (as in ``munge_phrase``), while Mailman's ``$list_name`` is the
 short name (local part).  Unknown placeholders are left as they are; ``$$`` is a
 literal ``$`` (PEP 292).  See docs/transformations.md for the full table.
+
+Every value is text fit for a header field or a body line (``clean_text``: control
+characters become spaces, undecodable bytes U+FFFD): a list without a section takes
+its address, hence its name, from the List-Id or the envelope sender, which a hostile
+message writes.
 """
 
 from __future__ import annotations
 
 import re
 
+from relist.core.message import clean_text
 from relist.core.policy import ListPolicy
 
 __all__ = ["expand", "substitutions"]
@@ -30,7 +36,7 @@ _PLACEHOLDER = re.compile(
 
 
 def display_name(lp: ListPolicy) -> str:
-    return lp.display_name or lp.name
+    return clean_text(lp.display_name or lp.name)[0]
 
 
 def substitutions(lp: ListPolicy) -> tuple[dict[str, str], dict[str, str]]:
@@ -55,7 +61,8 @@ def substitutions(lp: ListPolicy) -> tuple[dict[str, str], dict[str, str]]:
     }
     braces = dict(common, list_name=display_name(lp), list_address=lp.address)
     dollars = dict(common, list_name=name)   # Mailman's decorate_template: short name
-    return braces, dollars
+    return ({k: clean_text(v)[0] for k, v in braces.items()},
+            {k: clean_text(v)[0] for k, v in dollars.items()})
 
 
 def expand(template: str, lp: ListPolicy) -> str:

@@ -126,6 +126,11 @@ def verify_arc(msg: RawMessage, raw: bytes, facts: Facts) -> ArcResult:
         body = verifier.body
     except dkimpy.DKIMException as exc:
         return ArcResult("fail", None, (), f"ARC fields could not be read: {str(exc)[:120]}")
+    except IndexError:
+        # dkimpy's parser appends a continuation line to the previous field; with no
+        # field before it, it fails with an IndexError (as in auth.dkim.open_message).
+        return ArcResult("fail", None, (), "ARC fields could not be read: a continuation "
+                                           "line comes before the first header field")
     by_instance = {r["instance"]: r for r in results}
     sets = []
     for i in sorted(numbered):

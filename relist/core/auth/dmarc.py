@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 
+from relist.core.addresses import mailboxes
 from relist.core.auth.results import Alignment, DmarcResult, SignatureResult
 from relist.core.auth.tags import TagError, parse_tags, valid_domain
 from relist.core.facts import Facts, Question, Status
@@ -173,7 +173,7 @@ def _from_domain(text: str) -> tuple[str, str]:
     # Cached: plan() asks for it every DNS round and the step again (email's address
     # parser was a third of the per-message core time); a pure function of the text.
     domains = set()
-    for _, addr in getaddresses([text]):
+    for _, addr in mailboxes(text):   # (nested comments: relist.core.addresses)
         if "@" in addr:
             d = valid_domain(addr.rpartition("@")[2])
             domains.add(d or "")

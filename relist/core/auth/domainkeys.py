@@ -18,12 +18,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from email.utils import getaddresses
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from relist.core.addresses import mailboxes
 from relist.core.auth.keys import KeyProblem, lookup_key
 from relist.core.auth.results import Result, SignatureResult
 from relist.core.auth.tags import TagError, parse_tags, strip_ws, valid_domain
@@ -92,7 +92,7 @@ def _identity(fields: list[HeaderField]) -> tuple[str, str]:
     for name in ("sender", "from"):
         for f in fields:
             if f.name == name:
-                addrs = [a for _, a in getaddresses([f.text()]) if "@" in a]
+                addrs = [a for _, a in mailboxes(f.text()) if "@" in a]
                 if addrs:
                     return name, addrs[0]
     return "", ""

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from email.utils import getaddresses
 
 from relist.core import mime
+from relist.core.addresses import mailboxes, unusable
 from relist.core.guard import surviving
-from relist.core.message import HeaderField, RawMessage
+from relist.core.message import HeaderField, RawMessage, clean_text, clean_value
 from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy
 from relist.core.templates import display_name, expand
@@ -110,26 +110,15 @@ def _quote(phrase: str) -> str:
     return '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_ANGLE_ADDR = re.compile(r"<\s*([^<>\s@]+@[^<>\s@]+)\s*>|([^<>\s@,;:\"()]+@[^<>\s@,;:\"()]+)")
-
-
-def _mailboxes(text: str) -> list[tuple[str, str]]:
-    """(display name, address) pairs of an address field; a field too deeply nested for
-    the standard parser (thousands of comments) falls back to its bare addresses."""
-    try:
-        return getaddresses([text])
-    except RecursionError:
-        return [("", m.group(1) or m.group(2)) for m in _ANGLE_ADDR.finditer(text)]
-
-
 def _printable(text: str) -> str:
-    """Undecodable 8-bit bytes (kept by the parser as surrogates) as U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """Undecodable 8-bit bytes (kept by the parser as surrogates) as U+FFFD, control
+    characters as spaces (``clean_text``)."""
+    return clean_text(text)[0]
 
 
 def _poster(from_field: HeaderField) -> tuple[str, str] | None:
     """(display name, address) of the first mailbox in From."""
-    for name, addr in _mailboxes(from_field.text()):
+    for name, addr in mailboxes(from_field.text()):
         if "@" in addr:
             name = mime.decode_words(name, lenient=True) or ""
             return _printable(name).strip(), addr
@@ -145,7 +134,7 @@ def munged_from(name: str, address: str, lp: ListPolicy) -> str:
 
 
 def _addresses(fields: tuple[HeaderField, ...]) -> list[str]:
-    return [a.lower() for f in fields for _, a in _mailboxes(f.text()) if a]
+    return [a.lower() for f in fields for _, a in mailboxes(f.text()) if a]
 
 
 def _add_to(msg: RawMessage, name: str, value: bytes) -> RawMessage:
@@ -170,10 +159,16 @@ def munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
     name, address = poster
     if address.lower() == lp.address.lower():
         return None, "From is already the list address"
-    if "@" not in lp.address:
-        return None, f"cannot munge: list address {lp.address!r} has no domain"
-    original = froms[0].value
-    out = msg.replace_field("From", msg.make_field("From", munged_from(name, address, lp)))
+    why = unusable(lp.address)
+    if why:
+        return None, f"cannot munge: list address {_printable(lp.address)!r} {why}"
+    # The original From's bytes go into X-Original-From and Reply-To/Cc as they are,
+    # but for a control character or a line break that is no fold (a bare CR, NUL...):
+    # a field relist builds never carries one (relist.core.message.clean_value).
+    original, cleaned = clean_value(froms[0].value, keep_8bit=True)
+    value, fixed = clean_value(munged_from(name, address, lp).encode("utf-8", "surrogateescape"))
+    cleaned += fixed
+    out = msg.replace_field("From", msg.make_field("From", value))
     reply_to = _addresses(msg.get_all("reply-to"))
     if lp.reply_to.strip() == "list" or lp.address.lower() in reply_to:
         target = "Cc"
@@ -187,7 +182,9 @@ def munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
     lead = b"" if original[:1] in (b" ", b"\t") else b" "
     out = out.remove("x-original-from").append(
         HeaderField(b"X-Original-From:" + lead + original + msg.eol, "x-original-from"))
-    return out, f"From: {lp.address} for {_printable(address)}; {where}; X-Original-From added"
+    control = f"; {cleaned} control character(s) replaced by spaces" if cleaned else ""
+    return out, (f"From: {_printable(lp.address)} for {_printable(address)}; {where}; "
+                 f"X-Original-From added{control}")
 
 
 # -- wrapping ------------------------------------------------------------------------------
@@ -210,7 +207,7 @@ def wrap(msg: RawMessage, lp: ListPolicy, domain: str = "") -> tuple[RawMessage 
     eol = msg.eol
     poster = _poster(msg.get("from"))
     who = f"{poster[0]} <{poster[1]}>" if poster and poster[0] else (poster[1] if poster else "?")
-    text = _note_text(who, lp, domain)
+    text = "\n".join(clean_text(line)[0] for line in _note_text(who, lp, domain).split("\n"))
     if text.isascii():
         note_fields = b"Content-Type: text/plain; charset=us-ascii" + eol
         note_body = text.replace("\n", eol.decode()).encode("ascii")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 
 from relist.core import mime
+from relist.core.addresses import unusable
 from relist.core.guard import arrival_valid
 from relist.core.message import RawMessage
 from relist.core.model import Context, Work
@@ -97,8 +98,9 @@ def transform(msg: RawMessage, lp: ListPolicy, absent: frozenset[str] = frozense
               ) -> tuple[RawMessage | None, str]:
     """The message with the list fields, or None and the reason nothing changed.
     ``absent``: names not to add (keep mode: a poster signature signs their absence)."""
-    if "@" not in lp.address:
-        return None, f"list address {lp.address!r} has no domain"
+    why = unusable(lp.address)
+    if why:
+        return None, f"list address {lp.address!r} {why}"
     bad = [u for u in (lp.help_url, lp.unsubscribe_url, lp.subscribe_url, lp.archive_url)
            if u and (not u.isascii() or any(c in u for c in "<>\r\n\0 "))]
     if bad:

@@ -29,9 +29,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import replace
-from email.utils import getaddresses
 
 from relist.core import mime
+from relist.core.addresses import mailboxes
 from relist.core.auth import verify_message
 from relist.core.guard import arrival_valid, label
 from relist.core.message import HeaderField, RawMessage
@@ -53,7 +53,7 @@ def meaning(field: HeaderField):
     """What a field says, up to folding, name case and RFC 2047 encoding."""
     text = field.text()
     if field.name in _ADDRESS_FIELDS:
-        return field.name, tuple((_words(n), a.lower()) for n, a in getaddresses([text]))
+        return field.name, tuple((_words(n), a.lower()) for n, a in mailboxes(text))
     return field.name, _words(text)
 
 

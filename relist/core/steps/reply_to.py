@@ -10,6 +10,7 @@ field untouched.
 from __future__ import annotations
 
 from relist.core import mime
+from relist.core.addresses import unusable
 from relist.core.message import RawMessage
 from relist.core.model import Context, Work
 from relist.core.policy import ListPolicy
@@ -31,7 +32,7 @@ def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
     if not setting:
         return None, "reply_to not set: Reply-To left alone"
     value = lp.address if setting == "list" else setting
-    if any(c in value for c in "\r\n\0") or "@" not in value:
+    if any(c in value for c in "\r\n\0") or "@" not in value or (setting == "list" and unusable(value)):
         return None, f"reply-to skipped: {value!r} is not a usable address"
     if not value.isascii():
         return None, f"reply-to skipped: {value!r} is not ASCII (use an RFC 2047 phrase)"

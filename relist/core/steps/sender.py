@@ -9,6 +9,7 @@ domain relist signs for.
 
 from __future__ import annotations
 
+from relist.core.addresses import unusable
 from relist.core.message import RawMessage
 from relist.core.model import Context, Work
 from relist.core.policy import ListPolicy
@@ -28,8 +29,9 @@ def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
     """The message with ``Sender:`` set, or None and the reason."""
     if not lp.add_sender:
         return None, "add_sender = false"
-    if "@" not in lp.address:
-        return None, f"list address {lp.address!r} has no domain"
+    why = unusable(lp.address)
+    if why:
+        return None, f"list address {lp.address!r} {why}"
     address = lp.bounces_address
     old = msg.get_all("sender")
     if len(old) == 1 and old[0].text() == address:
