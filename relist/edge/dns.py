@@ -6,7 +6,10 @@
 
 Answers are cached for their TTL (negative answers for the SOA minimum, RFC 2308
 §5), and concurrent questions for the same name share one query, so 1000 posts
-signed with one key arriving together cost one lookup.  Nameservers come from
+signed with one key arriving together cost one lookup.  A temporary error is cached
+too, for ``TEMPERROR_TTL`` (RFC 2308 §7 allows up to five minutes for a server
+failure): with the nameservers unreachable, an outage costs one ``[dns] timeout`` per
+name every ``TEMPERROR_TTL`` seconds, not one per message.  Nameservers come from
 ``[dns] nameservers`` ("HOST:PORT", so tests can use a loopback server), else
 from /etc/resolv.conf.
 """
@@ -35,7 +38,7 @@ log = logging.getLogger("relist.dns")
 
 MAX_TTL = 86400
 NEGATIVE_TTL_DEFAULT = 300
-TEMPERROR_TTL = 0   # never cached: the next message asks again
+TEMPERROR_TTL = 30  # s: short, so a recovered nameserver is asked again soon
 
 
 def system_nameservers() -> list[tuple[str, int]]:
@@ -47,10 +50,11 @@ def system_nameservers() -> list[tuple[str, int]]:
 
 class Resolver:
     def __init__(self, nameservers: list[tuple[str, int]] | None = None, timeout: float = 5.0,
-                 cache_size: int = 50_000):
+                 cache_size: int = 50_000, temperror_ttl: float = TEMPERROR_TTL):
         self.nameservers = list(nameservers or system_nameservers())
         self.timeout = timeout
         self.cache_size = cache_size
+        self.temperror_ttl = temperror_ttl
         self._cache: OrderedDict[Question, tuple[float, Answer]] = OrderedDict()
         self._inflight: dict[Question, asyncio.Future] = {}
         self.queries = 0     # sent to a nameserver (for the benchmark and tests)
@@ -158,8 +162,9 @@ class Resolver:
             if not records:
                 return Answer(Status.ABSENT, (), "NODATA"), _negative_ttl(response)
             return Answer(Status.FOUND, tuple(records)), ttl
-        log.warning("DNS %s %s: temporary error: %s", q.qname, q.rdtype, last)
-        return Answer(Status.TEMPERROR, (), last), TEMPERROR_TTL
+        log.warning("DNS %s %s: temporary error: %s (cached for %g s)", q.qname, q.rdtype, last,
+                    self.temperror_ttl)
+        return Answer(Status.TEMPERROR, (), last), self.temperror_ttl
 
 
 def _negative_ttl(response) -> float:
