@@ -17,7 +17,7 @@ from relist.config import load, parse_hostport
 from relist.core.sign import dns_record, zone_line
 from relist.edge.keys import (
     KeyFileError, check_published, configured_keys, generate, lookup_txt, read_private_key,
-    write_private_key,
+    write_private_key, wrong_slot,
 )
 
 __all__ = ["add_parser"]
@@ -97,7 +97,7 @@ def _generate(args) -> int:
     sel_key, path_key = _SETTINGS[args.algorithm]
     print(f"; relist: wrote {key.kind} {key.bits}-bit private key {path} (mode 0600)")
     print(f"; relist.toml: signing_domain = \"{domain}\"  {sel_key} = \"{args.selector}\"  "
-          f"{path_key} = \"{path}\"")
+          f"{path_key} = {_toml_str(str(path.resolve()))}")
     print(zone_line(args.selector, domain, dns_record(key, testing=args.testing)))
     return 0
 
@@ -114,6 +114,11 @@ def _show(args) -> int:
             key = read_private_key(ck.path)
         except KeyFileError as exc:
             print(f"relist: [{ck.where}] {exc}", file=sys.stderr)
+            status = 2
+            continue
+        problem = wrong_slot(key, ck.setting, ck.path)
+        if problem:
+            print(f"relist: [{ck.where}] {problem}", file=sys.stderr)
             status = 2
             continue
         domain = ck.domain or "<each list's domain>"
@@ -142,6 +147,11 @@ def _test(args) -> int:
             key = read_private_key(ck.path)
         except KeyFileError as exc:
             print(f"{name}\t{ck.algorithm}\tunreadable key\t{exc}")
+            status = 2
+            continue
+        problem = wrong_slot(key, ck.setting, ck.path)
+        if problem:
+            print(f"{name}\t{ck.algorithm}\twrong setting\t[{ck.where}] {problem}")
             status = 2
             continue
         answer = lookup_txt(name, servers, cfg.dns["timeout"])

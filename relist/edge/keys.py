@@ -31,11 +31,13 @@ from relist.core.sign import (
 from relist.core.sign.keys import ED25519, RSA, BadKey
 
 __all__ = [
-    "BadKey", "ConfiguredKey", "KeyFileError", "check_published", "configured_keys", "generate",
-    "load_configured_keys", "lookup_txt", "read_private_key", "write_private_key",
+    "BadKey", "ConfiguredKey", "KEY_SLOTS", "KeyFileError", "check_published", "configured_keys",
+    "generate", "load_configured_keys", "lookup_txt", "read_private_key", "write_private_key",
+    "wrong_slot",
 ]
 
 MIN_GENERATE_BITS = 1024   # RFC 8301 §3.2: signers MUST use at least 1024 bits (SHOULD 2048)
+_SLOT_OF = {"rsa": "private_key", "ed25519": "ed25519_private_key"}   # ConfiguredKey.algorithm -> setting
 
 
 class KeyFileError(OSError):
@@ -147,6 +149,11 @@ class ConfiguredKey:
     until: datetime | None = None       # for a previous key: rotation_overlap_until
 
     @property
+    def setting(self) -> str:
+        """The key file setting it comes from."""
+        return "previous_private_key" if self.previous else _SLOT_OF[self.algorithm]
+
+    @property
     def role(self) -> str:
         """How ``relist keys`` describes it: "" or "previous key, signs until ..."."""
         if not self.previous:
@@ -189,18 +196,49 @@ def configured_keys(relay: RelayPolicy) -> list[ConfiguredKey]:
 
 
 
+# The key file settings and the algorithm each one signs with: the RSA slots sign
+# a=rsa-sha256 under an RSA selector and the ARC seal; the Ed25519 slot a=ed25519-sha256.
+KEY_SLOTS = (("private_key", RSA), ("ed25519_private_key", ED25519), ("previous_private_key", RSA))
+
+
+def wrong_slot(key: SigningKey, setting: str, path: str = "") -> str | None:
+    """Why ``key`` cannot be used in the setting ``setting`` (``private_key``,
+    ``ed25519_private_key``, ``previous_private_key``), or None when it can."""
+    expected = dict(KEY_SLOTS)[setting]
+    if key.algorithm == expected:
+        return None
+    where = path or key.source
+    if expected == RSA:
+        return (f"{setting} = {where!r}: this file holds an Ed25519 key, but {setting} takes an "
+                f"RSA key (rsa-sha256 under an RSA selector; the ARC seal uses it too): put it in "
+                f"ed25519_private_key with ed25519_selector, or give {setting} an RSA key")
+    return (f"{setting} = {where!r}: this file holds an RSA key, but {setting} takes an Ed25519 "
+            f"key (ed25519-sha256, RFC 8463): put it in private_key with selector, or give "
+            f"{setting} an Ed25519 key (relist keys generate --algorithm ed25519)")
+
+
 def load_configured_keys(relay: RelayPolicy) -> dict[str, SigningKey]:
     """Every configured key file loaded once, by path (for ``relist serve`` at start-up).
 
     Raises ``KeyFileError`` naming the first file that is missing, unreadable, not a key,
-    or accessible by group or others, so the server does not start half-configured.
+    or accessible by group or others, and the first setting given a key of the other
+    algorithm (an Ed25519 key in ``private_key`` or ``previous_private_key``, an RSA key
+    in ``ed25519_private_key``), naming the section, the setting and the file, so the
+    server does not start half-configured.
     A configured ``previous_private_key`` is loaded (and checked) like the others, even
     after its overlap: remove the ``previous_*`` lines before deleting the file.
     The values go into ``Context.keys``; a ``sign`` step looks keys up by the list's path.
     """
     keys: dict[str, SigningKey] = {}
-    for lp in (*relay.lists, relay.defaults):
-        for path in (lp.private_key, lp.ed25519_private_key, lp.previous_private_key):
-            if path and path not in keys:
+    sections = [(relay.defaults, "list_defaults")] + [(lp, f"lists.{lp.address!r}") for lp in relay.lists]
+    for lp, where in sections:
+        for setting, _ in KEY_SLOTS:
+            path = getattr(lp, setting)
+            if not path:
+                continue
+            if path not in keys:
                 keys[path] = read_private_key(path)
+            problem = wrong_slot(keys[path], setting, path)
+            if problem:
+                raise KeyFileError(f"[{where}] {problem}")
     return keys
