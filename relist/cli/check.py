@@ -2,7 +2,8 @@
 
 Prints, per signature, the RFC 8601 result and the precise reason, then ARC and
 DMARC.  Exit 0 when every signature passes (or there is none), 1 when any does
-not, 2 on a usage, configuration or IO error.
+not, 2 on a usage, configuration or IO error, or when the input is no message (an
+empty file, binary data, no header field).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from relist.core.auth import questions, verify_message
 from relist.core.message import RawMessage
 from relist.edge.dns import Resolver
 
-__all__ = ["add_parser", "check_bytes"]
+__all__ = ["add_parser", "check_bytes", "unusable"]
 
 
 def check_bytes(raw: bytes, resolver: Resolver, *, max_signatures: int = 10, min_key_bits: int = 1024,
@@ -26,6 +27,22 @@ def check_bytes(raw: bytes, resolver: Resolver, *, max_signatures: int = 10, min
     facts = asyncio.run(resolver.settle(lambda f: questions(msg, max_signatures, f)))
     return verify_message(msg, facts, now or datetime.now(timezone.utc),
                           max_signatures=max_signatures, min_key_bits=min_key_bits)
+
+
+def unusable(raw: bytes) -> str | None:
+    """Why ``raw`` is no message to check (empty, binary, no header field), else None."""
+    if not raw.strip():
+        return "empty: nothing to verify (expected an RFC 5322 message)"
+    msg = RawMessage.parse(raw)
+    header = raw[:len(raw) - len(msg.body) - len(msg.separator)]
+    if not any(f.name for f in msg.fields):
+        if b"\x00" in raw[:8192]:
+            return "binary data (NUL bytes): not an RFC 5322 message"
+        return ("no header field: not an RFC 5322 message (expected header fields, "
+                "a blank line, then the body)")
+    if b"\x00" in header:
+        return "binary data (NUL bytes in the header): not an RFC 5322 message"
+    return None
 
 
 def _explain(verdict, out) -> None:
@@ -58,6 +75,11 @@ def run(args) -> int:
         raw = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()
     except OSError as exc:
         print(f"relist check: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    problem = unusable(raw)
+    if problem:
+        name = "standard input" if args.file == "-" else args.file
+        print(f"relist check: {name}: {problem}", file=sys.stderr)
         return 2
     verdict = check_bytes(raw, Resolver(nameservers, cfg.dns["timeout"]),
                           max_signatures=cfg.verify["max_signatures"], min_key_bits=cfg.verify["min_key_bits"])
