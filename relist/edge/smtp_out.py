@@ -4,6 +4,14 @@ Every failure is normalised into a ``Reply`` (RFC 5321 code, RFC 3463 enhanced c
 a connection that cannot be made is ``451 4.4.1``, a timeout or a dropped connection
 ``451 4.4.2``.  The caller never sees a socket exception, so nothing relist cannot
 finish can turn into a permanent failure for the sender.
+
+Idle pooled connections go stale: an MTA closes a connection that has been idle for
+its own timeout (Postfix: ``smtpd_timeout``, 300 s, 10 s under stress), saying
+``421 4.4.2 ... Error: timeout exceeded`` first.  The pool hands out no connection the
+MTA has closed or answered 421 on, and none idle for more than ``IDLE_MAX``; one that
+turns out to be closed at its first command is reported (``Connection.pooled``) so the
+caller can retry on a fresh connection (relist.edge.smtp_in, at MAIL).  Each is logged
+and counted in ``Pool.stale``.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from relist.core.model import Reply
@@ -19,16 +28,22 @@ __all__ = ["Capabilities", "UpstreamError", "Connection", "Pool", "dot_stuff"]
 
 log = logging.getLogger("relist.upstream")
 
+# Seconds an idle pooled connection is kept: below Postfix's smtpd_timeout (300 s), so
+# the MTA's idle timeout rarely closes one first (when it does, see the module doc).
+IDLE_MAX = 60.0
+
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?: |$)")
 
 
 class UpstreamError(Exception):
-    """The connection is unusable; ``reply`` is what to tell the client."""
+    """The connection is unusable; ``reply`` is what to tell the client.  ``lost``: the
+    MTA closed the connection (rather than timing out or refusing)."""
 
-    def __init__(self, reply: Reply):
+    def __init__(self, reply: Reply, lost: bool = False):
         super().__init__(str(reply))
         self.reply = reply
+        self.lost = lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +96,8 @@ def dot_stuff(data: bytes) -> bytes:
 
 
 def _lost(what: str) -> UpstreamError:
-    return UpstreamError(Reply(451, "4.4.2", f"relist: connection to upstream MTA lost {what}; try again later"))
+    return UpstreamError(Reply(451, "4.4.2",
+                               f"relist: connection to upstream MTA lost {what}; try again later"), lost=True)
 
 
 class Connection:
@@ -100,6 +116,9 @@ class Connection:
         self.caps = Capabilities()
         self.broken = False
         self.transactions = 0
+        self.pooled = False      # handed out from the idle pool (not freshly connected)
+        self.final_pending = False   # the content went up, the final reply has not come
+        self.idle_since = 0.0    # time.monotonic() of the last command sent: the MTA's idle timer
 
     # -- low level --------------------------------------------------------------
 
@@ -120,6 +139,9 @@ class Connection:
                                                   f"relist: upstream MTA sent a malformed reply {what}"))
                     lines.append(line[4:])
                     if len(line) == 3 or line[3] != "-":
+                        if line.startswith("421"):
+                            # RFC 5321 §3.8: the MTA is closing the channel; never reuse it.
+                            self.broken = True
                         return parse_reply(int(line[:3]), lines)
         except asyncio.TimeoutError:
             self.broken = True
@@ -133,6 +155,7 @@ class Connection:
 
     async def _send(self, data: bytes, what: str) -> None:
         assert self.writer is not None
+        self.idle_since = time.monotonic()
         try:
             self.writer.write(data)
             if self.writer.transport.get_write_buffer_size():
@@ -222,12 +245,15 @@ class Connection:
         reply = await self.command("DATA")
         if reply.code != 354:
             return [reply] * (n_rcpts if self.lmtp else 1)
+        self.final_pending = True    # from here on, the MTA may queue the message
         await self._send(dot_stuff(content), "during DATA")
         self.transactions += 1
         # RFC 5321 §4.5.3.2.6 suggests 10 minutes for the final reply ([upstream]
         # data_timeout): giving up earlier risks a duplicate if the MTA did queue it.
         count = n_rcpts if self.lmtp else 1
-        return [await self._read_reply("after end of DATA", self.data_timeout) for _ in range(count)]
+        replies = [await self._read_reply("after end of DATA", self.data_timeout) for _ in range(count)]
+        self.final_pending = False
+        return replies
 
     async def rset(self) -> None:
         reply = await self.command("RSET")
@@ -252,6 +278,20 @@ class Connection:
             self.writer.close()
             self.writer = None
 
+    def closed_by_peer(self) -> str | None:
+        """Why this idle connection cannot carry a transaction (the MTA closed it, or
+        said something unasked, e.g. ``421 4.4.2 ... timeout exceeded``), else None."""
+        if self.broken or self.reader is None or self.writer is None:
+            return "connection closed"
+        pending = bytes(getattr(self.reader, "_buffer", b""))   # an unsolicited reply
+        if pending:
+            lines = pending.decode("utf-8", "replace").strip().splitlines()
+            return (lines or ["unexpected data"])[0][:200]
+        if self.reader.at_eof() or getattr(self.reader, "_eof", False) or \
+                self.writer.transport.is_closing():
+            return "connection closed by the MTA"
+        return None
+
 
 class Pool:
     """A small pool of idle connections to one next hop.
@@ -262,24 +302,43 @@ class Pool:
 
     def __init__(self, host: str, port: int, *, timeout: float, connect_timeout: float,
                  helo: str, data_timeout: float = 600, size: int = 8, lmtp: bool = False,
-                 max_transactions: int = 1000):
+                 max_transactions: int = 1000, idle_max: float = IDLE_MAX):
         self.host, self.port = host, port
         self.kwargs = dict(timeout=timeout, connect_timeout=connect_timeout, helo=helo,
                            data_timeout=data_timeout, lmtp=lmtp)
         self.size = size
         self.max_transactions = max_transactions
+        self.idle_max = idle_max
         self.idle: list[Connection] = []
         self.caps: Capabilities | None = None   # as last seen
+        self.stale = 0   # pooled connections found closed by the MTA (module doc)
 
     async def acquire(self) -> Connection:
+        """An idle connection the MTA has not closed, else a new one (``UpstreamError``
+        when it cannot be made)."""
+        now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
-            if not conn.broken and conn.reader is not None and not conn.reader.at_eof():
+            why = conn.closed_by_peer()
+            if why is None and now - conn.idle_since <= self.idle_max:
+                conn.pooled = True
                 return conn
-            conn.close()
+            if why is not None:
+                self.discard_stale(conn, why)
+            else:
+                conn.close()   # idle too long: the MTA may close it any moment
         conn = Connection(self.host, self.port, **self.kwargs)
         self.caps = await conn.connect()
         return conn
+
+    def discard_stale(self, conn: Connection, why: str, relist_id: str = "") -> None:
+        """Drop a pooled connection the MTA closed while it was idle: log and count it."""
+        self.stale += 1
+        idle = time.monotonic() - conn.idle_since
+        log.info("%supstream %s:%d: pooled connection closed by the MTA after %.0f s idle (%s); "
+                 "using a new connection", f"{relist_id}: " if relist_id else "", self.host, self.port,
+                 idle, ascii(why)[1:-1])
+        conn.close()
 
     async def release(self, conn: Connection, *, clean: bool) -> None:
         """Return ``conn``; ``clean`` says no transaction is open on it."""
@@ -292,6 +351,7 @@ class Pool:
         if conn.broken or len(self.idle) >= self.size or conn.transactions >= self.max_transactions:
             await conn.quit()
             return
+        conn.pooled = False
         self.idle.append(conn)
 
     async def close(self) -> None:
