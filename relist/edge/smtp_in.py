@@ -8,10 +8,22 @@ cannot finish is a 4xx.  The hooks only translate between SMTP and ``relist.app`
 
 BODY=8BITMIME (RFC 6152) is decided after the content is known, by re-issuing the
 upstream transaction; see ``must_declare_8bitmime``.
+
+No permanent error of relist's own: a text line of any length is relayed (only
+``max_message_size`` is a limit, 552), and a command line is checked against
+``COMMAND_SIZE_LIMIT``, not aiosmtpd's 512 octets, so the MTA judges what it accepts.
+
+Draining (``RelayHandler.drain``, on SIGTERM): a transaction in flight (MAIL accepted,
+final reply not yet given) runs to its end; every session not in one is answered
+``421 4.3.2`` and closed, at once if it is idle, else as soon as its transaction ends
+(RFC 5321 §3.8: a 421 may be sent before the client's next command).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import functools
 import ipaddress
 import logging
 import re
@@ -20,9 +32,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP, syntax
 
-from relist.app import Relay, new_relist_id
+from relist.app import Relay, log_safe, new_relist_id
 from relist.core.model import Envelope, Record, Reply
 from relist.edge.smtp_out import Capabilities, Connection, UpstreamError
 
@@ -31,6 +43,12 @@ __all__ = ["RelayHandler", "RelistLMTP", "RelistSMTP", "is_allowed", "must_decla
 log = logging.getLogger("relist.smtpd")
 
 INTERNAL_ERROR = "relist: internal error (id {id}); try again later"
+SHUTTING_DOWN = "421 4.3.2 {host} relist: shutting down; try again later"
+TOO_BIG = "552 5.3.4 relist: message exceeds the maximum message size of {limit} octets"
+
+# aiosmtpd refuses a command line over 512 octets (RFC 5321 §4.5.3.1.4's minimum) with
+# a permanent 500; relist forwards MAIL and RCPT, so the MTA says what it accepts.
+COMMAND_SIZE_LIMIT = 4096
 
 # aiosmtpd represents the null reverse-path (RFC 5321 §4.5.5, used by bounces) as
 # the string "<>"; upstream it must go out as MAIL FROM:<>, not <<>>.
@@ -56,13 +74,122 @@ def is_allowed(peer, networks) -> bool:
 class RelistSMTP(SMTP):
     """aiosmtpd's server with relist's connection policy."""
 
-    # Mailman and MUAs sometimes exceed RFC 5321's 1000-octet line; the MTA downstream
-    # copes, so relist relays such lines rather than answering a permanent 500.
+    # The StreamReader's buffer limit (aiosmtpd passes line_length_limit to it).  It no
+    # longer limits a text line: ``smtp_DATA`` joins the pieces of a longer one.
     line_length_limit = 1 << 20
 
     def __init__(self, handler: RelayHandler, **kwargs):
         super().__init__(handler, **kwargs)
         self.relay_handler = handler
+        # aiosmtpd keeps these limits in one dict on the class, shared by every
+        # session (and grown by each EHLO); this session's own, at relist's limit.
+        self.command_size_limits = collections.defaultdict(lambda: COMMAND_SIZE_LIMIT)
+        self.command_size_limit = COMMAND_SIZE_LIMIT
+        self.busy = False   # a command is being handled
+        self._smtp_methods = {name: self._guarded(name, method)
+                              for name, method in self._smtp_methods.items()}
+
+    # -- draining (module doc) -----------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        """MAIL was accepted and the transaction has not ended (final reply or RSET)."""
+        return self.envelope is not None and self.envelope.mail_from is not None
+
+    @property
+    def idle(self) -> bool:
+        return not self.busy and not self.in_transaction
+
+    def _guarded(self, name: str, method):
+        """``method`` (one smtp_* command) that, while draining, runs only inside a
+        transaction in flight, and says goodbye once the transaction is over."""
+        @functools.wraps(method)
+        async def guarded(arg):
+            handler = self.relay_handler
+            if handler.draining and name != "QUIT" and not self.in_transaction:
+                self.goodbye()
+                return
+            self.busy = True
+            try:
+                await method(arg)
+            finally:
+                self.busy = False
+            if handler.draining and name != "QUIT" and not self.in_transaction:
+                self.goodbye()
+        return guarded
+
+    def goodbye(self) -> None:
+        """Answer ``421`` (to the command just read, or ahead of the next one) and close."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(SHUTTING_DOWN.format(host=self.hostname).encode("ascii") + b"\r\n")
+        transport.close()
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.relay_handler.sessions.add(self)
+        if self.relay_handler.draining:    # accepted just before the listener closed
+            self.goodbye()
+
+    # -- DATA ---------------------------------------------------------------------
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, except that a line longer than the reader's limit is relayed
+        (joined from its pieces) instead of answered with a permanent ``500 Line too
+        long``: RFC 5321 §4.5.3.1.6's 1000 octets is what a client must send, and
+        Postfix, the next hop, accepts longer lines.  Only ``max_message_size`` limits
+        the content: ``552 5.3.4`` once the whole of it has been read (§4.2.5)."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        reader, limit = self._reader, self.data_size_limit
+        data: list[bytes] = []
+        size = 0
+        too_big = False
+        line_start = True    # the next piece begins a line
+        while self.transport is not None:
+            try:
+                piece = await reader.readuntil(b"\r\n")
+            except asyncio.CancelledError:
+                self._writer.close()
+                raise
+            except asyncio.LimitOverrunError as exc:
+                # Part of a line longer than the reader's limit (never a split CRLF:
+                # readuntil leaves the last byte when it finds no separator).
+                piece = await reader.read(exc.consumed)
+            if line_start and piece == b".\r\n":
+                break
+            size += len(piece)
+            if line_start and piece[:1] == b".":
+                piece = piece[1:]          # RFC 5321 §4.5.2 transparency
+            line_start = piece.endswith(b"\r\n")
+            if too_big:
+                continue
+            if limit and size > limit:
+                too_big = True
+                data.clear()       # read on to the end, keep nothing
+                continue
+            data.append(piece)
+        if too_big:
+            self._set_post_data_state()
+            await self.push(TOO_BIG.format(limit=limit))
+            return
+        content = b"".join(data)
+        data.clear()
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     async def _handle_client(self) -> None:
         # aiosmtpd has no connect hook; refuse clients outside allowed_clients here,
@@ -91,6 +218,7 @@ class RelistSMTP(SMTP):
             self.session.upstream = None
             conn.close()  # a transaction may be open upstream: abandon it
         super().connection_lost(error)
+        self.relay_handler.session_closed(self)
 
 
 def must_declare_8bitmime(record: Record, caps: Capabilities, sent_options: list[str]) -> bool:
@@ -141,6 +269,48 @@ class RelayHandler:
     def __init__(self, relay: Relay, allowed):
         self.relay = relay
         self.allowed = allowed
+        self.sessions: set[RelistSMTP] = set()   # open client connections
+        self.draining = False
+        self._all_closed: asyncio.Event | None = None
+        for key in ("mail_deferred", "mail_refused"):   # transactions that ended at MAIL
+            relay.counters.setdefault(key, 0)
+
+    # -- draining (RelistSMTP and the module doc) -----------------------------------
+
+    def drain(self) -> int:
+        """Stop taking transactions: close idle sessions with 421 now, the others as
+        their transaction ends.  Returns how many transactions are in flight."""
+        self.draining = True
+        self._all_closed = asyncio.Event()
+        busy = 0
+        for session in list(self.sessions):
+            if session.idle:
+                session.goodbye()
+            else:
+                busy += 1
+        if not self.sessions:
+            self._all_closed.set()
+        return busy
+
+    def session_closed(self, session: RelistSMTP) -> None:
+        self.sessions.discard(session)
+        if not self.sessions and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def wait_closed(self) -> None:
+        """Until every session has closed (``drain`` first)."""
+        assert self._all_closed is not None
+        await self._all_closed.wait()
+
+    def cut(self) -> list[str]:
+        """Close every session now; the relist ids of the transactions cut."""
+        cut = []
+        for session in list(self.sessions):
+            if session.in_transaction or session.busy:
+                cut.append(getattr(session.session, "relist_id", "") or "-")
+            if session.transport is not None:
+                session.transport.close()
+        return cut
 
     # -- helpers ------------------------------------------------------------------
 
@@ -179,6 +349,24 @@ class RelayHandler:
         return Reply(451, "4.5.0", f"relist: upstream MTA refused the transaction re-issued with "
                                    f"BODY=8BITMIME ({what.removesuffix(' (re-issue)')}: {why}); try again later")
 
+    async def _reroute(self, session, conn: Connection, env: Envelope, recipients: list[str],
+                       upstream: dict[str, Reply]) -> Reply | None:
+        """Re-issue the upstream transaction to ``recipients`` instead of the client's
+        (a bounce for ``LIST-owner@``, relist.app ``Relay.bounce``): None when Mailman
+        accepted them, else the 4xx for the client (nothing is dropped)."""
+        replies = await conn.reissue(env.mail_from, list(session.upstream_mail_options), recipients)
+        names = ["RSET (re-route)", "MAIL (re-route)"] + [f"{r} (re-route)" for r in recipients]
+        upstream.update(zip(names, replies))
+        failed = next(((name, r) for name, r in zip(names, replies)
+                       if r.code >= 300 or (name == names[0] and r.code != 250)), None)
+        if failed is None and len(replies) == len(names):
+            return None
+        what, why = failed if failed is not None else (names[len(replies)], Reply(451, "4.4.2", "no reply"))
+        log.warning("%s: bounce re-routed to %s refused: %s: %s", session.relist_id, ",".join(recipients),
+                    what, why)
+        return Reply(451, "4.4.2", f"relist: Mailman refused the bounce re-routed to {', '.join(recipients)} "
+                                   f"({what.removesuffix(' (re-route)')}: {why}); try again later")
+
     # -- hooks --------------------------------------------------------------------
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -197,35 +385,73 @@ class RelayHandler:
         out.insert(-1, "250-ENHANCEDSTATUSCODES")
         return out
 
+    def _ended_at_mail(self, session, address: str, mail_options, reply: Reply, started: float,
+                       *, own: bool) -> str:
+        """A transaction that ends at MAIL (relist cannot reach the MTA, or the MTA
+        refused): counted (``mail_deferred``/``mail_refused`` beside the usual
+        counters), recorded and logged like any other transaction.  ``own``: the reply
+        is relist's, not the MTA's."""
+        self.relay.counters["mail_deferred" if reply.code < 500 else "mail_refused"] += 1
+        env = Envelope(
+            mail_from="" if address == NULL_PATH else address,
+            rcpt_tos=(),
+            mail_options=tuple(mail_options),
+            client_ip=str(session.peer[0]) if session.peer else "",
+            client_helo=session.host_name or "",
+        )
+        record = Record(session.relist_id, datetime.now(timezone.utc), env, "", None, 0, 0, (),
+                        reply if own else None)
+        upstream = {} if own else {"MAIL": reply}
+        self.relay.finish(session.relist_id, record, env, upstream, reply, started, 0)
+        return reply.line()
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         await self._drop_upstream(session)  # e.g. after an oversize DATA left one open
         session.relist_id = new_relist_id()
         session.upstream_replies = {}
-        try:
-            conn = await self.relay.pool.acquire()
-        except UpstreamError as exc:
-            log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, address, exc.reply)
-            return exc.reply.line()
-        options = []
-        for opt in mail_options:
-            key = opt.split("=", 1)[0].upper()
-            if key == "SMTPUTF8":
-                if not conn.caps.smtputf8:
-                    await self.relay.pool.release(conn, clean=True)
-                    return "555 5.6.7 relist: the upstream MTA does not offer SMTPUTF8"
-                options.append(opt)
-            elif key == "BODY" and conn.caps.eightbitmime:
-                options.append(opt)
-            elif key == "SIZE" and conn.caps.size is not None:
-                options.append(opt)
-        try:
-            reply = await conn.mail("" if address == NULL_PATH else address, options)
-        except UpstreamError as exc:
-            conn.close()
-            return exc.reply.line()
+        started = time.monotonic()
+        pool = self.relay.pool
+        # A pooled connection the MTA closed while it was idle (``421 ... timeout
+        # exceeded``, or just gone) is found out at MAIL at the latest: nothing is
+        # committed then, so MAIL goes again on a new connection (relist.edge.smtp_out).
+        for attempt in (1, 2):
+            try:
+                conn = await pool.acquire()
+            except UpstreamError as exc:
+                log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, log_safe(address),
+                            exc.reply)
+                return self._ended_at_mail(session, address, mail_options, exc.reply, started, own=True)
+            options = []
+            for opt in mail_options:
+                key = opt.split("=", 1)[0].upper()
+                if key == "SMTPUTF8":
+                    if not conn.caps.smtputf8:
+                        await pool.release(conn, clean=True)
+                        reply = Reply(555, "5.6.7", "relist: the upstream MTA does not offer SMTPUTF8")
+                        return self._ended_at_mail(session, address, mail_options, reply, started,
+                                                   own=True)
+                    options.append(opt)
+                elif key == "BODY" and conn.caps.eightbitmime:
+                    options.append(opt)
+                elif key == "SIZE" and conn.caps.size is not None:
+                    options.append(opt)
+            try:
+                reply = await conn.mail("" if address == NULL_PATH else address, options)
+            except UpstreamError as exc:
+                conn.close()
+                if exc.lost and conn.pooled and attempt == 1:
+                    pool.discard_stale(conn, str(exc.reply), session.relist_id)
+                    continue
+                log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, log_safe(address),
+                            exc.reply)
+                return self._ended_at_mail(session, address, mail_options, exc.reply, started, own=True)
+            if reply.code == 421 and conn.pooled and attempt == 1:
+                pool.discard_stale(conn, str(reply), session.relist_id)
+                continue
+            break
         if reply.code >= 300:
-            await self.relay.pool.release(conn, clean=True)
-            return reply.line()
+            await pool.release(conn, clean=True)
+            return self._ended_at_mail(session, address, mail_options, reply, started, own=False)
         session.upstream = conn
         session.upstream_mail_options = options
         envelope.mail_from = address
@@ -274,12 +500,21 @@ class RelayHandler:
                 await self.relay.pool.release(conn, clean=False)
             else:
                 refusal = None
-                if must_declare_8bitmime(record, conn.caps, session.upstream_mail_options):
+                rerouted = dict(record.extra).get("deliver_rcpts")
+                if rerouted:
+                    refusal = await self._reroute(session, conn, env, list(rerouted), upstream)
+                elif must_declare_8bitmime(record, conn.caps, session.upstream_mail_options):
                     record = replace(record, extra=record.extra + (("mail_reissued", "BODY=8BITMIME"),))
                     refusal = await self._reissue_8bitmime(session, conn, env, upstream)
                 if refusal is not None:
                     replies = [refusal] * n
                     await self.relay.pool.release(conn, clean=False)
+                elif rerouted:
+                    # The client hears the one recipient's final reply for each of its own.
+                    final = await conn.data(outcome.message, len(rerouted))
+                    upstream.update({f"DATA {r}": rep for r, rep in zip(rerouted, final)})
+                    replies = [_summary(final)] * n
+                    await self.relay.pool.release(conn, clean=True)
                 else:
                     replies = await conn.data(outcome.message, n)
                     if lmtp:  # LMTP: one final reply per accepted recipient, in RCPT order
@@ -291,6 +526,17 @@ class RelayHandler:
             replies = [exc.reply] * n
             if conn is not None:
                 conn.close()
+        except asyncio.CancelledError:
+            # The client went away (or a drain cut the session): abandon the upstream
+            # transaction.  Before the end of the data that is nothing; after it the
+            # MTA may have queued the message the client will send again.
+            if conn is not None:
+                queued = conn.final_pending
+                conn.close()
+                log.warning("%s: client connection closed before the final reply; upstream transaction "
+                            "abandoned%s", relist_id,
+                            " after the MTA had the message: it may be delivered twice" if queued else "")
+            raise
         except Exception:  # noqa: BLE001 - a bug: never let it become a 5xx
             log.exception("%s: internal error while processing message from=<%s>", relist_id, env.mail_from)
             replies = [Reply(451, "4.3.0", INTERNAL_ERROR.format(id=relist_id))] * n
