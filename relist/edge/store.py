@@ -106,6 +106,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ingress_posts_message_id ON ingress_posts(message_id);
     CREATE INDEX ingress_posts_expires ON ingress_posts(expires);
     """,
+    # 3 -> 4: bounces for a list's bounce address (issue 13), one row per failed
+    # recipient, tied to the egress transaction of the bounced post when known.
+    """
+    CREATE TABLE bounces (
+        id            INTEGER PRIMARY KEY,
+        time          TEXT NOT NULL,            -- ISO 8601, UTC
+        list_address  TEXT NOT NULL,
+        recipient     TEXT NOT NULL,            -- the member whose delivery failed
+        cause         TEXT NOT NULL,            -- dmarc | dkim | spf | auth | mailbox | spam | other
+        permanent     INTEGER NOT NULL,
+        status        TEXT NOT NULL,            -- enhanced status code, '' when none
+        diagnostic    TEXT NOT NULL,
+        rule          TEXT NOT NULL,            -- relist.core.bounce.rules row that decided
+        message_id    TEXT NOT NULL,            -- of the returned post
+        relist_id     TEXT,                     -- egress transaction of the post, NULL: unknown
+        poster_domain TEXT NOT NULL,
+        action        TEXT NOT NULL,            -- mailman | owner
+        remote_mta    TEXT NOT NULL,
+        bounce_id     TEXT NOT NULL             -- the ingress transaction of the bounce
+    );
+    CREATE INDEX bounces_list_time ON bounces(list_address, time);
+    CREATE INDEX bounces_relist_id ON bounces(relist_id);
+    """,
 )
 
 
@@ -252,6 +275,14 @@ def _storable(rows: tuple) -> tuple:
     return tuple(_clean(r) for r in rows)
 
 
+def _ident(row: Any) -> str:
+    """The id an item's first row is known by in the log: a relist id, or for a bounce
+    row ("bounce " + the ingress relist id, its last column)."""
+    if isinstance(row, tuple):
+        return f"bounce {row[-1]}"
+    return str(row)
+
+
 def _flag(value: bool | None) -> int | None:
     return None if value is None else int(bool(value))
 
@@ -295,6 +326,14 @@ _INSERT = "INSERT OR REPLACE INTO transactions VALUES (" + ",".join("?" * 16) + 
 _INSERT_SIGNATURE = "INSERT OR REPLACE INTO signatures VALUES (" + ",".join("?" * 15) + ")"
 _INSERT_INGRESS = "INSERT OR REPLACE INTO ingress_posts VALUES (?,?,?,?,?,?)"
 _INSERT_VERDICT = "INSERT OR REPLACE INTO verdicts VALUES (" + ",".join("?" * 12) + ")"
+_INSERT_BOUNCE = ("INSERT INTO bounces (time, list_address, recipient, cause, permanent, status, diagnostic, "
+                  "rule, message_id, relist_id, poster_domain, action, remote_mta, bounce_id) "
+                  "VALUES (" + ",".join("?" * 14) + ")")
+# The egress transaction of a bounced post: the latest one with a list, and what
+# verification found of its From domain.
+_EGRESS = ("SELECT t.relist_id, t.list_address, t.steps, t.facts, v.from_domain, v.dmarc_policy "
+           "FROM transactions t LEFT JOIN verdicts v ON v.relist_id = t.relist_id "
+           "WHERE t.list_address IS NOT NULL AND ")
 
 
 class Store:
@@ -351,15 +390,38 @@ class Store:
                                      raw), now))
         self._flush.set()
 
+    def save_bounces(self, rows: list[tuple]) -> None:
+        """Record a bounce: one ``bounces`` row per failed recipient, in the column order
+        of ``_INSERT_BOUNCE`` (written by the writer thread; never blocks)."""
+        self._queue.put(("bounces", tuple(rows), 0))
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(str(self.path), timeout=5, check_same_thread=True)
+        return conn
+
+    def egress_of(self, relist_ids: tuple[str, ...], message_id: str) -> tuple | None:
+        """The egress transaction a bounce returns, by relist id (best) or Message-ID:
+        (relist_id, list_address, steps JSON, facts JSON, from_domain, dmarc_policy),
+        or None.  Blocking (call it in a thread); its own read connection."""
+        conn = self._reader()
+        for rid in relist_ids:
+            row = conn.execute(_EGRESS + "t.relist_id = ?", (rid,)).fetchone()
+            if row is not None:
+                return row
+        if message_id:
+            return conn.execute(_EGRESS + "t.message_id = ? ORDER BY t.time DESC LIMIT 1",
+                                (message_id,)).fetchone()
+        return None
+
     def ingress_candidates(self, message_id: str, now: float) -> list[tuple[str, bytes]]:
         """Unexpired ingress copies with this Message-ID: [(relist_id, raw)].
 
         Blocking (call it in a thread); uses its own read connection per thread, so
         it never waits for the writer (WAL).
         """
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(str(self.path), timeout=5, check_same_thread=True)
+        conn = self._reader()
         rows = conn.execute("SELECT relist_id, raw FROM ingress_posts WHERE message_id = ? AND expires > ? "
                             "ORDER BY time DESC LIMIT 20", (message_id, now)).fetchall()
         return [(rid, zlib.decompress(raw)) for rid, raw in rows]
@@ -393,21 +455,25 @@ class Store:
 
     def _rows(self, items: list[tuple]) -> list[tuple]:
         """Each item as (transactions row or None, signature rows, verdict row or None,
-        ingress row or None); an item that cannot be turned into rows is counted,
-        logged and left out."""
+        ingress row or None, bounce rows); an item that cannot be turned into rows is
+        counted, logged and left out."""
         out = []
         for item in items:
             try:
+                if item[0] == "bounces":   # ("bounces", rows, 0)
+                    out.append((None, (), None, None, item[1]))
+                    continue
                 if isinstance(item[0], str):   # ("ingress", row, now)
                     row = item[1]
-                    out.append((None, (), None, row[:5] + (zlib.compress(row[5], 1),)))
+                    out.append((None, (), None, row[:5] + (zlib.compress(row[5], 1),), ()))
                     continue
                 sigs, verdict = verdict_rows(item[0])
-                out.append((record_row(*item), sigs, verdict, None))
+                out.append((record_row(*item), sigs, verdict, None, ()))
             except Exception:  # noqa: BLE001 - the record is secondary to delivery
                 self.failures += 1
                 log.exception("%s: could not serialise the record",
-                              item[1][0] if isinstance(item[0], str) else getattr(item[0], "relist_id", "?"))
+                              _ident(item[1][0]) if isinstance(item[0], str)
+                              else getattr(item[0], "relist_id", "?"))
         return out
 
     def _write(self, items: list[tuple]) -> None:
@@ -432,7 +498,9 @@ class Store:
                     self._store([one], now)
                 return
             error = exc
-        ident = rows[0][0][0] if rows[0][0] is not None else rows[0][3][0]
+        one = rows[0]
+        ident = (one[0][0] if one[0] is not None else one[3][0] if one[3] is not None
+                 else _ident(one[4][0]) if one[4] else "?")
         try:
             self._commit([_storable(rows[0])], now)
             self.written += 1
@@ -447,6 +515,7 @@ class Store:
         signatures = [s for r in rows for s in r[1]]
         verdicts = [r[2] for r in rows if r[2] is not None]
         ingress = [r[3] for r in rows if r[3] is not None]
+        bounces = [b for r in rows for b in r[4]]
         conn.execute("BEGIN")
         try:
             if ingress:
@@ -458,6 +527,8 @@ class Store:
                 conn.executemany(_INSERT_SIGNATURE, signatures)
             if verdicts:
                 conn.executemany(_INSERT_VERDICT, verdicts)
+            if bounces:
+                conn.executemany(_INSERT_BOUNCE, bounces)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -97,7 +97,8 @@ def owner_address(list_address: str) -> str:
 
 def _did(egress: Egress | None) -> str:
     if egress is None:
-        return "relist has no record of the returned post (it is older than the store, or relist never relayed it)."
+        return ("relist has no record of the returned post (it is older than the store, or relist "
+                "never relayed it).")
     what = f"relist relayed it as {egress.relist_id}"
     if egress.mode:
         what += f" in {egress.mode} mode"
