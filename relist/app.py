@@ -3,14 +3,21 @@
 For each message: ask the core which DNS facts it needs, resolve them at the edge,
 run the core, store the record, and log one line.  Relaying itself (MAIL/RCPT in
 lock-step, DATA) is driven by ``relist.edge.smtp_in``, which calls ``Relay.run``.
+
+Everything relist logs that comes from a message or a client (Message-ID, list,
+envelope sender, replies) goes through ``log_safe``: control characters (CR, LF, ESC,
+NUL, ...), other unprintable characters and undecodable bytes are written as
+``\\xNN``/``\\uNNNN`` escapes, so a message cannot forge log lines or terminal output.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
+import re
 import sqlite3
 import time
 from dataclasses import replace
@@ -19,18 +26,68 @@ from datetime import datetime, timezone
 from relist import core
 from relist.core import signcache
 from relist.config import Config
+from relist.core.bounce import wiring as bounces
 from relist.core.facts import Facts
 from relist.core.ingress import IngressCopy, fingerprint
 from relist.core.message import RawMessage
-from relist.core.model import Context, Envelope, Outcome, Record, Reply
+from relist.core.model import Context, Envelope, Outcome, Record, Reply, Work
+from relist.core.steps import identify
 from relist.edge.smtp_out import Pool
 from relist.edge.store import Store
 
-__all__ = ["Relay", "new_relist_id"]
+__all__ = ["Relay", "log_safe", "new_relist_id"]
 
 log = logging.getLogger("relist")
 
 _ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
+# A Message-ID field at the start of a line, for a message RawMessage cannot parse.
+_MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*([^\r\n]*)")
+_CRASHED_MAX = 256      # crashed transactions remembered until their finish()
+
+
+def log_safe(text: object) -> str:
+    """``text`` fit for one log line: a backslash, every control or other unprintable
+    character (CR, LF, ESC, NUL, DEL, C1 controls, bidi and other format characters,
+    line separators) and each undecodable byte (a surrogate from surrogateescape) is
+    written as an escape (``\\\\``, ``\\r``, ``\\x1b``, ``\\u2028``); other text,
+    UTF-8 included, is unchanged."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch in "\r\n\t":
+            out.append({"\r": "\\r", "\n": "\\n", "\t": "\\t"}[ch])
+        elif 0xDC80 <= o <= 0xDCFF:           # a raw byte kept by surrogateescape
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif o < 0x100:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    return "".join(out)
+
+
+def _failed_in(exc: BaseException) -> str:
+    """Where ``exc`` was raised: the innermost core step (its ``NAME``), else the
+    innermost relist module, else ""."""
+    step = module = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        g = tb.tb_frame.f_globals
+        name = g.get("__name__", "")
+        if name.startswith("relist.core.steps.") and isinstance(g.get("NAME"), str):
+            step = g["NAME"]
+        if name.startswith("relist."):
+            module = name
+        tb = tb.tb_next
+    return step or module
 
 
 def new_relist_id() -> str:
@@ -73,6 +130,9 @@ class Relay:
         self.store = store
         self.resolver = resolver
         self.counters = {"messages": 0, "relayed": 0, "deferred": 0, "rejected": 0, "errors": 0}
+        # relist id -> (Message-ID, list, "step: ErrorType") of a run() that raised, for
+        # the record and log line finish() writes (the edge only has an empty record).
+        self._crashed: dict[str, tuple[str, str | None, str]] = {}
 
     async def facts_for(self, raw: bytes | RawMessage) -> Facts:
         """Resolve every DNS question the core asks for ``raw``."""
@@ -91,13 +151,46 @@ class Relay:
         try:
             rows = await asyncio.to_thread(self.store.ingress_candidates, message_id, time.time())
         except sqlite3.Error as exc:
-            log.warning("ingress copies for %s not read (%s): verifying what arrived", message_id, exc)
+            log.warning("ingress copies for %s not read (%s): verifying what arrived",
+                        log_safe(message_id), exc)
             return ()
         return tuple(IngressCopy(rid, copy) for rid, copy in rows)
 
     async def run(self, raw: bytes, envelope: Envelope, relist_id: str,
                   upstream_8bitmime: bool = True) -> Outcome:
-        """Run the pipeline over ``raw``.  Exceptions are bugs and propagate."""
+        """Run the pipeline over ``raw``.  Exceptions are bugs and propagate; what is
+        known of the message (Message-ID, list, where it failed) is kept for ``finish``."""
+        try:
+            return await self._run(raw, envelope, relist_id, upstream_8bitmime)
+        except Exception as exc:
+            message_id, list_address = self.known_of(raw, envelope)
+            where = _failed_in(exc)
+            if len(self._crashed) >= _CRASHED_MAX:       # finish() was never called for some
+                self._crashed.pop(next(iter(self._crashed)))
+            self._crashed[relist_id] = (message_id, list_address,
+                                        (f"{where}: " if where else "") + type(exc).__name__)
+            raise
+
+    def known_of(self, raw: bytes, envelope: Envelope) -> tuple[str, str | None]:
+        """The Message-ID and (egress leg) the list of ``raw``, read cheaply and never
+        raising: for the log line and record of a transaction the core did not finish."""
+        try:
+            msg = RawMessage.parse(raw)
+            message_id = msg.header_text("message-id") or ""
+        except Exception:  # noqa: BLE001 - the parser itself may be what failed
+            m = _MESSAGE_ID.search(raw, 0, 256 * 1024)
+            return (m.group(1).strip().decode("utf-8", "surrogateescape") if m else ""), None
+        if self.leg != "egress":
+            return message_id, None
+        try:
+            ctx = Context(envelope=envelope, policy=self.config.relay, now=datetime.now(timezone.utc),
+                          relist_id="")
+            return message_id, identify.apply(Work(msg), ctx).known.list_address
+        except Exception:  # noqa: BLE001 - unknown_list = defer/reject, or a bug in identify
+            return message_id, None
+
+    async def _run(self, raw: bytes, envelope: Envelope, relist_id: str,
+                   upstream_8bitmime: bool) -> Outcome:
         now = datetime.now(timezone.utc)
         ctx = Context(envelope=envelope, policy=self.config.relay, now=now, relist_id=relist_id,
                       keys=self.keys, ingress=await self.ingress_copies(raw),
@@ -123,6 +216,8 @@ class Relay:
             outcome = await asyncio.to_thread(core.process, raw, ctx, self.steps, msg)
         else:
             outcome = core.process(raw, ctx, self.steps, msg)
+        if self.leg == "ingress" and outcome.message is not None and outcome.reply is None:
+            outcome = await self.bounce(raw, envelope, relist_id, now, outcome)
         if self.leg == "ingress" and self.store is not None and outcome.message is not None:
             # Keep the post as it arrived, for the egress path (relist.core.ingress).
             self.store.save_ingress(relist_id, now.timestamp(), now.isoformat(),
@@ -130,11 +225,93 @@ class Relay:
                                     msg.header_text("message-id") or "", fingerprint(msg), raw)
         return outcome
 
+    async def egress_of(self, returned) -> bounces.Egress | None:
+        """The store's record of the post a bounce returns (None: unknown, no store)."""
+        if self.store is None or not (returned.relist_ids or returned.message_id):
+            return None
+        try:
+            row = await asyncio.to_thread(self.store.egress_of, returned.relist_ids, returned.message_id)
+        except sqlite3.Error as exc:
+            log.warning("egress record for bounced %s not read (%s)", log_safe(returned.message_id), exc)
+            return None
+        if row is None:
+            return None
+        rid, list_address, steps_json, _facts, from_domain, policy = row
+        try:
+            notes = json.loads(steps_json)
+        except ValueError:
+            notes = []
+        applied = tuple(n.get("step", "") for n in notes
+                        if isinstance(n, dict) and n.get("action") == "applied")
+        mode = next((str(n.get("detail", "")).split()[0] for n in notes if isinstance(n, dict)
+                     and n.get("step") == "mode" and str(n.get("detail", "")).split()), "")
+        return bounces.Egress(rid, list_address, applied, mode if mode in ("preserve", "resign") else "",
+                              from_domain or "", policy or "")
+
+    async def bounce(self, raw: bytes, envelope: Envelope, relist_id: str, now: datetime,
+                     outcome: Outcome) -> Outcome:
+        """Ingress leg: a message for a configured list's bounce address is recorded
+        (``bounces`` table) and, for ``auth_bounces = "owner"`` and an authentication
+        bounce, goes to ``LIST-owner@`` instead of Mailman (relist.core.bounce.wiring)."""
+        lists = [lp.address for lp in self.config.relay.lists]
+        if not lists:
+            return outcome
+        found = []
+        for rcpt in envelope.rcpt_tos:
+            if len(raw) > 256 * 1024:
+                b = await asyncio.to_thread(bounces.read, raw, rcpt, lists)
+            else:
+                b = bounces.read(raw, rcpt, lists)
+            if b is not None:
+                found.append((rcpt, b))
+        if not found:
+            return outcome
+        egress = await self.egress_of(found[0][1].report.returned)
+        # One transaction is rerouted only when every recipient is the same list's
+        # bounce address and the bounce is an authentication one.
+        same_list = (len(found) == len(envelope.rcpt_tos)
+                     and len({b.where.list_address for _, b in found}) == 1)
+        rows, actions = [], []
+        for rcpt, b in found:
+            policy = self.config.relay.list_for_address(b.where.list_address)
+            act = bounces.action(b, policy.auth_bounces) if same_list else "mailman"
+            actions.append(act)
+            returned = b.report.returned
+            poster = (egress.poster_domain if egress and egress.poster_domain else returned.from_domain)
+            for e in b.entries:
+                rows.append((now.isoformat(), b.where.list_address, e.recipient, e.cause, int(e.permanent),
+                             e.status, e.diagnostic, e.rule, returned.message_id,
+                             egress.relist_id if egress else None, poster, act, e.remote_mta, relist_id))
+            log.info("%s: bounce list=%s for=%s causes=%s post=%s action=%s", relist_id,
+                     log_safe(b.where.list_address),
+                     log_safe(",".join(e.recipient or "-" for e in b.entries)),
+                     ",".join(e.cause for e in b.entries), egress.relist_id if egress else "-", act)
+        if self.store is not None:
+            self.store.save_bounces(rows)
+        record = replace(outcome.record, extra=outcome.record.extra + (("bounce", actions[0]),))
+        if actions[0] != "owner":
+            return replace(outcome, record=record)
+        b = found[0][1]
+        notice = bounces.owner_notice(raw, b, egress, now=now, hostname=self.config.hostname)
+        owner = bounces.owner_address(b.where.list_address)
+        record = replace(record, extra=record.extra + (("deliver_rcpts", (owner,)),))
+        return replace(outcome, message=notice, record=record)
+
     def finish(self, relist_id: str, record: Record | None, envelope: Envelope,
                upstream: dict[str, Reply], reply: Reply, started: float,
                size: int) -> None:
         """Count, store and log one finished transaction."""
         ms = (time.monotonic() - started) * 1000
+        crashed = self._crashed.pop(relist_id, None)
+        if crashed is not None:
+            self.counters["errors"] += 1
+        if crashed is not None and record is not None:
+            message_id, list_address, error = crashed
+            record = replace(record, message_id=record.message_id or message_id,
+                             list_address=record.list_address or list_address,
+                             extra=record.extra + (("internal_error", error),))
+        # A bug: this transaction's (above), or one the core recorded and got past.
+        error = dict(record.extra).get("internal_error") if record else None
         self.counters["messages"] += 1
         if reply.code < 300:
             self.counters["relayed"] += 1
@@ -147,9 +324,11 @@ class Relay:
         steps = ",".join(record.steps_applied()) if record else "-"
         # The edge re-issued MAIL upstream with BODY=8BITMIME (relist.edge.smtp_in).
         reissued = dict(record.extra).get("mail_reissued") if record else None
-        log.info("%s: %smessage-id=%s list=%s from=<%s> nrcpt=%d size=%d steps=%s %sreply=\"%s\" ms=%.1f",
+        log.info("%s: %smessage-id=%s list=%s from=<%s> nrcpt=%d size=%d steps=%s %s%sreply=\"%s\" ms=%.1f",
                  relist_id, "ingress " if self.leg == "ingress" else "",
-                 (record.message_id if record else "") or "-",
-                 (record.list_address if record else None) or "-",
-                 envelope.mail_from, len(envelope.rcpt_tos), size, steps or "-",
-                 f"mail=re-issued({reissued}) " if reissued else "", str(reply), ms)
+                 log_safe((record.message_id if record else "") or "-"),
+                 log_safe((record.list_address if record else None) or "-"),
+                 log_safe(envelope.mail_from), len(envelope.rcpt_tos), size, steps or "-",
+                 f"error=\"{log_safe(error)}\" " if error else "",
+                 f"mail=re-issued({reissued}) " if reissued else "",
+                 log_safe(str(reply)).replace('"', '\\"'), ms)

@@ -22,9 +22,18 @@ from relist.core.errors import ConfigError
 from relist.core.policy import ListPolicy, RelayPolicy
 from relist.core.steps import list_headers, sign
 
-__all__ = ["Config", "ConfigError", "check_signing", "load", "parse", "parse_hostport"]
+__all__ = ["MTA_SIZE_MARGIN", "Config", "ConfigError", "check_signing", "load", "parse", "parse_hostport"]
 
 ENV_VAR = "RELIST_CONFIG"
+
+# The MTA's message_size_limit must leave room for what relist adds to a message of
+# [server] max_message_size: at least max_message_size + MTA_SIZE_MARGIN.  Measured
+# (tests/test_config.py): the default configuration (RSA-2048 and Ed25519 signatures,
+# an ARC set, Received, Authentication-Results, Sender, missing List-* fields) adds
+# 3.4-4.3 KB to Mailman's messages and about 12 KB to a post carrying the most poster
+# signatures relist verifies (10) under the longest names; the rest covers a rewritten
+# From (DMARC mitigation copies it) and the list's own footer.  docs/deployment.md.
+MTA_SIZE_MARGIN = 64 * 1024
 
 
 def parse_hostport(text: str, key: str) -> tuple[str, int]:
@@ -174,6 +183,22 @@ def _field_names(v, key):
     return names
 
 
+def _sender_patterns(v, key):
+    """``envelope_senders``: addresses, ``*`` for any run of characters (``"*"`` alone:
+    any envelope sender, the null sender included); lower-cased."""
+    out = []
+    for item in _strings(v, key):
+        pattern = item.strip().lower()
+        local, at, domain = pattern.rpartition("@")
+        if pattern != "*" and (not at or not local or not domain
+                               or any(c.isspace() or c in "<>" for c in pattern)):
+            raise ConfigError(f"{key} = {list(v)!r}: {item!r} is not an address or a pattern like "
+                              f"\"news-bounces@lists.example.org\" or \"*@mailman.example.org\" "
+                              f"(\"*\" matches any run of characters)")
+        out.append(pattern)
+    return tuple(out)
+
+
 def _canon(v, key):
     head, _, body = v.partition("/")
     body = body or "simple"
@@ -245,6 +270,8 @@ LIST_SCHEMA: dict[str, Key] = {
     "dmarc_trigger": Key(str, "policy", _one_of("policy", "always", "evidence")),
     "munge_phrase": Key(str, "{name} via {list_name}"),
     "downgrade_8bit": Key(bool, False),
+    "envelope_senders": Key(list, [], _sender_patterns),
+    "auth_bounces": Key(str, "mailman", _one_of("mailman", "owner")),
 }
 
 
@@ -330,18 +357,35 @@ def _check_identity(lp: ListPolicy, where: str) -> None:
                           f"or a subdomain of it (RFC 6376 §3.5 i=)")
 
 
+# Per-list keys that name a key file: relative paths are relative to the directory of
+# the configuration file (not to the working directory relist was started in).
+KEY_FILE_KEYS = ("private_key", "ed25519_private_key", "previous_private_key")
+
+
+def _key_files_under(values: dict[str, Any], base: str | None) -> dict[str, Any]:
+    """``values`` with each relative key file path made absolute under ``base``."""
+    if base is None:
+        return values
+    return {name: (os.path.join(base, value) if name in KEY_FILE_KEYS and value
+                   and not os.path.isabs(value) else value)
+            for name, value in values.items()}
+
+
 def _list_policy(values: dict[str, Any], address: str, configured: bool) -> ListPolicy:
     return ListPolicy(address=address, configured=configured, **values)
 
 
 def parse(data: dict[str, Any], path: Path | None = None) -> Config:
-    """Validate a TOML document (already parsed) into a ``Config``."""
+    """Validate a TOML document (already parsed) into a ``Config``.  ``path``: the file
+    it came from; relative key file paths are resolved against its directory (without
+    ``path``, they stay relative to the working directory)."""
     known = set(SCHEMA) | {"list_defaults", "lists", "ingress"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"[{unknown[0]}]: unknown section (known: {', '.join(sorted(known))})")
     sections = {name: _section(schema, data.get(name, {}), name) for name, schema in SCHEMA.items()}
-    defaults = _section(LIST_SCHEMA, data.get("list_defaults", {}), "list_defaults")
+    base = os.path.dirname(os.path.abspath(path)) if path is not None else None
+    defaults = _key_files_under(_section(LIST_SCHEMA, data.get("list_defaults", {}), "list_defaults"), base)
     _check_rotation(defaults, "list_defaults")
     lists_data = data.get("lists", {})
     if not isinstance(lists_data, dict):
@@ -350,7 +394,8 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     for address, section in lists_data.items():
         if "@" not in address or address.count("@") != 1 or address.startswith("@"):
             raise ConfigError(f"[lists.{address!r}]: the section name must be a list address like \"name@example.org\"")
-        merged = {**defaults, **_section(LIST_SCHEMA, section, f"lists.{address!r}", fill=False)}
+        own = _key_files_under(_section(LIST_SCHEMA, section, f"lists.{address!r}", fill=False), base)
+        merged = {**defaults, **own}
         _check_rotation(merged, f"lists.{address!r}")
         lists.append(_list_policy(merged, address.lower(), True))
         _check_identity(lists[-1], f"lists.{address!r}")

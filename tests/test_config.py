@@ -109,3 +109,76 @@ def test_remove_headers_refuses_fields_relist_must_keep_or_writes(name, why):
 def test_remove_headers_accepts_other_fields():
     cfg = parse({"list_defaults": {"remove_headers": ["X-Originating-IP", "Authentication-Results"]}})
     assert cfg.relay.defaults.remove_headers == ("X-Originating-IP", "Authentication-Results")
+
+
+# -- what relist adds, and the MTA's message_size_limit (docs/deployment.md) -------------
+
+def _added_by_default_config(raw: bytes, mail_from: str, hostname: str, zone_extra=None):
+    """Bytes relist adds to ``raw`` in the default list settings, signing with both keys
+    (RSA-2048 and Ed25519) and sealing ARC, as ``relist serve`` would."""
+    import json as _json
+    from relist.core import pipeline
+    from relist.core.model import Context, Envelope
+    from relist.core.policy import ListPolicy, RelayPolicy
+    from tests import test_golden as golden
+    from tests.test_modes import facts_for
+    keys = dict(selector=golden.RSA_SELECTOR, private_key=f"golden-keys/{golden.RSA_FILE}",
+                ed25519_selector=golden.ED_SELECTOR, ed25519_private_key=f"golden-keys/{golden.ED_FILE}")
+    lists = tuple(ListPolicy(address=a, configured=True, **keys)
+                  for a in sorted(_json.loads((golden.CORPUS / "lists.json").read_text())))
+    pol = RelayPolicy(hostname=hostname, authserv_id=hostname, lists=lists)
+    zone = {**golden.zone(), **(zone_extra or {})}
+    ctx = Context(Envelope(mail_from, ("m01@members.example",), (), "127.0.0.1", "mailman.example.org"),
+                  pol, golden.NOW, "7QH2K9D3MXBC", facts_for(raw, pol, zone), keys=golden.list_keys())
+    out = pipeline.process(raw, ctx)
+    assert out.message is not None and any(n.step == "arc-seal" and n.action == "applied"
+                                           for n in out.record.steps)
+    return len(out.message) - len(raw)
+
+
+HOST = "mail.lists.example.org"
+LONG_HOST = ".".join(["h" * 63] * 3) + ".example"          # 199 characters
+
+
+def test_relist_adds_a_few_kilobytes_to_mailmans_messages():
+    from tests.test_golden import corpus
+    txs = corpus()
+    if not txs:
+        pytest.skip("fixtures/mailman not present")
+    added = [_added_by_default_config(tx.data, tx.mail_from, HOST) for tx in txs.values()]
+    assert 3300 <= min(added) and max(added) <= 4300          # "3.4-4.3 KB" (relist.config)
+
+
+def test_mta_size_margin_covers_the_worst_post():
+    """The most relist adds in the default configuration: a post with 10 poster
+    signatures (max_signatures: relist verifies and reports each) whose d= and s= are as
+    long as DNS allows, none of Mailman's List-* fields, and a long hostname."""
+    import re as _re
+    from relist.config import MTA_SIZE_MARGIN
+    from relist.core.message import RawMessage
+    from tests.test_golden import corpus
+    txs = corpus()
+    if not txs:
+        pytest.skip("fixtures/mailman not present")
+    tx = txs["plain-19-dual-signature/out-02"]
+    msg = RawMessage.parse(tx.data)
+    sig = [f.raw for f in msg.fields if f.name == "dkim-signature"][1]
+    domain = ".".join(["d" * 60] * 3) + ".example"
+    extra = b"".join(
+        _re.sub(rb"d=[a-z.]+;", b"d=" + domain.encode() + b";",
+                _re.sub(rb"s=[a-z0-9]+;", b"s=s%02d" % i + b"x" * 47 + b";", sig, count=1), count=1)
+        for i in range(8))
+    fields = [f.raw for f in msg.fields if not f.name.startswith("list-") or f.name == "list-id"]
+    raw = extra + b"".join(fields) + msg.separator + msg.body
+    worst = _added_by_default_config(raw, tx.mail_from, LONG_HOST)
+    assert 10_000 < worst <= 13_000                          # "about 12 KB" (relist.config)
+    assert MTA_SIZE_MARGIN >= 4 * worst
+
+
+def test_size_margin_is_documented():
+    from relist.config import MTA_SIZE_MARGIN
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    default = SCHEMA["server"]["max_message_size"].default
+    assert MTA_SIZE_MARGIN == 64 * 1024 and "max_message_size` + 64 KiB" in deployment
+    assert f"message_size_limit = {default + MTA_SIZE_MARGIN}" in deployment
+    assert "64 KiB above this: 26279936" in CONF.read_text()
