@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,13 @@ def client(port: int) -> smtplib.SMTP:
     c = smtplib.SMTP("127.0.0.1", port, timeout=10)
     c.ehlo("mailman.test")
     return c
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True

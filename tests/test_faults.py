@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from relist.sandbox.sink import Sink
-from tests.conftest import client
+from tests.conftest import client, wait_for
 
 SENDER = "test-bounces@lists.example.org"
 RCPTS = ["a@example.com", "b@example.com"]
@@ -39,13 +39,6 @@ def message_id(data: bytes) -> str:
     return ""
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @dataclass

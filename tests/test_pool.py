@@ -14,19 +14,12 @@ import time
 
 from relist.edge.smtp_out import Pool
 from relist.sandbox.sink import Sink
-from tests.conftest import client
+from tests.conftest import client, wait_for
 from tests.test_faults import SENDER, Mailman, account, message
 
 RCPTS = ["a@example.com"]
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_idle_421_is_never_a_members_deferral(relist_factory, sink, caplog):

@@ -11,7 +11,7 @@ import pytest
 
 from relist.core import pipeline
 from relist.sandbox.sink import Sink
-from tests.conftest import client, split_added
+from tests.conftest import client, split_added, wait_for
 
 MSG = (b"From: Poster <poster@poster.example>\r\n"
        b"To: test@lists.example.org\r\n"
@@ -39,13 +39,6 @@ def listed(message: bytes) -> bytes:
 OUT = listed(MSG)
 
 
-def wait_for(predicate, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_all_accepted(relist_server, sink):

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from relist.server import ThreadedServer
-from tests.conftest import make_config
+from tests.conftest import make_config, wait_for
 from tests.test_faults import SENDER, message, message_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,13 +132,6 @@ def gone(pid: int) -> bool:
     return state in ("Z", "X")     # exited (a zombie until its new parent reaps it)
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class Poster(threading.Thread):

@@ -167,8 +167,8 @@ def table(runs: list[Run]) -> str:
     by = {(r.mode, r.policy): r for r in runs}
     modes = list(dict.fromkeys(r.mode for r in runs))
     total = max(len(r.outcomes) for r in runs)
-    lines = [f"| configuration | p=reject: rejected (direct / forwarded) | p=quarantine: quarantined "
-             f"(direct / forwarded) | p=none: DMARC pass (direct / forwarded) | p=none: DMARC fail |",
+    lines = ["| configuration | p=reject: rejected (direct / forwarded) | p=quarantine: quarantined "
+             "(direct / forwarded) | p=none: DMARC pass (direct / forwarded) | p=none: DMARC fail |",
              "|---|---|---|---|---|"]
     for mode in modes:
         cells = []

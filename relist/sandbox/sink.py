@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
