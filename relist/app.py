@@ -217,7 +217,12 @@ class Relay:
         else:
             outcome = core.process(raw, ctx, self.steps, msg)
         if self.leg == "ingress" and outcome.message is not None and outcome.reply is None:
-            outcome = await self.bounce(raw, envelope, relist_id, now, outcome)
+            try:
+                outcome = await self.bounce(raw, envelope, relist_id, now, outcome)
+            except Exception as exc:   # the same bytes would fail again: never a 451 loop
+                log.exception("%s: reading this bounce failed; passed to Mailman unchanged", relist_id)
+                outcome = replace(outcome, record=replace(outcome.record, extra=outcome.record.extra + (
+                    ("internal_error", f"bounce: {type(exc).__name__}"),)))
         if self.leg == "ingress" and self.store is not None and outcome.message is not None:
             # Keep the post as it arrived, for the egress path (relist.core.ingress).
             self.store.save_ingress(relist_id, now.timestamp(), now.isoformat(),

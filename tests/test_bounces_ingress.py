@@ -178,6 +178,22 @@ def test_owner_refused_is_a_4xx(tmp_path, sink, mailman, dns_server):
     assert code == 451 and mailman.messages == []
 
 
+def test_a_bounce_relist_cannot_read_still_reaches_mailman(tmp_path, sink, mailman, dns_server, monkeypatch):
+    # A bug in reading these bytes would meet them again on every retry: never a 451 loop.
+    from relist.core.bounce import wiring
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+    monkeypatch.setattr(wiring, "read", broken)
+    srv, _ = start(tmp_path, sink, mailman, dns_server)
+    try:
+        dmarc = (BOUNCES / "postfix" / "gmail-dmarc.eml").read_bytes()
+        code, _ = lmtp_bounce(srv.ingress_port, "plain-bounces@lists.example.org", dmarc)
+    finally:
+        srv.stop()
+    assert code == 250 and len(mailman.messages) == 1
+
+
 def test_duration():
     from datetime import timedelta
 

@@ -258,3 +258,50 @@ def test_relist_serve_exits_2_naming_the_list(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert f"[lists.'{LIST}'] mode = 'resign' but the list has no signing key" in out.stderr
+
+
+# -- review findings: strip = "all", DNS temperror, the list's own From ---------------------------
+
+@pytest.mark.parametrize("policy", [REJECT, QUARANTINE])
+def test_strip_all_in_resign_mode_counts_as_nothing_surviving(policy):
+    # The poster's signature would survive the changes, but strip = "all" removes it:
+    # without mitigation the post would leave with a p=reject From and no aligned signature.
+    work, _ = run(sign(POST), relay_policy(mode="resign", strip="all"), dns(policy))
+    n = note(work, "dmarc-mitigation")
+    assert n.action == Action.APPLIED and 'strip = "all" removes them' in n.detail, n.detail
+    assert mitigated(work) and work.message.get_all("dkim-signature") == ()
+
+
+def test_a_signature_whose_key_lookup_failed_is_kept():
+    # DNS temperror on arrival: undecided, not broken; the receiver may verify it.
+    raw = sign(POST)
+    work, ctx = run(raw, relay_policy(mode="resign", dmarc_mitigation="none"),
+                    {k: v for k, v in DNS.items() if not k.startswith("s1._domainkey")} | {"_dmarc.poster.example": NONE})
+    assert [str(s.result) for s in work.known.verdict.dkim] != ["pass"]
+    # the table's absent key is NXDOMAIN (a definite fail): removed ...
+    assert work.message.get_all("dkim-signature") == ()
+    # ... while a temperror keeps it
+    from relist.core.facts import Answer, Facts, Question, Status
+    ctx2 = replace(ctx, facts=ctx.facts.merged(Facts({Question.txt("s1._domainkey.poster.example"):
+                                                       Answer(Status.TEMPERROR, (), "timeout")})))
+    work = Work(RawMessage.parse(raw))
+    for step in pipeline.STEPS:
+        work = step.apply(work, ctx2)
+    assert [str(s.result) for s in work.known.verdict.dkim] == ["temperror"]
+    assert len(work.message.get_all("dkim-signature")) == 1
+    assert note(work, "strip").action == Action.SKIPPED
+
+
+def test_sign_failing_for_a_from_in_the_lists_domain_is_refused(monkeypatch):
+    # A Mailman notice (From: the list's -request address) relies on the list's signature.
+    from relist.core.steps import sign as sign_step
+
+    def refuse(*args, **kwargs):
+        raise sign_step.SignError("not today")
+    monkeypatch.setattr(sign_step, "sign_dkim", refuse)
+    notice = POST.replace(b"From: Alice Poster <alice@poster.example>", b"From: ant-request@lists.example.org")
+    lp = relay_policy(mode="resign", selector="s", private_key="/k/rsa.key")
+    ctx = replace(context(notice, lp, dns(REJECT)), keys={"/k/rsa.key": object()})
+    out = pipeline.process(notice, ctx)
+    assert out.message is None and (out.reply.code, out.reply.enhanced) == (554, "5.6.0")
+    assert "From is in the list's domain" in out.reply.text

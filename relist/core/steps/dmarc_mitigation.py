@@ -241,7 +241,14 @@ def apply(work: Work, ctx: Context) -> Work:
     if lp is None:
         return work.note(NAME, Action.SKIPPED, "no list")
     verdict = work.known.verdict
-    act, why = decide(lp, verdict, lambda: surviving(work.message, verdict, ctx, work.known))
+    if work.known.mode_chosen == "resign" and lp.strip == "all":
+        # strip, which follows, removes every poster signature: none survives what leaves
+        def survives():
+            return False, 'no aligned poster signature survives (strip = "all" removes them)'
+    else:
+        def survives():
+            return surviving(work.message, verdict, ctx, work.known)
+    act, why = decide(lp, verdict, survives)
     if not act:
         return work.note(NAME, Action.SKIPPED, why)
     domain = verdict.dmarc.domain if verdict is not None else ""

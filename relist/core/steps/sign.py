@@ -90,14 +90,28 @@ def from_rewritten(work: Work) -> bool:
     return any(n.step == "dmarc-mitigation" and n.action == Action.APPLIED for n in work.notes)
 
 
+def from_needs_list_signature(work: Work) -> bool:
+    """Only the list's signature can carry DMARC for this From: mitigation rewrote it,
+    or it is in the list's signing domain already (Mailman's notices, a Mailman that
+    munged From itself)."""
+    if from_rewritten(work):
+        return True
+    lp, verdict = work.known.list_policy, work.known.verdict
+    domain = verdict.dmarc.domain if verdict is not None else ""
+    if not (lp and domain):
+        return False
+    d, f = signing_domain(lp), domain.lower().rstrip(".")
+    return f == d or f.endswith("." + d) or d.endswith("." + f)
+
+
 def on_error(work: Work, ctx: Context, exc: Exception) -> Work:
     """This step failing on these bytes (module doc): relayed unsigned while From is
     the poster's, else refused for good (554 5.6.0).  The safety net calls it."""
     what = str(exc) if isinstance(exc, SignError) else describe(exc)
     what = "".join(ch if ch.isprintable() else "?" for ch in what)[:300]
-    if from_rewritten(work):
+    if from_needs_list_signature(work):
         raise RejectMessage(f"relist: cannot sign this message as the list ({what}); its From "
-                            "was rewritten to the list's address, which fails DMARC unsigned", 554, "5.6.0")
+                            "is in the list's domain, which fails DMARC unsigned", 554, "5.6.0")
     if isinstance(exc, SignError):
         return work.note(NAME, Action.SKIPPED, f"cannot sign: {what}; relayed without the list's "
                                                "signature (From is the poster's)")

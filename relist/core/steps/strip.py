@@ -1,7 +1,8 @@
 """strip: remove the poster's signatures that the bytes as they leave break.
 
 What, in every mode: with ``strip = "broken"`` (the default) every original
-DKIM-Signature that does not verify on the final bytes goes: the ones invalid on
+DKIM-Signature that does not verify on the final bytes goes (one whose key lookup
+failed for the moment, a DNS temperror, is kept: the receiver may verify it): the ones invalid on
 arrival and the ones broken since (by Mailman, a transformation, the downgrade or DMARC
 mitigation), known from relist.core.guard's tracking, so nothing is verified again.
 A signature that still verifies stays, whatever the mode: it may give the post a DMARC
@@ -18,6 +19,7 @@ and just before signing, so "broken" means broken in what leaves.
 
 from __future__ import annotations
 
+from relist.core.auth.results import Result
 from relist.core.auth.tags import TagError, parse_tags
 from relist.core.guard import b_value, track
 from relist.core.message import HeaderField
@@ -36,6 +38,14 @@ def _who(field: HeaderField) -> str:
     return f"{tags.get('d', '?').lower()}/{tags.get('s', '?')}"
 
 
+def _undecided(verdict) -> set[str]:
+    """b= values of the signatures whose arrival check could not be decided (DNS
+    temperror): the receiver may well verify them; only a definite failure goes."""
+    if verdict is None:
+        return set()
+    return {s.b for s in verdict.dkim if s.b and s.result == Result.TEMPERROR}
+
+
 def apply(work: Work, ctx: Context) -> Work:
     """See `relist.core.steps`."""
     lp = work.known.list_policy
@@ -44,7 +54,7 @@ def apply(work: Work, ctx: Context) -> Work:
     resign = work.known.mode_chosen == "resign"
     work = track(work, ctx)
     everything = resign and lp.strip == "all"
-    keep = set() if everything else set(work.known.intact or ())
+    keep = set() if everything else set(work.known.intact or ()) | _undecided(work.known.verdict)
     gone = [f for f in work.message.fields
             if (f.name == DK and resign) or (f.name == DKIM and b_value(f) not in keep)]
     rule = f"strip = {lp.strip}" + ("" if everything or lp.strip == "broken" else
