@@ -35,7 +35,7 @@ from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, StepNote, Work
 
-__all__ = ["UNGUARDED", "aligned_passing", "arrival_valid", "attributed", "b_value", "catch_up", "covers_change", "guarded", "label", "recheck",
+__all__ = ["UNGUARDED", "aligned_passing", "arrival_valid", "attributed", "oversigning", "b_value", "catch_up", "covers_change", "guarded", "label", "recheck",
            "same_body", "same_header_input", "surviving", "track", "why_broken"]
 
 MAILMAN = "mailman"          # attribution: broken before relist saw it again (egress leg)
@@ -317,6 +317,16 @@ def attributed(step) -> Guarded:
     """``step`` attributed in every mode but never undone: a step whose change must
     happen once it decided to make it (DMARC mitigation, strip)."""
     return Guarded(step, protect=False)
+
+
+def oversigning(known, msg: RawMessage, name: str) -> tuple[SignatureResult, ...]:
+    """The poster signatures still intact (``known.intact``; every valid one before the
+    guard tracks) whose h= names ``name`` more times than ``msg`` has it: they sign its
+    absence (RFC 6376 §5.4.2, §8.15), so adding one more breaks them."""
+    intact = set(known.intact) if known.intact is not None else None
+    present = len(msg.get_all(name))
+    return tuple(s for s in arrival_valid(known)
+                 if (intact is None or s.b in intact) and s.headers.count(name) > present)
 
 
 def aligned_passing(verdict) -> tuple[SignatureResult, ...]:

@@ -22,7 +22,7 @@ field that only repeats what relist records anyway.
 from __future__ import annotations
 
 from relist.core.auth import authserv_id, build_value
-from relist.core.guard import arrival_valid, label, recheck
+from relist.core.guard import label, oversigning, recheck
 from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Work
 
@@ -34,11 +34,7 @@ _LOWER = FIELD.lower()
 def signed_absent(work: Work, msg: RawMessage, ctx: Context) -> list[str]:
     """The poster signatures (``d/s``) that still verify over ``msg`` (``work``'s message
     with the forgeries removed) and sign the absence of one more Authentication-Results."""
-    k = work.known
-    intact = set(k.intact) if k.intact is not None else None
-    present = len(msg.get_all(FIELD))
-    sigs = [s for s in arrival_valid(k) if (intact is None or s.b in intact)
-            and s.headers.count(_LOWER) > present]
+    sigs = list(oversigning(work.known, msg, _LOWER))
     if sigs and msg is not work.message:        # the removal may have broken some
         results = recheck(msg, sigs, ctx, body_same=True, before=work.message)
         sigs = [s for s in sigs if results[s.b].passed]

@@ -24,7 +24,7 @@ import re
 
 from relist.core import mime
 from relist.core.addresses import unusable
-from relist.core.guard import arrival_valid
+from relist.core.guard import oversigning
 from relist.core.message import RawMessage
 from relist.core.model import Context, Work
 from relist.core.policy import ListPolicy
@@ -51,16 +51,7 @@ def apply(work: Work, ctx: Context) -> Work:
 
 def _signed_absent(work: Work) -> frozenset[str]:
     """List field names (lower case) a still-valid poster signature signs the absence of."""
-    k = work.known
-    intact = set(k.intact) if k.intact is not None else None
-    out = set()
-    for sig in arrival_valid(k):
-        if intact is not None and sig.b not in intact:
-            continue
-        for name in set(sig.headers) & _LOWER:
-            if sig.headers.count(name) > len(work.message.get_all(name)):
-                out.add(name)
-    return frozenset(out)
+    return frozenset(name for name in _LOWER if oversigning(work.known, work.message, name))
 
 
 def _uris(*uris: str) -> str:
