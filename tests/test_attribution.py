@@ -26,7 +26,9 @@ def breakage(work) -> dict[str, str]:
     # X-Junk is signed: remove-headers, the first step, breaks it.
     (H + ("x-junk",), DECORATE, "remove-headers"),
     # Nothing configured touches it: only an explicit strip = all removes it.
-    (H, {"strip": "all"}, "strip"),
+    (H, {"strip": "all", "dmarc_mitigation": "none"}, "strip"),
+    # ... and with p=reject, knowing that, From is munged first.
+    (H, {"strip": "all"}, "dmarc-mitigation"),
     (H, {}, "survived"),
     # Reply-To oversigned (absent, in h=): reply-to.
     (H + ("reply-to",), {"reply_to": "list"}, "reply-to"),
