@@ -22,10 +22,10 @@ from relist.core.message import RawMessage
 from relist.core.model import Context, Outcome, Record, Work
 from relist.core.policy import RelayPolicy
 from relist.core.guard import attributed, guarded
-from relist.core.safety import run_step
+from relist.core.safety import ask_steps, run_step
 from relist.core.steps import (
-    arc_seal, attribution, authres, dmarc_mitigation, downgrade, footer, identify, list_headers,
-    mode, parse, remove_headers, repair, reply_to, sender, sign, strip, subject_prefix, trace,
+    arc_seal, attribution, authres, dmarc_mitigation, downgrade, footer, identify, ingress_list,
+    list_headers, mode, parse, remove_headers, repair, reply_to, sender, sign, strip, subject_prefix, trace,
     verify,
 )
 
@@ -95,6 +95,8 @@ STEPS = (
 # anything; the post goes on to Mailman otherwise unchanged.
 INGRESS_STEPS = (
     parse,
+    # The list the post is addressed to (recipient, else List-Id), for the record.
+    ingress_list,
     verify,
     trace,
     authres,
@@ -125,16 +127,7 @@ def plan(raw: bytes | RawMessage, policy: RelayPolicy, facts: Facts, steps=STEPS
     question only once it has the previous answer), resolving each round.
     """
     msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)
-    wanted: set[Question] = set()
-    for step in steps:
-        ask = getattr(step, "questions", None)
-        if ask is not None:
-            try:
-                wanted.update(ask(msg, policy, facts))
-            except MemoryError:
-                raise
-            except Exception:   # noqa: BLE001 - a bug on these bytes: the step asks for
-                continue        # nothing; its apply meets them under the net (process)
+    wanted = ask_steps(steps, msg, policy, facts)
     return frozenset(q for q in wanted if q not in facts.answers)
 
 

@@ -37,7 +37,7 @@ from dataclasses import replace
 from relist.core.errors import DeferMessage, RejectMessage
 from relist.core.model import Action, Context, Work
 
-__all__ = ["describe", "internal_error", "run_step"]
+__all__ = ["ask_steps", "describe", "internal_error", "run_step"]
 
 
 def describe(exc: BaseException, frames: int = 3) -> str:
@@ -93,3 +93,21 @@ def run_step(step, work: Work, ctx: Context) -> Work:
         if name == "identify":
             return _identify_failed(work, ctx, exc)
         return internal_error(name, work, exc, "skipped: the post goes on as it was before this step")
+
+
+def ask_steps(steps, msg, policy, facts) -> set:
+    """The DNS questions of ``steps`` (``questions(msg, policy, facts)`` where a step has
+    it).  A step whose ``questions`` raises on these bytes asks for nothing; its ``apply``
+    meets the same bytes under ``run_step``."""
+    wanted: set = set()
+    for step in steps:
+        ask = getattr(step, "questions", None)
+        if ask is None:
+            continue
+        try:
+            wanted.update(ask(msg, policy, facts))
+        except MemoryError:
+            raise
+        except Exception:   # noqa: BLE001 - a bug on these bytes: see the docstring
+            continue
+    return wanted

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 from relist.core.guard import aligned_passing, label, surviving
 from relist.core.model import Action, Context, StepNote, Work
-from relist.core.safety import run_step
+from relist.core.safety import ask_steps, run_step
 
 __all__ = ["NAME", "PRESERVE", "RESIGN", "Decided", "aligned_on_arrival", "decided"]
 
@@ -74,12 +74,7 @@ class Decided:
     NAME = NAME
 
     def questions(self, msg, policy, facts):
-        wanted = set()
-        for step in self.steps:
-            ask = getattr(step, "questions", None)
-            if ask is not None:
-                wanted.update(ask(msg, policy, facts))
-        return wanted
+        return ask_steps(self.steps, msg, policy, facts)
 
     def apply(self, work: Work, ctx: Context) -> Work:
         lp = work.known.list_policy
