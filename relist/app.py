@@ -293,7 +293,9 @@ class Relay:
                      ",".join(e.cause for e in b.entries), egress.relist_id if egress else "-", act)
         if self.store is not None:
             self.store.save_bounces(rows)
-        record = replace(outcome.record, extra=outcome.record.extra + (("bounce", actions[0]),))
+        # A bounce transaction has no list of its own (the bounces rows name it).
+        record = replace(outcome.record, list_address=None,
+                         extra=outcome.record.extra + (("bounce", actions[0]),))
         if actions[0] != "owner":
             return replace(outcome, record=record)
         b = found[0][1]

@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from relist.cli import main
-from relist.config import LIST_SCHEMA, SCHEMA, ConfigError, load, parse
+from relist.config import INGRESS_SCHEMA, LIST_SCHEMA, SCHEMA, ConfigError, load, parse
 from tests.conftest import ROOT
 
 CONF = ROOT / "conf" / "relist.toml"
@@ -29,6 +29,30 @@ def test_shipped_config_lists_every_key_with_its_default():
             assert data[section][name] == key.default, f"[{section}] {name}: shown value is not the default"
     for name, key in LIST_SCHEMA.items():
         assert data["list_defaults"].get(name) == key.default, f"[list_defaults] {name}"
+
+
+def test_shipped_config_shows_the_ingress_section_commented_out_with_its_defaults():
+    # Present = enabled, so the shipped file shows [ingress] commented out: uncommented,
+    # it must list every key with its default and be valid.
+    text = CONF.read_text()
+    assert "ingress" not in tomllib.loads(text)
+    block = re.search(r"^# \[ingress\]\n((?:#.*\n)+)", text, re.M)
+    assert block, "conf/relist.toml has no commented-out [ingress] section"
+    keys = "\n".join(line[2:] for line in block.group(1).splitlines()
+                     if re.match(r"^# [a-z_0-9]+ = ", line))
+    data = tomllib.loads(keys)
+    for name, key in INGRESS_SCHEMA.items():
+        assert name in data, f"[ingress] {name} missing from conf/relist.toml"
+        assert data[name] == key.default, f"[ingress] {name}: shown value is not the default"
+    assert set(data) == set(INGRESS_SCHEMA)
+    assert parse({"ingress": data}).ingress == parse({"ingress": {}}).ingress
+
+
+def test_configuration_reference_lists_every_ingress_key():
+    row = next(line for line in (ROOT / "docs" / "configuration.md").read_text().splitlines()
+               if line.startswith("| `[ingress]`"))
+    for name in INGRESS_SCHEMA:
+        assert f"`{name}`" in row
 
 
 def test_every_key_has_a_comment():

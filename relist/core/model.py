@@ -30,6 +30,9 @@ class Envelope:
     mail_options: tuple[str, ...] = ()
     client_ip: str = ""
     client_helo: str = ""
+    # RFC 3848 protocol type relist received this transaction over (the Received
+    # field's "with"): "ESMTP" (egress leg, from Mailman) or "LMTP" (ingress leg).
+    protocol: str = "ESMTP"
 
 
 @dataclass(frozen=True, slots=True)

@@ -483,6 +483,7 @@ class RelayHandler:
             mail_options=tuple(envelope.mail_options),
             client_ip=str(session.peer[0]) if session.peer else "",
             client_helo=session.host_name or "",
+            protocol="LMTP" if isinstance(server, LMTP) else "ESMTP",   # RFC 3848
         )
         conn: Connection | None = getattr(session, "upstream", None)
         session.upstream = None

@@ -330,10 +330,12 @@ _INSERT_BOUNCE = ("INSERT INTO bounces (time, list_address, recipient, cause, pe
                   "rule, message_id, relist_id, poster_domain, action, remote_mta, bounce_id) "
                   "VALUES (" + ",".join("?" * 14) + ")")
 # The egress transaction of a bounced post: the latest one with a list, and what
-# verification found of its From domain.
+# verification found of its From domain.  Ingress records carry their list too; their
+# facts say leg = "ingress" (relist.core.steps.ingress_list).
 _EGRESS = ("SELECT t.relist_id, t.list_address, t.steps, t.facts, v.from_domain, v.dmarc_policy "
            "FROM transactions t LEFT JOIN verdicts v ON v.relist_id = t.relist_id "
-           "WHERE t.list_address IS NOT NULL AND ")
+           "WHERE t.list_address IS NOT NULL "
+           "AND json_extract(t.facts, '$.leg') IS NOT 'ingress' AND ")
 
 
 class Store:

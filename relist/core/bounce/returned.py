@@ -6,7 +6,7 @@ relist writes into the Received field it prepends (``steps/trace.py``)::
 
     Received: from HELO ([IP])
     \tby HOST (relist)
-    \twith ESMTP id 0123456789BC; DATE
+    \twith ESMTP id 0123456789BC; DATE      (LMTP on the ingress leg)
 
 The id is ``app.new_relist_id()``: 12 characters of ``0-9`` and the consonants
 ``BCDFGHJKLMNPQRSTVWXYZ``.  A post passes relist twice (ingress leg before Mailman,
@@ -33,9 +33,10 @@ from relist.core.message import RawMessage, clean_text
 
 __all__ = ["ReturnedHeaders", "from_fields", "quoted"]
 
-# trace.py: f"by {hostname} (relist)", f"with ESMTP id {relist_id}", folded with CRLF TAB.
+# trace.py: f"by {hostname} (relist)", f"with ESMTP id {relist_id}" (LMTP on the ingress
+# leg), folded with CRLF TAB.
 _RELIST_RECEIVED = re.compile(
-    r"\bby\s+\S+\s+\(relist\)\s+with\s+E?SMTPS?A?\s+id\s+([0-9BCDFGHJKLMNPQRSTVWXYZ]{12})(?![0-9A-Za-z])")
+    r"\bby\s+\S+\s+\(relist\)\s+with\s+(?:E?SMTP|LMTP)S?A?\s+id\s+([0-9BCDFGHJKLMNPQRSTVWXYZ]{12})(?![0-9A-Za-z])")
 _LIST_ID = re.compile(r"<([^<>]*)>")
 # A line that may start a quoted header block: a field name and a colon.
 _FIELD_START = re.compile(rb"(?im)^(?:return-path|received|dkim-signature|arc-seal|message-id|from|date|"
