@@ -25,7 +25,7 @@ def _demo(args) -> int:
 
 # Commands that live in their own module: each has add_parser(sub) which registers
 # the sub-command and sets ``func``.
-COMMAND_MODULES: tuple[str, ...] = ("bounces", "check", "keys")
+COMMAND_MODULES: tuple[str, ...] = ("bounces", "check", "check_config", "keys")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from relist.edge.keys import (
     write_private_key, wrong_slot,
 )
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "test_key"]
 
 _SETTINGS = {"rsa": ("selector", "private_key"), "ed25519": ("ed25519_selector", "ed25519_private_key")}
 DEFAULT_OVERLAP_DAYS = 7   # keys rotate --overlap: days relist signs with both RSA keys
@@ -128,6 +128,27 @@ def _show(args) -> int:
     return status
 
 
+def test_key(ck, servers, timeout: float, min_bits: int) -> tuple[str, str, str, str, int]:
+    """Test one configured key: read its file, fetch its selector's DNS record, compare
+    them (and sign and verify a test message).  Returns (record name, algorithm,
+    status, detail, exit status: 0 ok, 1 not ok in DNS, 2 key file or setting error).
+    Used by ``relist keys test`` and ``relist check-config``."""
+    name = f"{ck.selector}._domainkey.{ck.domain}"
+    if not ck.selector or not ck.domain:
+        return name, ck.algorithm, "not testable", f"[{ck.where}] needs a selector and a domain", 1
+    try:
+        key = read_private_key(ck.path)
+    except KeyFileError as exc:
+        return name, ck.algorithm, "unreadable key", str(exc), 2
+    problem = wrong_slot(key, ck.setting, ck.path)
+    if problem:
+        return name, ck.algorithm, "wrong setting", f"[{ck.where}] {problem}", 2
+    answer = lookup_txt(name, servers, timeout)
+    result = check_published(key, ck.domain, ck.selector, answer, min_bits, datetime.now(timezone.utc))
+    detail = "; ".join(x for x in (result.detail, ck.role) if x)
+    return name, key.kind, str(result.status), detail, 0 if result.ok else 1
+
+
 def _test(args) -> int:
     cfg = load(args.config)
     keys = configured_keys(cfg.relay)
@@ -135,32 +156,11 @@ def _test(args) -> int:
         print("relist: no signing keys configured", file=sys.stderr)
         return 1
     servers = tuple(args.nameserver or cfg.dns["nameservers"])
-    min_bits = cfg.verify["min_key_bits"]
     status = 0
     for ck in keys:
-        name = f"{ck.selector}._domainkey.{ck.domain}"
-        if not ck.selector or not ck.domain:
-            print(f"{name}\t{ck.algorithm}\tnot testable\t[{ck.where}] needs a selector and a domain")
-            status = max(status, 1)
-            continue
-        try:
-            key = read_private_key(ck.path)
-        except KeyFileError as exc:
-            print(f"{name}\t{ck.algorithm}\tunreadable key\t{exc}")
-            status = 2
-            continue
-        problem = wrong_slot(key, ck.setting, ck.path)
-        if problem:
-            print(f"{name}\t{ck.algorithm}\twrong setting\t[{ck.where}] {problem}")
-            status = 2
-            continue
-        answer = lookup_txt(name, servers, cfg.dns["timeout"])
-        result = check_published(key, ck.domain, ck.selector, answer, min_bits,
-                                 datetime.now(timezone.utc))
-        detail = "; ".join(x for x in (result.detail, ck.role) if x)
-        print(f"{name}\t{key.kind}\t{result.status}\t{detail}")
-        if not result.ok:
-            status = max(status, 1)
+        name, kind, result, detail, code = test_key(ck, servers, cfg.dns["timeout"], cfg.verify["min_key_bits"])
+        print(f"{name}\t{kind}\t{result}\t{detail}")
+        status = max(status, code)
     return status
 
 

@@ -32,7 +32,8 @@ from relist.core.sign.keys import ED25519, RSA, BadKey
 
 __all__ = [
     "BadKey", "ConfiguredKey", "KEY_SLOTS", "KeyFileError", "check_published", "configured_keys",
-    "generate", "load_configured_keys", "lookup_txt", "read_private_key", "write_private_key",
+    "generate", "load_configured_keys", "lookup_txt", "read_configured_keys", "read_private_key",
+    "write_private_key",
     "wrong_slot",
 ]
 
@@ -229,16 +230,38 @@ def load_configured_keys(relay: RelayPolicy) -> dict[str, SigningKey]:
     after its overlap: remove the ``previous_*`` lines before deleting the file.
     The values go into ``Context.keys``; a ``sign`` step looks keys up by the list's path.
     """
+    keys, problems = read_configured_keys(relay)
+    if problems:
+        raise problems[0]
+    return keys
+
+
+def read_configured_keys(relay: RelayPolicy) -> tuple[dict[str, SigningKey], list[KeyFileError]]:
+    """The offline key check shared by ``relist serve`` (``load_configured_keys``, which
+    stops at the first problem) and ``relist check-config`` (which reports them all):
+    every configured key file read once, by path, and a ``KeyFileError`` for each file
+    that cannot be read and each setting given a key of the other algorithm (its
+    ``key_path``: the key file's path)."""
     keys: dict[str, SigningKey] = {}
+    problems: list[KeyFileError] = []
+    failed: set[str] = set()
     sections = [(relay.defaults, "list_defaults")] + [(lp, f"lists.{lp.address!r}") for lp in relay.lists]
     for lp, where in sections:
         for setting, _ in KEY_SLOTS:
             path = getattr(lp, setting)
-            if not path:
+            if not path or path in failed:
                 continue
             if path not in keys:
-                keys[path] = read_private_key(path)
+                try:
+                    keys[path] = read_private_key(path)
+                except KeyFileError as exc:
+                    failed.add(path)
+                    exc.key_path = path
+                    problems.append(exc)
+                    continue
             problem = wrong_slot(keys[path], setting, path)
             if problem:
-                raise KeyFileError(f"[{where}] {problem}")
-    return keys
+                exc = KeyFileError(f"[{where}] {problem}")
+                exc.key_path = path
+                problems.append(exc)
+    return keys, problems

@@ -129,8 +129,9 @@ class Sink:
     def __init__(self, *, eightbitmime: bool = True, smtputf8: bool = True, lmtp: bool = False,
                  hang_seconds: float = 30.0, reply: str = "250 2.0.0 Ok: queued as {n}",
                  pipelining: bool = False, idle_timeout: float | None = None,
-                 reply_delay: float = 0.0, data_delay: float = 0.0):
+                 reply_delay: float = 0.0, data_delay: float = 0.0, size: int | None = None):
         self.eightbitmime = eightbitmime
+        self.size = size          # advertised as SIZE (and enforced) when set
         self.smtputf8 = smtputf8
         self.pipelining = pipelining
         self.hang_seconds = hang_seconds
@@ -258,7 +259,7 @@ class Sink:
             self.connections += 1
             cls = _SinkLMTP if self.lmtp else _SinkSMTP
             return cls(self, hostname="sink.test", enable_SMTPUTF8=True,
-                       data_size_limit=None, loop=loop, timeout=self.idle_timeout or 300)
+                       data_size_limit=self.size, loop=loop, timeout=self.idle_timeout or 300)
 
         async def create():
             return await loop.create_server(factory, host, port)
