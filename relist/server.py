@@ -48,14 +48,32 @@ from relist.edge.keys import load_configured_keys
 from relist.edge.smtp_in import RelayHandler, RelistLMTP, RelistSMTP
 from relist.edge.store import Store, connect
 
-__all__ = ["Server", "ThreadedServer", "bind", "serve", "setup_logging"]
+__all__ = ["Server", "ThreadedServer", "bind", "serve", "setup_logging", "to_journal"]
 
 log = logging.getLogger("relist")
 
 
+def to_journal(stream) -> bool:
+    """True when ``stream`` is systemd-journald's stream for this service: systemd sets
+    ``JOURNAL_STREAM`` to its ``DEVICE:INODE`` (systemd.exec(5)), compared with the
+    stream's own, so a shell started from a unit that writes elsewhere is not fooled."""
+    dev, _, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
 def setup_logging(level: str = "info", stream=None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s relist[%(process)d]: %(message)s"))
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    # journald stamps each line with the time, "relist" and the main process id itself:
+    # then only the (worker's) process id.
+    fmt = "[%(process)d] %(message)s" if to_journal(stream) else "%(asctime)s relist[%(process)d]: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger("relist")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
