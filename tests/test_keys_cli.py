@@ -172,3 +172,18 @@ def test_rotate_makes_new_key_and_prints_steps(relist, tmp_path, capsys):
     assert 'selector = "s2"' in out and "s1._domainkey.example.org" in out
     assert relist(["keys", "rotate", "-c", conf, "--list", "dev@example.org", "--selector", "s1"]) == 2
     assert relist(["keys", "rotate", "-c", conf, "--list", "nobody@example.org"]) == 2
+
+
+def test_generate_creates_a_missing_out_directory_owner_only(relist, tmp_path):
+    out = tmp_path / "etc" / "relist" / "keys"
+    assert relist(["keys", "generate", "--domain", "example.org", "--selector", "s", "--out", str(out)]) == 0
+    assert (out / "s.example.org.key").exists()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+
+
+def test_generate_into_an_unusable_directory_is_a_clear_error(relist, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert relist(["keys", "generate", "--domain", "example.org", "--selector", "s",
+                   "--out", str(blocker / "keys")]) == 2
+    assert "a-file" in capsys.readouterr().err

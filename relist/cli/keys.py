@@ -81,9 +81,10 @@ def _key_filename(selector: str, domain: str) -> str:
 
 def _new_key(args, domain: str, selector: str, out: Path):
     try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)   # a new key directory: owner only
         key = generate(args.algorithm, args.bits)
         path = write_private_key(out / _key_filename(selector, domain), key)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"relist: {exc}", file=sys.stderr)
         return None, None
     return key, path
