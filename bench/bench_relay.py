@@ -205,7 +205,9 @@ def main() -> int:
         # Which worker relayed how many (warm-up included): an uneven split means idle cores.
         share = collections.Counter(m.group(1) for m in map(_RELAYED.search, log_lines) if m)
         print("  messages per worker process: " + ", ".join(f"{pid}: {n}" for pid, n in sorted(share.items())))
-        errors = [line for line in log_lines if "error" in line.lower() or "Traceback" in line]
+        # The final "stopping: {... 'errors': 0}" counters line names no error.
+        errors = [line for line in log_lines
+                  if ("error" in line.lower() and "stopping:" not in line) or "Traceback" in line]
         if errors:
             print(f"relist logged {len(errors)} error line(s), first: {errors[0]}")
     return 0
