@@ -84,6 +84,14 @@ class ListPolicy:
     def domain(self) -> str:
         return self.address.split("@", 1)[1] if "@" in self.address else ""
 
+    def aligned_with(self, domain: str) -> bool:
+        """The list's own signature (d= ``signing_domain`` or the list's domain) aligns
+        with ``domain``: the same domain or a sub/parent domain of it (relaxed
+        alignment, RFC 9989 §4.4.1)."""
+        d = (self.signing_domain or self.domain).lower().rstrip(".")
+        f = domain.lower().rstrip(".")
+        return bool(d and f and (f == d or f.endswith("." + d) or d.endswith("." + f)))
+
     @property
     def signs(self) -> bool:
         """relist adds a DKIM signature of its own for this list's mail."""

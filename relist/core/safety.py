@@ -24,7 +24,8 @@ and what it means is decided by the step:
   may raise ``RejectMessage``).  ``identify`` cannot tell the list, so the relay's
   ``unknown_list`` answer applies (``_identify_failed``).  ``sign``
   (``relist.core.steps.sign.on_error``): relayed without the list's signature, unless
-  relist rewrote the From into the list's domain (DMARC mitigation applied): then
+  the From is in the list's signing domain (DMARC mitigation rewrote it, or it was
+  already): then
   nothing but the list's signature can make that From pass DMARC, and an unsigned
   copy under the list's name is refused (``554 5.6.0``, naming the cause), so that
   Mailman bounces the post instead of retrying it for days.
@@ -37,7 +38,13 @@ from dataclasses import replace
 from relist.core.errors import DeferMessage, RejectMessage
 from relist.core.model import Action, Context, Work
 
-__all__ = ["ask_steps", "describe", "internal_error", "run_step"]
+__all__ = ["ask_steps", "describe", "internal_error", "printable", "run_step"]
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, each unprintable one (CR, LF, NUL, ...) as
+    "?": fit for a note or an SMTP reply line."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
 
 
 def describe(exc: BaseException, frames: int = 3) -> str:
@@ -47,7 +54,7 @@ def describe(exc: BaseException, frames: int = 3) -> str:
         text = str(exc)
     except Exception:   # noqa: BLE001 - an exception whose text cannot be made
         text = "?"
-    text = "".join(ch if ch.isprintable() else "?" for ch in text[:160])
+    text = printable(text, 160)
     where = []
     tb = exc.__traceback__
     while tb is not None:

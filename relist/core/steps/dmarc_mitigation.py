@@ -58,14 +58,6 @@ _WRAP_COPY = ("subject", "to", "cc", "date", "message-id", "in-reply-to", "refer
 
 # -- the decision ----------------------------------------------------------------------
 
-def _aligns(from_domain: str, lp: ListPolicy) -> bool:
-    """The list's own signature will align with From (same domain or a sub/parent
-    domain of it: relaxed alignment, RFC 9989 §4.4.1)."""
-    d = (lp.signing_domain or lp.domain).lower().rstrip(".")
-    f = from_domain.lower().rstrip(".")
-    return bool(d and f and (f == d or f.endswith("." + d) or d.endswith("." + f)))
-
-
 def decide(lp: ListPolicy, verdict, survives) -> tuple[bool, str]:
     """(mitigate?, why), the same rule in every mode, on the bytes as they will leave.
     ``survives()`` -> (bool, detail): whether a poster signature aligned with From
@@ -75,7 +67,7 @@ def decide(lp: ListPolicy, verdict, survives) -> tuple[bool, str]:
     if verdict is None:
         return True, "mitigating: no verification verdict, DMARC policy unknown (safe side)"
     d = verdict.dmarc
-    if d.domain and _aligns(d.domain, lp) and lp.signs:
+    if d.domain and lp.aligned_with(d.domain) and lp.signs:
         return False, (f"no mitigation: From domain {d.domain} aligns with the list's "
                        f"signing domain {lp.signing_domain or lp.domain}")
     if lp.dmarc_trigger == "always":

@@ -34,8 +34,9 @@ When the message still cannot be signed (a ``SignError`` on these bytes, a signi
 domain that is no domain name, or a bug: ``on_error``, called by the safety net,
 relist.core.safety), the same bytes fail the same way on every retry, so it is
 never a 4xx.  The post is relayed without the list's signature while its From is the
-poster's: it is then what Mailman sent, no worse.  When DMARC mitigation rewrote
-From to the list's address, only the list's signature can make that From pass
+poster's: it is then what Mailman sent, no worse.  When From is in the list's
+signing domain (DMARC mitigation rewrote it, or it was already: Mailman's notices, a
+Mailman that munged From itself), only the list's signature can make that From pass
 DMARC, and relist does not send mail under the list's name that it cannot sign: the
 post is refused with ``554 5.6.0`` naming the cause, so that Mailman bounces it
 instead of retrying it for days.
@@ -50,7 +51,7 @@ from relist.core.errors import DeferMessage, RejectMessage
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy
-from relist.core.safety import describe, internal_error
+from relist.core.safety import describe, internal_error, printable
 from relist.core.sign import DEFAULT_SIGN_HEADERS, SignError, oversigned, prepare, sign_dkim
 from relist.core.sign.signature import pass_on
 
@@ -98,17 +99,13 @@ def from_needs_list_signature(work: Work) -> bool:
         return True
     lp, verdict = work.known.list_policy, work.known.verdict
     domain = verdict.dmarc.domain if verdict is not None else ""
-    if not (lp and domain):
-        return False
-    d, f = signing_domain(lp), domain.lower().rstrip(".")
-    return f == d or f.endswith("." + d) or d.endswith("." + f)
+    return bool(lp and domain and lp.aligned_with(domain))
 
 
 def on_error(work: Work, ctx: Context, exc: Exception) -> Work:
     """This step failing on these bytes (module doc): relayed unsigned while From is
     the poster's, else refused for good (554 5.6.0).  The safety net calls it."""
-    what = str(exc) if isinstance(exc, SignError) else describe(exc)
-    what = "".join(ch if ch.isprintable() else "?" for ch in what)[:300]
+    what = printable(str(exc) if isinstance(exc, SignError) else describe(exc), 300)
     if from_needs_list_signature(work):
         raise RejectMessage(f"relist: cannot sign this message as the list ({what}); its From "
                             "is in the list's domain, which fails DMARC unsigned", 554, "5.6.0")
