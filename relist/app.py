@@ -261,14 +261,10 @@ class Relay:
         lists = [lp.address for lp in self.config.relay.lists]
         if not lists:
             return outcome
-        found = []
-        for rcpt in envelope.rcpt_tos:
-            if len(raw) > 256 * 1024:
-                b = await asyncio.to_thread(bounces.read, raw, rcpt, lists)
-            else:
-                b = bounces.read(raw, rcpt, lists)
-            if b is not None:
-                found.append((rcpt, b))
+        if len(raw) > 256 * 1024:
+            found = await asyncio.to_thread(bounces.read_all, raw, envelope.rcpt_tos, lists)
+        else:
+            found = bounces.read_all(raw, envelope.rcpt_tos, lists)
         if not found:
             return outcome
         egress = await self.egress_of(found[0][1].report.returned)

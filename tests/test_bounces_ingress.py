@@ -184,7 +184,7 @@ def test_a_bounce_relist_cannot_read_still_reaches_mailman(tmp_path, sink, mailm
 
     def broken(*args, **kwargs):
         raise ValueError("boom")
-    monkeypatch.setattr(wiring, "read", broken)
+    monkeypatch.setattr(wiring, "read_all", broken)
     srv, _ = start(tmp_path, sink, mailman, dns_server)
     try:
         dmarc = (BOUNCES / "postfix" / "gmail-dmarc.eml").read_bytes()

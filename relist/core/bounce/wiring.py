@@ -24,7 +24,7 @@ from relist.core.bounce.classify import classify
 from relist.core.bounce.parse import Report, parse
 from relist.core.bounce.rules import AUTHENTICATION, Cause
 
-__all__ = ["ACTIONS", "Bounce", "Egress", "Entry", "action", "owner_address", "owner_notice", "read"]
+__all__ = ["ACTIONS", "Bounce", "Egress", "Entry", "action", "owner_address", "owner_notice", "read", "read_all"]
 
 ACTIONS = ("mailman", "owner")
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
@@ -71,10 +71,22 @@ class Bounce:
 
 def read(raw: bytes, rcpt: str, list_addresses: Iterable[str]) -> Bounce | None:
     """The bounce ``raw`` is when ``rcpt`` is a list's bounce address, else None."""
-    where = recognise(rcpt, list_addresses)
-    if where is None:
-        return None
+    found = read_all(raw, (rcpt,), list_addresses)
+    return found[0][1] if found else None
+
+
+def read_all(raw: bytes, rcpts: Iterable[str], list_addresses: Iterable[str]) -> list[tuple[str, Bounce]]:
+    """(recipient, bounce) for each of ``rcpts`` that is a list's bounce address; ``raw``
+    is parsed once, and only when one is."""
+    lists = tuple(list_addresses)
+    wheres = [(rcpt, where) for rcpt in rcpts if (where := recognise(rcpt, lists)) is not None]
+    if not wheres:
+        return []
     report = parse(raw)
+    return [(rcpt, _bounce(where, report)) for rcpt, where in wheres]
+
+
+def _bounce(where: BounceAddress, report: Report) -> Bounce:
     entries = []
     for r in report.recipients:
         why = classify(r.status, r.diagnostic)
