@@ -330,42 +330,53 @@ class RelayHandler:
         if conn is not None:
             await self.relay.pool.release(conn, clean=clean)
 
+    @staticmethod
+    async def _reissue(conn: Connection, env: Envelope, options: list[str], recipients: list[str],
+                       mail: str, label: str, upstream: dict[str, Reply]) -> tuple[str, Reply] | None:
+        """RSET, MAIL with ``options`` and RCPT for each of ``recipients`` again on
+        ``conn``, each reply recorded in ``upstream`` as "COMMAND (label)" (MAIL as
+        ``mail``); the first
+        refusal (or a missing reply) as (name without the label, reply), else None."""
+        replies = await conn.reissue(env.mail_from, options, recipients)
+        names = [f"RSET ({label})", f"{mail} ({label})"]
+        names += [f"{r} ({label})" for r in recipients]
+        upstream.update(zip(names, replies))
+        failed = next(((name, r) for name, r in zip(names, replies)
+                       if r.code >= 300 or (name == names[0] and r.code != 250)), None)
+        if failed is None and len(replies) < len(names):
+            failed = (names[len(replies)], Reply(451, "4.4.2", "no reply"))
+        return None if failed is None else (failed[0].removesuffix(f" ({label})"), failed[1])
+
     async def _reissue_8bitmime(self, session, conn: Connection, env: Envelope,
                                 upstream: dict[str, Reply]) -> Reply | None:
         """Re-issue the upstream transaction with BODY=8BITMIME (``must_declare_8bitmime``):
         None when the MTA accepted it all again, else the 4xx for the client."""
         options = [o for o in session.upstream_mail_options if o.split("=", 1)[0].upper() != "BODY"]
         options.append("BODY=8BITMIME")
-        replies = await conn.reissue(env.mail_from, options, list(env.rcpt_tos))
-        names = ["RSET (re-issue)", "MAIL BODY=8BITMIME (re-issue)"]
-        names += [f"{r} (re-issue)" for r in env.rcpt_tos]
-        upstream.update(zip(names, replies))
-        failed = next(((name, r) for name, r in zip(names, replies)
-                       if r.code >= 300 or (name == names[0] and r.code != 250)), None)
+        failed = await self._reissue(conn, env, options, list(env.rcpt_tos), "MAIL BODY=8BITMIME",
+                                     "re-issue", upstream)
         if failed is None:
             return None
         what, why = failed
-        log.warning("%s: MAIL re-issued with BODY=8BITMIME refused: %s: %s", session.relist_id, what, why)
+        log.warning("%s: MAIL re-issued with BODY=8BITMIME refused: %s (re-issue): %s",
+                    session.relist_id, what, why)
         return Reply(451, "4.5.0", f"relist: upstream MTA refused the transaction re-issued with "
-                                   f"BODY=8BITMIME ({what.removesuffix(' (re-issue)')}: {why}); try again later")
+                                   f"BODY=8BITMIME ({what}: {why}); try again later")
 
     async def _reroute(self, session, conn: Connection, env: Envelope, recipients: list[str],
                        upstream: dict[str, Reply]) -> Reply | None:
         """Re-issue the upstream transaction to ``recipients`` instead of the client's
         (a bounce for ``LIST-owner@``, relist.app ``Relay.bounce``): None when Mailman
         accepted them, else the 4xx for the client (nothing is dropped)."""
-        replies = await conn.reissue(env.mail_from, list(session.upstream_mail_options), recipients)
-        names = ["RSET (re-route)", "MAIL (re-route)"] + [f"{r} (re-route)" for r in recipients]
-        upstream.update(zip(names, replies))
-        failed = next(((name, r) for name, r in zip(names, replies)
-                       if r.code >= 300 or (name == names[0] and r.code != 250)), None)
-        if failed is None and len(replies) == len(names):
+        failed = await self._reissue(conn, env, list(session.upstream_mail_options), recipients,
+                                     "MAIL", "re-route", upstream)
+        if failed is None:
             return None
-        what, why = failed if failed is not None else (names[len(replies)], Reply(451, "4.4.2", "no reply"))
-        log.warning("%s: bounce re-routed to %s refused: %s: %s", session.relist_id, ",".join(recipients),
-                    what, why)
+        what, why = failed
+        log.warning("%s: bounce re-routed to %s refused: %s (re-route): %s", session.relist_id,
+                    ",".join(recipients), what, why)
         return Reply(451, "4.4.2", f"relist: Mailman refused the bounce re-routed to {', '.join(recipients)} "
-                                   f"({what.removesuffix(' (re-route)')}: {why}); try again later")
+                                   f"({what}: {why}); try again later")
 
     # -- hooks --------------------------------------------------------------------
 
