@@ -26,7 +26,7 @@ from typing import Any
 
 from relist.core.model import Record, Reply, StepNote
 
-__all__ = ["MIGRATIONS", "Store", "connect", "record_row", "verdict_rows"]
+__all__ = ["MIGRATIONS", "Reader", "Store", "connect", "open_reader", "record_row", "verdict_rows"]
 
 log = logging.getLogger("relist.store")
 
@@ -542,3 +542,34 @@ class Store:
         self._queue.put(None)
         self._flush.set()
         self._thread.join(timeout)
+
+
+class Reader:
+    """Read-only access to the store for the diagnostics commands (explain, report,
+    bounces): ``query(sql, params)`` with ``?`` placeholders, rows as tuples.  JSON
+    columns come back as text; parse them in Python so the SQL stays portable."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no relist store at {path}")
+        # Migrate first (a store written by an older relist), then read.
+        connect(path).close()
+        self._conn = sqlite3.connect(str(path), timeout=5)
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_reader(store: dict[str, Any]) -> Reader:
+    """A :class:`Reader` for a ``[store]`` configuration section."""
+    return Reader(store["path"])
