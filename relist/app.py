@@ -221,8 +221,8 @@ class Relay:
                 outcome = await self.bounce(raw, envelope, relist_id, now, outcome)
             except Exception as exc:   # the same bytes would fail again: never a 451 loop
                 log.exception("%s: reading this bounce failed; passed to Mailman unchanged", relist_id)
-                outcome = replace(outcome, record=replace(outcome.record, extra=outcome.record.extra + (
-                    ("internal_error", f"bounce: {type(exc).__name__}"),)))
+                outcome = replace(outcome, record=outcome.record.found(
+                    internal_error=f"bounce: {type(exc).__name__}"))
         if self.leg == "ingress" and self.store is not None and outcome.message is not None:
             # Keep the post as it arrived, for the egress path (relist.core.ingress).
             self.store.save_ingress(relist_id, now.timestamp(), now.isoformat(),
@@ -290,14 +290,13 @@ class Relay:
         if self.store is not None:
             self.store.save_bounces(rows)
         # A bounce transaction has no list of its own (the bounces rows name it).
-        record = replace(outcome.record, list_address=None,
-                         extra=outcome.record.extra + (("bounce", actions[0]),))
+        record = replace(outcome.record.found(bounce=actions[0]), list_address=None)
         if actions[0] != "owner":
             return replace(outcome, record=record)
         b = found[0][1]
         notice = bounces.owner_notice(raw, b, egress, now=now, hostname=self.config.hostname)
         owner = bounces.owner_address(b.where.list_address)
-        record = replace(record, extra=record.extra + (("deliver_rcpts", (owner,)),))
+        record = record.found(deliver_rcpts=(owner,))
         return replace(outcome, message=notice, record=record)
 
     def finish(self, relist_id: str, record: Record | None, envelope: Envelope,
@@ -312,9 +311,9 @@ class Relay:
             message_id, list_address, error = crashed
             record = replace(record, message_id=record.message_id or message_id,
                              list_address=record.list_address or list_address,
-                             extra=record.extra + (("internal_error", error),))
+                             findings=replace(record.findings, internal_error=error))
         # A bug: this transaction's (above), or one the core recorded and got past.
-        error = dict(record.extra).get("internal_error") if record else None
+        error = record.findings.internal_error if record else None
         self.counters["messages"] += 1
         if reply.code < 300:
             self.counters["relayed"] += 1
@@ -326,7 +325,7 @@ class Relay:
             self.store.save(record, upstream, reply, ms)
         steps = ",".join(record.steps_applied()) if record else "-"
         # The edge re-issued MAIL upstream with BODY=8BITMIME (relist.edge.smtp_in).
-        reissued = dict(record.extra).get("mail_reissued") if record else None
+        reissued = record.findings.mail_reissued if record else None
         log.info("%s: %smessage-id=%s list=%s from=<%s> nrcpt=%d size=%d steps=%s %s%sreply=\"%s\" ms=%.1f",
                  relist_id, "ingress " if self.leg == "ingress" else "",
                  log_safe((record.message_id if record else "") or "-"),

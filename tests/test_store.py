@@ -34,13 +34,13 @@ def test_json_columns_are_what_json_dumps_writes():
     odd = (StepNote("footer", Action.APPLIED, 'non-ASCII ü €, "quotes", back\\slash, tab\t, new\nline'),
            StepNote("footer", Action.SKIPPED, ""), StepNote("new-step", Action.RECORDED, "\x00\x7f"))
     record = replace(record, steps=record.steps + odd, reply=Reply(451, "4.3.0", "one\ntwo"),
-                     extra=record.extra + (("n", 3), ("none", None), ("nested", {1: ("a", 2.5)})))
+                     findings=replace(record.findings, repairs=("Subject: \u00fc \"q\"",), internal_error="x\x00"))
     row = record_row(record, UPSTREAM, REPLY, 1.23456)
     assert json.loads(row[5]) == list(record.envelope.rcpt_tos)
     assert row[5] == json.dumps(list(record.envelope.rcpt_tos))
     assert row[10] == json.dumps([n.as_dict() for n in record.steps])
-    assert row[11] == json.dumps({"needs_8bitmime": False, "breakage": ["example.com/sel: survived"],
-                                  "n": 3, "none": None, "nested": {"1": ["a", 2.5]}})
+    assert row[11] == json.dumps({"needs_8bitmime": False, "repairs": ["Subject: \u00fc \"q\""],
+                                  "breakage": ["example.com/sel: survived"], "internal_error": "x\x00"})
     assert row[12] == record.reply.line()
     assert row[13] == json.dumps({k: r.line() for k, r in UPSTREAM.items()})
     assert (row[14], row[15]) == (REPLY.line(), 1.235)

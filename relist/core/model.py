@@ -9,16 +9,19 @@ with an ``Outcome``: the bytes to relay (or none), the ``Record`` to store and t
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relist.core.facts import Facts
 from relist.core.message import RawMessage
 from relist.core.policy import ListPolicy, RelayPolicy
 
+if TYPE_CHECKING:
+    from relist.core.sign.signature import Handoff
+
 __all__ = [
-    "Action", "Context", "Envelope", "Known", "Outcome", "Record", "Reply",
+    "Action", "Context", "Envelope", "Findings", "Known", "Outcome", "Record", "Reply",
     "StepNote", "Work",
 ]
 
@@ -81,6 +84,27 @@ class StepNote:
 
 
 @dataclass(frozen=True, slots=True)
+class Findings:
+    """Named facts a transaction records (the store's ``facts`` column), typed: steps
+    set them (``Known.found``), the edge adds its own (``Record.found``) and reads
+    fields, never strings.  Only fields that differ from their default are stored."""
+
+    leg: str = ""                        # "ingress" on the ingress leg (steps/ingress_list)
+    needs_8bitmime: bool | None = None   # downgrade: 8-bit bytes left (None: not looked)
+    repairs: tuple[str, ...] = ()        # repair: what it undid
+    breakage: tuple[str, ...] = ()       # attribution: "d/s: step that broke it" | "d/s: survived"
+    internal_error: str = ""             # a step or the edge hit a bug (relist.core.safety)
+    bounce: str = ""                     # a bounce transaction: the action taken (mailman|owner)
+    deliver_rcpts: tuple[str, ...] = ()  # the edge delivers to these instead (bounce re-route)
+    mail_reissued: str = ""              # the edge re-issued MAIL upstream with this parameter
+
+    def items(self) -> tuple[tuple[str, Any], ...]:
+        """(name, value) for every field that is set, in declaration order."""
+        return tuple((f.name, getattr(self, f.name)) for f in fields(self)
+                     if getattr(self, f.name) != f.default)
+
+
+@dataclass(frozen=True, slots=True)
 class Known:
     """What the pipeline has learned about the message so far.
 
@@ -101,7 +125,16 @@ class Known:
     intact: tuple[str, ...] | None = None
     intact_on: Any = None
     breakage: tuple[tuple[str, str], ...] = ()   # ("d/s", first step that broke it | "survived")
-    extra: tuple[tuple[str, Any], ...] = ()  # named facts recorded by steps
+    handoff: Handoff | None = None   # the sign step's prepared message, for arc-seal's prepare()
+    findings: Findings = Findings()   # named facts recorded with the transaction
+
+    def found(self, **facts: Any) -> Known:
+        """A Known with these findings set (``Findings`` field names)."""
+        return replace(self, findings=replace(self.findings, **facts))
+
+    @property
+    def extra(self) -> tuple[tuple[str, Any], ...]:
+        return self.findings.items()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +179,16 @@ class Record:
     steps: tuple[StepNote, ...]
     reply: Reply | None = None   # relist's own refusal, if any
     verdict: Any = None          # verification results (see Known.verdict)
-    extra: tuple[tuple[str, Any], ...] = ()
+    findings: Findings = Findings()
+
+    def found(self, **facts: Any) -> Record:
+        """A Record with these findings set (``Findings`` field names)."""
+        return replace(self, findings=replace(self.findings, **facts))
+
+    @property
+    def extra(self) -> tuple[tuple[str, Any], ...]:
+        """The findings that are set, as (name, value) pairs (the store's ``facts``)."""
+        return self.findings.items()
 
     def steps_applied(self) -> list[str]:
         return [n.step for n in self.steps if n.action == Action.APPLIED]

@@ -154,6 +154,6 @@ def process(raw: bytes, ctx: Context, steps=STEPS, parsed: RawMessage | None = N
         steps=work.notes,
         reply=reply,
         verdict=work.known.verdict,
-        extra=work.known.extra,
+        findings=work.known.findings,
     )
     return Outcome(out, record, reply)

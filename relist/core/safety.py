@@ -33,7 +33,6 @@ and what it means is decided by the step:
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 from relist.core.errors import DeferMessage, RejectMessage
 from relist.core.model import Action, Context, Work
@@ -69,7 +68,7 @@ def describe(exc: BaseException, frames: int = 3) -> str:
 def internal_error(name: str, work: Work, exc: BaseException, consequence: str) -> Work:
     """``work`` (as it was before step ``name``) with the skipped note and the record entry."""
     what = describe(exc)
-    known = replace(work.known, extra=work.known.extra + (("internal_error", f"{name}: {what}"),))
+    known = work.known.found(internal_error=f"{name}: {what}")
     return work.note(name, Action.SKIPPED, f"internal error in step {name}: {what}; {consequence}",
                      known=known)
 

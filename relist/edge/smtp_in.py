@@ -28,7 +28,6 @@ import ipaddress
 import logging
 import re
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 
 from aiosmtpd.lmtp import LMTP
@@ -244,7 +243,7 @@ def must_declare_8bitmime(record: Record, caps: Capabilities, sent_options: list
     is left (raw 8-bit header fields) goes as it is, as Postfix itself relays it.
     A leg that does not run ``downgrade`` (ingress) passes on the client's BODY.
     """
-    if not caps.eightbitmime or not dict(record.extra).get("needs_8bitmime"):
+    if not caps.eightbitmime or not record.findings.needs_8bitmime:
         return False
     return not any(o.upper() in ("BODY=8BITMIME", "BODY=BINARYMIME") for o in sent_options)
 
@@ -512,11 +511,11 @@ class RelayHandler:
                 await self.relay.pool.release(conn, clean=False)
             else:
                 refusal = None
-                rerouted = dict(record.extra).get("deliver_rcpts")
+                rerouted = record.findings.deliver_rcpts
                 if rerouted:
                     refusal = await self._reroute(session, conn, env, list(rerouted), upstream)
                 elif must_declare_8bitmime(record, conn.caps, session.upstream_mail_options):
-                    record = replace(record, extra=record.extra + (("mail_reissued", "BODY=8BITMIME"),))
+                    record = record.found(mail_reissued="BODY=8BITMIME")
                     refusal = await self._reissue_8bitmime(session, conn, env, upstream)
                 if refusal is not None:
                     replies = [refusal] * n

@@ -35,7 +35,6 @@ def apply(work: Work, ctx: Context) -> Work:
     k = work.known
     alive = set(k.intact or ())
     breakage = k.breakage + tuple((label(s), SURVIVED) for s in valid if s.b in alive)
-    known = replace(k, breakage=breakage,
-                    extra=k.extra + (("breakage", tuple(f"{who}: {step}" for who, step in breakage)),))
+    known = replace(k, breakage=breakage).found(breakage=tuple(f"{who}: {step}" for who, step in breakage))
     detail = "; ".join(f"{who}: {step}" for who, step in breakage)
     return work.note(NAME, Action.RECORDED, detail[:500], known=known)

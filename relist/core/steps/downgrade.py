@@ -127,7 +127,7 @@ def apply(work: Work, ctx: Context) -> Work:
     def done(action: Action, detail: str, message: RawMessage) -> Work:
         needs = not message.to_bytes().isascii()
         detail += f"; needs 8BITMIME: {'yes' if needs else 'no'}"
-        known = replace(work.known, extra=work.known.extra + (("needs_8bitmime", needs),))
+        known = work.known.found(needs_8bitmime=needs)
         return work.note(NAME, action, detail, message=message, known=known)
 
     if lp is None:

@@ -12,6 +12,8 @@ takes it for the egress transaction of a post (``relist.edge.store``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from relist.core.model import Action, Context, Work
 from relist.core.steps.identify import list_id_value
 
@@ -21,20 +23,20 @@ NAME = "ingress-list"
 def apply(work: Work, ctx: Context) -> Work:
     """See `relist.core.steps`."""
     policy = ctx.policy
-    extra = work.known.extra + (("leg", "ingress"),)
+    known = work.known.found(leg="ingress")
     configured = {lp.address: lp for lp in policy.lists}
     for rcpt in ctx.envelope.rcpt_tos:
         lp = configured.get((rcpt or "").lower())
         if lp is not None:
             return work.note(NAME, Action.RECORDED, f"{lp.address} (from recipient)",
-                             known=work.learn(list_address=lp.address, list_source="recipient",
-                                              list_policy=lp, extra=extra))
+                             known=replace(known, list_address=lp.address, list_source="recipient",
+                                                   list_policy=lp))
     list_id_text = work.message.header_text("list-id")
     lid = list_id_value(list_id_text) if list_id_text else None
     lp = policy.list_for_id(lid) if lid else None
     if lp is not None:
         return work.note(NAME, Action.RECORDED, f"{lp.address} (from list-id)",
-                         known=work.learn(list_address=lp.address, list_source="list-id",
-                                          list_policy=lp, extra=extra))
+                         known=replace(known, list_address=lp.address, list_source="list-id",
+                                               list_policy=lp))
     return work.note(NAME, Action.SKIPPED, "no list: no recipient is a configured list's posting "
-                                           "address and no List-Id names one", known=work.learn(extra=extra))
+                                           "address and no List-Id names one", known=known)

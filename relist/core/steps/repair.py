@@ -140,7 +140,6 @@ def apply(work: Work, ctx: Context) -> Work:
         return work.note(NAME, Action.SKIPPED, (f"repair not proven ({why}); Mailman's bytes kept; "
                                                 f"tried: {'; '.join(done)}{refusals}")[:1000])
     proof = ", ".join(f"{label(s)} pass" for s in valid)
-    known = work.learn(intact=tuple(s.b for s in valid), intact_on=msg,
-                       extra=k.extra + (("repairs", tuple(done)),))
+    known = work.learn(intact=tuple(s.b for s in valid), intact_on=msg).found(repairs=tuple(done))
     return work.note(NAME, Action.APPLIED, (f"{'; '.join(done)}; proof: {proof}{refusals}")[:1000],
                      message=msg, known=known)
