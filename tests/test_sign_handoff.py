@@ -80,23 +80,27 @@ def test_arc_seal_with_the_handoff_seals_the_bytes_it_seals_without(name):
     assert cv == dkim.CV_Pass, reason
 
 
-def test_the_handoff_is_taken_once_and_only_for_the_message_handed_on():
+def test_the_handoff_travels_in_the_work_and_serves_only_its_message():
     raw = signed_post()
     ctx = context(raw)
     before, signed = until_sign(raw, ctx)
     msg = signed.message
-    assert id(msg) in signature._PASSED
-    first = prepare(msg)
-    assert id(msg) not in signature._PASSED      # taken out: the next prepare splits again
-    second = prepare(msg)
-    assert first is not second
-    for p in (first, second):
-        assert (p.headers, p.body, p.index, p.unfolded) == (second.headers, second.body, second.index,
-                                                              second.unfolded)
+    handoff = signed.known.handoff
+    assert isinstance(handoff, signature.Handoff) and handoff.message is msg
+    first = prepare(msg, handoff)
+    assert first.split is msg and first._bh      # reused: the body hash came with it
+    second = prepare(msg)                       # without it: split again
+    assert first is not second and not second._bh
+    assert (first.headers, first.body, first.index, first.unfolded) == (
+        second.headers, second.body, second.index, second.unfolded)
+    # a handoff for another message is ignored
+    other = msg.prepend(HeaderField(b"X-Other: 1\r\n", "x-other"))
+    third = prepare(other, handoff)
+    assert not third._bh and third.split is other
     # arc_seal = false: nothing is handed on (no step would take it)
     ctx_off = context(raw, policy(arc_seal=False))
     _, unsealed = until_sign(raw, ctx_off)
-    assert id(unsealed.message) not in signature._PASSED
+    assert unsealed.known.handoff is None
 
 
 def _fresh(msg: RawMessage) -> signature.Prepared:
@@ -147,26 +151,22 @@ def test_a_message_that_is_not_what_was_handed_on_is_split_again(tamper):
     else:
         added = 2
     assert signature._prepended(before, after, added) is None
-    signature.pass_on(before, after, added)
+    handoff = signature.pass_on(before, after, added)
     if tamper == "bad-name":   # split the long way: refused as parse refuses it
         with pytest.raises(SignError):
-            prepare(after)
+            prepare(after, handoff)
         return
-    p, fresh = prepare(after), _fresh(after)
+    p, fresh = prepare(after, handoff), _fresh(after)
     assert (p.headers, p.body, p.index) == (fresh.headers, fresh.body, fresh.index)
     assert p.body_hash(RELAXED) == fresh.body_hash(RELAXED)
 
 
-def test_handed_on_messages_are_few():
+def test_only_a_message_split_from_a_raw_message_is_handed_on():
     msg = RawMessage.parse(signed_post())
-    before = prepare(msg)
-    for i in range(3 * signature._PASSED_MAX):
-        signature.pass_on(before, msg.prepend(HeaderField(b"X-N: %d\r\n" % i, "x-n")), 1)
-        assert len(signature._PASSED) <= signature._PASSED_MAX
-    # a message not split from a RawMessage is never handed on
-    signature._PASSED.clear()
-    signature.pass_on(prepare(msg.to_bytes()), msg.prepend(HeaderField(b"X-N: 1\r\n", "x-n")), 1)
-    assert not signature._PASSED
+    after = msg.prepend(HeaderField(b"X-N: 1\r\n", "x-n"))
+    assert signature.pass_on(prepare(msg), after, 1) is not None
+    assert signature.pass_on(prepare(msg.to_bytes()), after, 1) is None
+    assert signature.pass_on(prepare(msg), after, 0) is None
 
 
 # -- the canonical forms the signers know without canonicalizing ---------------------------

@@ -10,8 +10,8 @@ is kept small so that a signature costs little more than its RSA operation
 (bench/bench_sign.py): ``prepare`` parses a message once (or takes the pipeline's
 ``RawMessage`` split as it is) and hashes each body canonicalization once for all the
 signatures made over it, and the field is folded once.  Across the two signing steps:
-the sign step hands its prepared message on (``pass_on``), so that arc-seal's
-``prepare`` of the signed message reuses the split, the body hash and the covered
+the sign step hands its prepared message on (``pass_on`` makes a ``Handoff`` that
+travels in ``Known.handoff``), so that arc-seal's ``prepare`` of the signed message reuses the split, the body hash and the covered
 fields instead of computing them again (tests/test_sign_handoff.py).  No clock here:
 every timestamp is a parameter.
 """
@@ -22,6 +22,7 @@ import base64
 import binascii
 import functools
 import hashlib
+from dataclasses import dataclass
 from typing import Iterable
 
 from dkim import RE_BTAG
@@ -31,7 +32,7 @@ from relist.core.sign import canon as _canon
 from relist.core.sign.canon import Canon, Header, index
 from relist.core.sign.keys import SigningKey
 
-__all__ = ["Header", "Prepared", "SignError", "body_hash", "canon_policy", "check_values",
+__all__ = ["Handoff", "Header", "Prepared", "SignError", "body_hash", "canon_policy", "check_values",
            "covered", "fold", "parse", "pass_on", "prepare", "signed_field", "signed_head"]
 
 _B_PLACEHOLDER = b"0" * 60            # as dkimpy: forces b= onto its own folded line
@@ -87,31 +88,29 @@ class Prepared:
         return bh
 
 
-# Messages a signing step made by prepending fields to a prepared one, for the next
-# signing step's prepare() (the sign step's output for arc-seal's): by id(), each with
-# the message itself (so that the id stays its own), the Prepared it was made from and
-# how many fields were prepended.  A memo: prepare() gives the same Prepared either way
-# (``_prepended`` checks that the message is what it claims), only cheaper: the fields
-# below and the body are not split, checked and hashed again.  Taken out by prepare();
-# at most _PASSED_MAX kept, so a message whose next step does not sign is not held long.
-_PASSED: dict[int, tuple[RawMessage, Prepared, int, list]] = {}
-_PASSED_MAX = 4
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """A signing step's work handed to the next signing step (the sign step's to
+    arc-seal's), as a value the step returns (``Known.handoff``): ``message`` is
+    ``prepared``'s message with ``added`` fields prepended, ``canonical`` their relaxed
+    canonical forms, top down (empty: not known).  ``prepare(message, handoff)`` then
+    reuses the split and what was computed (body hashes; covered fields and h= values
+    that do not involve the new fields' names): the same Prepared, only cheaper."""
+
+    message: RawMessage
+    prepared: Prepared
+    added: int
+    canonical: tuple = ()
 
 
-def pass_on(before: Prepared, after: RawMessage, added: int, canonical: list | None = None) -> None:
-    """Tell ``prepare`` that ``after`` is ``before``'s message with ``added`` fields
-    prepended (``RawMessage.prepend``): preparing it then reuses ``before``'s split and
-    what it computed (body hashes; covered fields and h= values that do not involve
-    the new fields' names).  ``canonical``: the new fields' relaxed canonical forms,
-    top down, as ``signed_head`` gives them (None: not known).  Nothing happens unless
-    ``before`` was split from a ``RawMessage`` (``prepare``); ``prepare(after)``
-    checks the rest."""
+def pass_on(before: Prepared, after: RawMessage, added: int, canonical: list | None = None) -> Handoff | None:
+    """The :class:`Handoff` for ``after`` = ``before``'s message with ``added`` fields
+    prepended (``RawMessage.prepend``), or None when there is nothing to reuse (``before``
+    was not split from a ``RawMessage``, or nothing was added).  ``prepare`` checks the
+    rest."""
     if before.split is None or added <= 0:
-        return
-    _PASSED[id(after)] = (after, before, added, canonical or [])
-    if len(_PASSED) > _PASSED_MAX:
-        for stale in list(_PASSED)[:-_PASSED_MAX]:
-            _PASSED.pop(stale, None)
+        return None
+    return Handoff(after, before, added, tuple(canonical or ()))
 
 
 def _prepended(before: Prepared, after: RawMessage, added: int,
@@ -141,17 +140,17 @@ def _prepended(before: Prepared, after: RawMessage, added: int,
     return prepared
 
 
-def prepare(message: bytes | RawMessage | Prepared) -> Prepared:
+def prepare(message: bytes | RawMessage | Prepared, handoff: Handoff | None = None) -> Prepared:
     """``message`` parsed for signing (SignError when a header line is malformed).
     A ``RawMessage`` (the pipeline's) is taken as split into fields when that split is
     the one dkimpy makes of its bytes (``_from_fields``), else parsed from its bytes;
-    one that a signing step handed on (``pass_on``) is taken from what it prepared."""
+    one that a signing step handed on (``handoff``, from ``pass_on``) is taken from what
+    it prepared."""
     if isinstance(message, Prepared):
         return message
     if isinstance(message, RawMessage):
-        passed = _PASSED.pop(id(message), None)
-        if passed is not None and passed[0] is message:
-            prepared = _prepended(passed[1], message, passed[2], passed[3])
+        if handoff is not None and handoff.message is message:
+            prepared = _prepended(handoff.prepared, message, handoff.added, list(handoff.canonical))
             if prepared is not None:
                 return prepared
         split = _from_fields(message)

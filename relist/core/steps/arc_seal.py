@@ -11,7 +11,8 @@ Authentication-Results field is never read, so a poster cannot make relist vouch
 Why last: the AMS should cover the list's DKIM-Signature (RFC 8617 §4.1.2), so it
 runs after ``sign``; anything changed after the seal would break it.  Right after it,
 the message is the one ``sign`` prepared plus its DKIM-Signature(s): ``prepare`` takes
-the sign step's work (``relist.core.sign.signature.pass_on``), the body hash with it.
+the sign step's work (``known.handoff``, a ``relist.core.sign.signature.Handoff``), the
+body hash with it.
 
 A message that cannot be sealed (a ``SignError`` on these bytes, a signing domain
 that is no domain name) leaves without the seal, with the reason in the note: the
@@ -62,7 +63,7 @@ def apply(work: Work, ctx: Context) -> Work:
     msg, tidied = signable(work)   # (after the sign step: nothing left to do)
     cv = verdict.arc.cv or "none"
     try:
-        data = prepare(msg)   # parsed once for h= and the seal (or taken from the sign step)
+        data = prepare(msg, work.known.handoff)   # parsed once for h= and the seal (or the sign step's)
         dkim_count = len(data.index.get(b"dkim-signature", ()))
         h = oversigned(header_names(lp), data) + (b"dkim-signature",) * dkim_count
         seal = seal_arc(data, domain=domain, selector=lp.selector, key=key,

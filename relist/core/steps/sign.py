@@ -160,7 +160,7 @@ def apply(work: Work, ctx: Context) -> Work:
     except SignError as exc:
         return on_error(work, ctx, exc)
     detail = f"{', '.join(done)}; h={b':'.join(h).decode()}{tidied}"
-    work = work.note(NAME, Action.APPLIED, detail, message=msg.prepend(*fields))
-    if lp.arc_seal and lp.private_key:   # arc-seal's prepare() takes this one's work (and body hash)
-        pass_on(data, work.message, len(fields), canonical)
-    return work
+    signed = msg.prepend(*fields)
+    # arc-seal's prepare() takes this step's work (and body hash) from the handoff.
+    handoff = pass_on(data, signed, len(fields), canonical) if lp.arc_seal and lp.private_key else None
+    return work.note(NAME, Action.APPLIED, detail, message=signed, known=work.learn(handoff=handoff))
