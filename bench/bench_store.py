@@ -13,15 +13,20 @@ is a few hundred per worker), so the writer sees the batches it sees in producti
 
 The caller's CPU is ``time.thread_time()`` around each ``save()``; the writer's is its
 own thread CPU clock (``time.pthread_getcpuclockid``) from the first save until it
-has written every record.  ``--compare REV`` loads ``relist/edge/store.py`` as of git
-revision REV beside the working tree's and alternates the two (same run, same
-machine load), each on its own fresh database in a temporary directory.
+has written every record.  ``--compare REV`` loads the store (``relist/edge/store.py``,
+or the ``relist/edge/store/`` package) as of git revision REV beside the working tree's
+and alternates the two (same run, same machine load), each on its own fresh database
+in a temporary directory.  ``--url postgresql://...`` writes into that
+PostgreSQL database instead of SQLite files (bench/bench_store_backends.py compares the
+backends from two processes).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -35,20 +40,38 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from profile_core import setup  # noqa: E402 - the post bench_relay --resign sends
-from relist.app import new_relist_id  # noqa: E402
 from relist.core import pipeline  # noqa: E402
-from relist.core.model import Envelope, Reply  # noqa: E402
+from relist.core.model import Reply  # noqa: E402
 from relist.edge import store as current_store  # noqa: E402
 
 
 def load_store_at(rev: str):
-    """relist/edge/store.py as of git revision ``rev``, as a separate module."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:relist/edge/store.py"],
-                            check=True, capture_output=True).stdout
-    spec = importlib.util.spec_from_loader(f"store_at_{rev}", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    exec(compile(source, f"store.py@{rev}", "exec"), module.__dict__)  # noqa: S102 - our own file
-    return module
+    """The store as of git revision ``rev`` (a module, or the package), importable beside
+    the working tree's under another name."""
+    def show(path: str) -> bytes | None:
+        out = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True)
+        return out.stdout if out.returncode == 0 else None
+    name = f"store_at_{rev.replace('~', '_').replace('^', '_').replace('/', '_')}"
+    source = show("relist/edge/store.py")
+    if source is not None:
+        spec = importlib.util.spec_from_loader(name, loader=None)
+        module = importlib.util.module_from_spec(spec)
+        exec(compile(source, f"store.py@{rev}", "exec"), module.__dict__)  # noqa: S102 - our own file
+        return module
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", f"{rev}:relist/edge/store/"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    where = Path(tempfile.mkdtemp(prefix="bench-store-")) / name
+    where.mkdir()
+    for f in files:
+        if f.endswith(".py"):
+            (where / f).write_bytes(show(f"relist/edge/store/{f}"))
+    sys.path.insert(0, str(where.parent))
+    return importlib.import_module(name)   # the package's modules import each other relatively
+
+
+def new_relist_id() -> str:
+    """A fresh 12-character id, as relist's own."""
+    return os.urandom(9).hex()[:12].upper()
 
 
 def records(n: int, recipients: int):
@@ -69,14 +92,18 @@ def run_once(module, path: Path, recs, upstream, reply, rate: float | None,
     """(save µs, writer µs, records per commit) per record."""
     store = module.Store(path, **options)
     writes = 0
-    real_write = store._write
+    # One database transaction per call: the backend's write (the package), or the old
+    # single module's _write.
+    owner = store.backend if hasattr(store, "backend") else store
+    name = "write" if hasattr(store, "backend") else "_write"
+    real_write = getattr(owner, name)
 
     def counting_write(items):
         nonlocal writes
         writes += 1
         return real_write(items)
 
-    store._write = counting_write
+    setattr(owner, name, counting_write)
     clock = time.pthread_getcpuclockid(store._thread.ident)
     w0 = time.clock_gettime(clock)
     spent = 0.0
@@ -108,8 +135,11 @@ def main() -> int:
     ap.add_argument("--recipients", type=int, default=1)
     ap.add_argument("--compare", metavar="REV", help="also run store.py as of this git revision")
     ap.add_argument("--linger", type=float, help="Store(linger=...) for the working tree's store")
+    ap.add_argument("--url", help="a postgresql:// url to write into instead of SQLite files "
+                    "(the working tree's store only)")
     args = ap.parse_args()
-    recs, upstream, reply = records(args.n * args.rounds * (2 if args.compare else 1), args.recipients)
+    recs, upstream, reply = records(args.n * args.rounds * (1 + bool(args.compare)),
+                                    args.recipients)
     variants = [("working tree", current_store)]
     if args.compare:
         variants.insert(0, (args.compare, load_store_at(args.compare)))
@@ -123,9 +153,10 @@ def main() -> int:
         for rnd in range(args.rounds):
             for name, module in variants:
                 chunk, k = recs[k:k + args.n], k + args.n
-                r = run_once(module, Path(tmp) / f"{rnd}-{len(results[name])}-{name[:8]}.db",
+                r = run_once(module, args.url or Path(tmp) / f"{rnd}-{len(results[name])}-{name[:8]}.db",
                              chunk, upstream, reply, rate,
-                             {"linger": args.linger} if args.linger is not None and module is current_store else {})
+                             {"linger": args.linger}
+                             if args.linger is not None and module is current_store else {})
                 results[name].append(r)
                 print(f"  round {rnd + 1} {name:<14} save {r[0]:7.1f} µs  writer {r[1]:7.1f} µs  "
                       f"total {r[0] + r[1]:7.1f} µs per record  ({r[2]:.1f} records per commit)")

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from relist.config import load
-from relist.edge.store import connect
+from relist.edge.store import Reader, StoreError, open_reader, redact
 
 __all__ = ["add_parser", "duration", "query"]
 
@@ -41,7 +41,7 @@ def duration(text: str) -> timedelta:
     return timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in _DURATION.findall(text)))
 
 
-def query(conn: sqlite3.Connection, *, list_address: str | None = None, since: datetime | None = None,
+def query(reader: Reader, *, list_address: str | None = None, since: datetime | None = None,
           cause: str | None = None) -> list[dict]:
     """The recorded bounces, newest first, as dicts with ``KEYS``."""
     where, params = [], []
@@ -57,7 +57,7 @@ def query(conn: sqlite3.Connection, *, list_address: str | None = None, since: d
     sql = (f"SELECT {', '.join(_COLUMNS)} FROM bounces" + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY time DESC, id DESC")
     out = []
-    for row in conn.execute(sql, params):
+    for row in reader.query(sql, params):
         item = dict(zip(KEYS, row))
         item["permanent"] = bool(item["permanent"])
         out.append(item)
@@ -79,20 +79,22 @@ def _table(rows: list[dict], out) -> None:
 
 def run(args) -> int:
     cfg = load(args.config)
-    path = Path(cfg.store["path"])
     since = datetime.now(timezone.utc) - args.since if args.since is not None else None
-    if not path.exists():
+    if cfg.store["path"] and not Path(cfg.store["path"]).exists():
         rows: list[dict] = []
     else:
         try:
-            conn = connect(path)
-        except sqlite3.Error as exc:
-            print(f"relist bounces: {path}: {exc}", file=sys.stderr)
+            reader = open_reader(cfg.store)
+        except (sqlite3.Error, StoreError, RuntimeError) as exc:
+            print(f"relist bounces: {cfg.store['path'] or redact(cfg.store['url'])}: {exc}", file=sys.stderr)
             return 2
         try:
-            rows = query(conn, list_address=args.list, since=since, cause=args.cause)
+            rows = query(reader, list_address=args.list, since=since, cause=args.cause)
+        except (sqlite3.Error, StoreError) as exc:
+            print(f"relist bounces: {cfg.store['path'] or redact(cfg.store['url'])}: {exc}", file=sys.stderr)
+            return 2
         finally:
-            conn.close()
+            reader.close()
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         print()
