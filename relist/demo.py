@@ -5,9 +5,12 @@ list keys the demo generates (RSA-2048 and Ed25519, in a temporary directory), a
 standing in for the outgoing MTA, and relist itself (one process, store in the same
 temporary directory).  Then it replays every SMTP transaction of the
 ``fixtures/mailman`` corpus (what a real Mailman 3 sent) through relist over SMTP,
-prints per message what relist did (read back from the store), and finally verifies
-what reached the sink as a receiver would: relist's DKIM signatures and ARC seal, and
-on the preserve list the poster signatures that were valid on arrival.
+verifies what reached the sink as a receiver would (relist's DKIM signatures and ARC
+seal, and on the preserve list the poster signatures that were valid on arrival), and
+ends with a summary per list read back from the store, counted per post (as
+``relist report`` counts: relist.core.report).  ``--verbose`` adds what relist did to
+each transaction and the relayed headers; ``--keep DIR`` keeps the store with a
+configuration file for ``relist explain`` and ``relist report``.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from relist.cli.check import check_bytes
+from relist.edge.verifier import check_bytes
 from relist.config import parse, with_overrides
+from relist.core.report.text import pairs
 from relist.core.sign.keys import dns_record
 from relist.edge.dns import Resolver
+from relist.edge.history import load_report
 from relist.edge.keys import generate, write_private_key
 from relist.sandbox.dnsserver import DNSServer, split_txt
 from relist.sandbox.sink import Sink
@@ -36,12 +41,12 @@ DEFAULT_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mailma
 
 # Used when relist is installed without its source tree (no fixtures directory).
 BUILTIN = (
-    "From: Poster <poster@poster.example>\r\nTo: plain@lists.example.org\r\n"
-    "Subject: Hello list\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
-    "Message-ID: <builtin-1@poster.example>\r\nList-Id: <plain.lists.example.org>\r\n"
-    "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-    "A built-in demo post.\r\nFrom the demo.\r\n"
-).encode()
+    b"From: Poster <poster@poster.example>\r\nTo: plain@lists.example.org\r\n"
+    b"Subject: Hello list\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <builtin-1@poster.example>\r\nList-Id: <plain.lists.example.org>\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    b"A built-in demo post.\r\nFrom the demo.\r\n"
+)
 
 
 @dataclass
@@ -86,7 +91,8 @@ def load_posts(root: Path) -> list[Transaction]:
     out = []
     for eml in sorted(root.glob("cases/*/post.eml")):
         meta = json.loads((eml.parent / "meta.json").read_text())
-        out.append(Transaction(f"{eml.parent.name}/post", meta["mail_from"], [meta["list"]], eml.read_bytes()))
+        out.append(Transaction(f"{eml.parent.name}/post", meta["mail_from"], [meta["list"]],
+                               eml.read_bytes()))
     return out
 
 
@@ -102,14 +108,15 @@ def send_ingress(port: int, posts: list[Transaction]) -> int:
     return refused
 
 
-def demo_config(workdir: Path, sink_port: int, nameserver: str, keys: dict[str, str] | None = None,
-                mailman_port: int | None = None):
+def demo_settings(workdir: Path, sink_port: int, nameserver: str, keys: dict[str, str] | None = None,
+                  mailman_port: int | None = None) -> dict:
+    """The demo's configuration, as the TOML file would hold it."""
     signing = {}
     if keys:
         signing = {"selector": RSA_SELECTOR, "private_key": keys["rsa"],
                    "ed25519_selector": ED25519_SELECTOR, "ed25519_private_key": keys["ed25519"],
                    "arc_seal": True}
-    cfg = parse({
+    return {
         "server": {"hostname": "relist.demo", "workers": 1},
         "store": {"path": str(workdir / "relist.db")},
         "dns": {"nameservers": [nameserver], "timeout": 2},
@@ -126,7 +133,12 @@ def demo_config(workdir: Path, sink_port: int, nameserver: str, keys: dict[str, 
             "dmarc@lists.example.org": {"mode": "auto", **signing},
         },
         **({"ingress": {"deliver_to": f"lmtp:127.0.0.1:{mailman_port}"}} if mailman_port else {}),
-    })
+    }
+
+
+def demo_config(workdir: Path, sink_port: int, nameserver: str, keys: dict[str, str] | None = None,
+                mailman_port: int | None = None):
+    cfg = parse(demo_settings(workdir, sink_port, nameserver, keys, mailman_port))
     if mailman_port:
         return with_overrides(cfg, server={"listen": ("127.0.0.1", 0)}, ingress={"listen": ("127.0.0.1", 0)})
     return with_overrides(cfg, server={"listen": ("127.0.0.1", 0)})
@@ -162,7 +174,8 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None, keep: str 
     setup_logging("warning")
     if keep:
         Path(keep).mkdir(mode=0o700, parents=True)   # refuses an existing directory
-    with (contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory(prefix="relist-demo-")) as tmp, \
+    with (contextlib.nullcontext(keep) if keep
+          else tempfile.TemporaryDirectory(prefix="relist-demo-")) as tmp, \
             DNSServer(demo_zone(root)) as dns_server, Sink() as sink, Sink(lmtp=True) as mailman:
         workdir = Path(tmp)
         keys = make_list_keys(workdir, dns_server)
@@ -190,19 +203,11 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None, keep: str 
                     except smtplib.SMTPException as exc:
                         replies.append(str(getattr(exc, "smtp_code", exc)))
             store.wait_handled(len(corpus) + 2 * len(posts))
-        db = sqlite3.connect(workdir / "relist.db")
-        rows = db.execute("SELECT relist_id, list_address, steps, reply, size_in, size_out, duration_ms "
-                          "FROM transactions ORDER BY rowid").fetchall()[len(posts):]
         failures = sum(not code.startswith("2") for code in replies)
-        # One client connection, one transaction at a time: rows are in corpus order.
-        for tx, row in zip(corpus, rows):
-            relist_id, lst, steps, reply, size_in, size_out, ms = row
-            print(f"\n{tx.name}  {relist_id}  list={lst or '-'}  from=<{tx.mail_from}> "
-                  f"nrcpt={len(tx.rcpt_tos)}  {size_in}->{size_out} bytes  {ms:.1f} ms\n"
-                  f"    reply: {reply}", file=out)
-            for n in json.loads(steps):
-                print(f"    {n['step']:<16} {n['action']:<9} {n['detail']}", file=out)
-        print(f"\nsink received {len(sink.messages)} messages; {failures} transaction(s) not accepted", file=out)
+        if verbose:
+            _details(workdir / "relist.db", corpus, len(posts), out)
+        print(f"\nsink received {len(sink.messages)} messages; {failures} transaction(s) not accepted",
+              file=out)
         tally = receiver_view(sink.messages, dns_server.nameserver)
         print("as a receiver verifies them (relist check against the demo DNS):", file=out)
         for kind, label in (("rsa", f"list DKIM rsa-sha256 (d={LIST_DOMAIN})"),
@@ -211,12 +216,91 @@ def run(verbose: bool = False, fixtures: str | None = None, out=None, keep: str 
                             ("poster", "poster signatures kept (preserve/auto lists)")):
             ok, total = tally[kind]
             print(f"    {label:<44} {ok}/{total} pass", file=out)
-        if keep:
-            print(f"store and keys kept in {keep}: sqlite3 {Path(keep) / 'relist.db'} (docs/diagnostics.md)",
-                  file=out)
         failures += tally["rsa"][1] - tally["rsa"][0] + tally["ed25519"][1] - tally["ed25519"][0]
         if verbose:
             for m in sink.messages:
                 head = m.data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
                 print("\n" + head, file=out)
+        summary(cfg, out)
+        if keep:
+            conf = write_kept_config(Path(keep), cfg)
+            print(f"\nstore and keys kept in {keep}; what happened to a post, and the whole report:\n"
+                  f"    relist explain -c {conf} '<plain-01@poster.example>'\n"
+                  f"    relist report -c {conf}          (--json, --html report.html)\n"
+                  f"(docs/diagnostics.md; the store is SQLite: {Path(keep) / 'relist.db'})", file=out)
+        else:
+            print("\nrun `relist demo --keep DIR` to keep the store, then `relist explain -c DIR/relist.toml "
+                  "ID` and `relist report -c DIR/relist.toml` (docs/diagnostics.md)", file=out)
         return 1 if failures else 0
+
+
+def _details(db_path: Path, corpus: list[Transaction], skip: int, out) -> None:
+    """Per transaction: what relist did (``--verbose``), read back from the store."""
+    db = sqlite3.connect(db_path)
+    try:
+        rows = db.execute("SELECT relist_id, list_address, steps, reply, size_in, size_out, duration_ms "
+                          "FROM transactions ORDER BY rowid").fetchall()[skip:]
+    finally:
+        db.close()
+    # One client connection, one transaction at a time: rows are in corpus order.
+    for tx, row in zip(corpus, rows):
+        relist_id, lst, steps, reply, size_in, size_out, ms = row
+        print(f"\n{tx.name}  {relist_id}  list={lst or '-'}  from=<{tx.mail_from}> "
+              f"nrcpt={len(tx.rcpt_tos)}  {size_in}->{size_out} bytes  {ms:.1f} ms\n"
+              f"    reply: {reply}", file=out)
+        for n in json.loads(steps):
+            print(f"    {n['step']:<16} {n['action']:<9} {n['detail']}", file=out)
+
+
+SUMMARY_HEADS = ("list", "mode", "posts", "valid on arrival", "kept intact", "repaired", "re-signed",
+                 "mitigated", "broken by")
+
+
+def summary_rows(cfg) -> list[tuple[str, ...]]:
+    """One row per list (``SUMMARY_HEADS``), counted per post from the store."""
+    from relist.edge.store import open_reader
+    with open_reader(cfg.store) as reader:
+        report = load_report(reader).result()
+    modes = {lp.address: lp.mode for lp in cfg.relay.lists}
+    rows = []
+    for address, e in report["lists"].items():
+        mode = modes.get(address, "-")
+        if mode == "auto" and e["modes"]:
+            mode += " (" + ", ".join(f"{m} {n}" for m, n in e["modes"].items()) + ")"
+        rows.append((address, mode, str(e["posts"]), str(e["signed_valid_on_arrival"]), str(e["kept_intact"]),
+                     str(e["repaired"]), str(e["resigned"]), str(e["mitigated"]), pairs(e["broken_by"])))
+    return rows
+
+
+def summary(cfg, out) -> None:
+    rows = summary_rows(cfg)
+    print("\nper list, counted per post (Mailman's notices apart):", file=out)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(SUMMARY_HEADS)]
+    for i, line in enumerate((SUMMARY_HEADS, *rows)):
+        cells = [v.ljust(w) if j in (0, 1, 8) else v.rjust(w) for j, (v, w) in enumerate(zip(line, widths))]
+        print("    " + "  ".join(cells).rstrip(), file=out)
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(str(value))   # a TOML basic string: JSON's escapes are TOML's
+
+
+def write_kept_config(keep: Path, cfg) -> Path:
+    """``keep/relist.toml``: the demo's store and lists, for ``relist explain`` and
+    ``relist report`` (the demo's DNS, sink and ports are gone once it ends)."""
+    lines = ["# Written by `relist demo --keep`: the demo's store and lists.",
+             "[store]", f"path = {_toml(cfg.store['path'])}", ""]
+    for lp in cfg.relay.lists:
+        lines.append(f"[lists.{_toml(lp.address)}]")
+        lines.append(f"mode = {_toml(lp.mode)}")
+        lines.append("")
+    path = keep / "relist.toml"
+    path.write_text("\n".join(lines))
+    return path

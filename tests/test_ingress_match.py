@@ -11,9 +11,11 @@ HEAD = (b"DKIM-Signature: v=1; d=poster.example; s=s1; b=AAAA\r\n BBBB;\r\n"
         b"From: P <p@poster.example>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
         b"Message-ID: <m@poster.example>\r\nSubject: s\r\n\r\n")
 BODY = b"Hello.\r\nFrom here.\r\n"
-MULTI_HEAD = HEAD.replace(b"Subject: s\r\n", b"Content-Type: multipart/mixed; boundary=\"b\"\r\nSubject: s\r\n")
+MULTI_HEAD = HEAD.replace(b"Subject: s\r\n",
+                          b"Content-Type: multipart/mixed; boundary=\"b\"\r\nSubject: s\r\n")
 MULTI = b"--b\r\nContent-Type: text/plain\r\n\r\nHi.\r\n--b--\r\n"
-FOOTER_PART = b"--b\r\nContent-Type: text/plain\r\n\r\nHi.\r\n--b\r\nContent-Type: text/plain\r\n\r\n-- footer\r\n--b--\r\n"
+FOOTER_PART = (b"--b\r\nContent-Type: text/plain\r\n\r\nHi.\r\n"
+               b"--b\r\nContent-Type: text/plain\r\n\r\n-- footer\r\n--b--\r\n")
 
 
 def msg(head: bytes, body: bytes) -> RawMessage:

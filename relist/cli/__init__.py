@@ -25,7 +25,7 @@ def _demo(args) -> int:
 
 # Commands that live in their own module: each has add_parser(sub) which registers
 # the sub-command and sets ``func``.
-COMMAND_MODULES: tuple[str, ...] = ("bounces", "check", "check_config", "keys")
+COMMAND_MODULES: tuple[str, ...] = ("bounces", "check", "check_config", "explain", "keys", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("serve", help="run the relay (and the ingress listener, if configured)")
-    p.add_argument("-c", "--config", help="configuration file (default: $RELIST_CONFIG, else built-in defaults)")
+    p.add_argument("-c", "--config",
+                   help="configuration file (default: $RELIST_CONFIG, else built-in defaults)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("demo", help="run relist on an embedded default with a sink MTA and DNS on loopback")
-    p.add_argument("-v", "--verbose", action="store_true", help="print the relayed messages' headers")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print what relist did to each transaction, and the relayed messages' headers")
     p.add_argument("--fixtures", help="corpus directory (default: the fixtures/mailman corpus)")
-    p.add_argument("--keep", metavar="DIR", help="keep the store (relist.db) and the demo's keys in DIR "
-                   "(must not exist), to try the queries of docs/diagnostics.md")
+    p.add_argument("--keep", metavar="DIR", help="keep the store (relist.db), a relist.toml for it and the "
+                   "demo's keys in DIR (must not exist), for relist explain and relist report")
     p.set_defaults(func=_demo)
 
     import importlib

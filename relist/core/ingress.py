@@ -14,7 +14,9 @@ if it matches on content Mailman does not change:
 A forged Message-ID therefore cannot borrow another post's verdict: the forgery
 has its own ingress copy, and a copy whose body differs does not match.  When two
 copies match and are not byte-identical, relist does not choose: it verifies what
-it received instead (``match`` returns no copy, with the reason).
+it received instead (``match`` returns no copy, with the reason).  When no copy
+matches, the reason names the first difference from the newest copy, a header part
+of the fingerprint or a body line (``first_difference``), for ``relist explain``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 from relist.core.message import RawMessage
 
-__all__ = ["IngressCopy", "body_matches", "fingerprint", "match"]
+__all__ = ["IngressCopy", "body_matches", "fingerprint", "first_difference", "match"]
 
 _WSP = re.compile(rb"[ \t\r\n]+")
 _B_TAG = re.compile(rb"(?:^|;)\s*b\s*=\s*([^;]*)")
@@ -80,6 +82,38 @@ def body_matches(ingress: RawMessage, egress: RawMessage) -> bool:
     return bool(head) and sent.startswith(head)
 
 
+def _shown(line: bytes, limit: int = 60) -> str:
+    """A body line for a note: decoded, unprintable characters as "?", cut short."""
+    text = line.decode("utf-8", "replace")
+    out = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return repr(out + ("..." if len(text) > limit else ""))
+
+
+def first_difference(ingress: RawMessage, egress: RawMessage) -> str:
+    """Where ``egress`` first differs from ``ingress`` in what ``match`` compares: a
+    fingerprint part (Message-ID, DKIM-Signature b=, From, Date), else the first body
+    line that Mailman's escaping and additions at the end do not explain; "" when
+    they match."""
+    if (ingress.header_text("message-id") or "") != (egress.header_text("message-id") or ""):
+        return "header field Message-ID differs"
+    for name in ("from", "date"):
+        a, b = (_WSP.sub(b" ", (m.header_text(name) or "").encode("utf-8", "surrogateescape")).strip()
+                for m in (ingress, egress))
+        if a != b:
+            return f"header field {name.title()} differs"
+    if _b_values(ingress) != _b_values(egress):
+        return "DKIM-Signature b= values differ (a signature added, removed or changed)"
+    if body_matches(ingress, egress):
+        return ""
+    original, sent = _normalise(ingress.body).split(b"\n"), _normalise(egress.body).split(b"\n")
+    for i, (a, b) in enumerate(zip(original, sent)):
+        if a != b:
+            return f"body line {i + 1}: ingress {_shown(a)}, egress {_shown(b)}"
+    if len(sent) < len(original):
+        return f"body line {len(sent) + 1}: the egress body ends here ({len(original)} lines at ingress)"
+    return f"body line {len(original) + 1}: egress has more lines that are not a footer"
+
+
 def match(egress: RawMessage, candidates: tuple[IngressCopy, ...]) -> tuple[IngressCopy | None, str]:
     """The ingress copy of ``egress``, if exactly one kind of copy matches."""
     if not candidates:
@@ -91,8 +125,11 @@ def match(egress: RawMessage, candidates: tuple[IngressCopy, ...]) -> tuple[Ingr
         if fingerprint(msg) == fp and body_matches(msg, egress):
             found.append(copy)
     if not found:
-        return None, f"{len(candidates)} ingress cop{'y' if len(candidates) == 1 else 'ies'} with this " \
-                     "Message-ID, none matching in content"
+        newest = candidates[0]   # the store lists them newest first
+        diff = first_difference(RawMessage.parse(newest.raw), egress)
+        return None, (f"{len(candidates)} ingress cop{'y' if len(candidates) == 1 else 'ies'} with this "
+                      f"Message-ID, none matching in content; first difference from "
+                      f"{newest.relist_id}: {diff}")
     if len({c.raw for c in found}) > 1:
         return None, f"{len(found)} different ingress copies match: not choosing, verifying what arrived"
     return found[0], f"ingress copy {found[0].relist_id}"
