@@ -30,19 +30,19 @@ from typing import Any
 
 from relist.core.auth.dkim import Checker, open_message, verify_signature
 from relist.core.auth.results import Result, SignatureResult
-from relist.core.auth.tags import TagError, parse_tags, strip_ws
+from relist.core.dkim import canon
+from relist.core.dkim.tags import TagError, b_chars, parse_tags
 from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, StepNote, Work
 
-__all__ = ["UNGUARDED", "aligned_passing", "arrival_valid", "attributed", "oversigning", "b_value", "catch_up", "covers_change", "guarded", "label", "recheck",
-           "same_body", "same_header_input", "surviving", "track", "why_broken"]
+__all__ = ["UNGUARDED", "aligned_passing", "arrival_valid", "attributed", "oversigning", "b_value",
+           "catch_up", "covers_change", "guarded", "label", "recheck", "same_body", "same_header_input",
+           "surviving", "track", "why_broken"]
 
 MAILMAN = "mailman"          # attribution: broken before relist saw it again (egress leg)
 UNGUARDED = "unguarded step"  # attribution: broken by a step outside the guard (downgrade)
-_EOL = re.compile(rb"\r?\n")
 _BREAK_NOT_FOLD = re.compile(rb"\n(?![ \t])")
-_WSP = re.compile(rb"[\t ]+")
 
 
 def label(sig: SignatureResult) -> str:
@@ -65,7 +65,7 @@ def _b_of(raw: bytes) -> str | None:
     """``b_value`` by the field's bytes: one post's signature fields are looked at by
     every guarded step, the tag list is parsed once."""
     try:
-        return strip_ws(parse_tags(HeaderField(raw, "dkim-signature").value).get("b", "")) or None
+        return b_chars(parse_tags(HeaderField(raw, "dkim-signature").value).get("b", "")) or None
     except TagError:
         return None
 
@@ -83,22 +83,13 @@ def _plain_fields(msg: RawMessage) -> bool:
 
 
 def _canonical_field(raw: bytes, relaxed: bool) -> bytes:
-    """One field as the DKIM header hash sees it (RFC 6376 §3.4.1/§3.4.2, in dkimpy's
-    reading: line endings as CRLF; relaxed: name lower-cased, value unfolded, runs of
-    WSP made one space, stripped)."""
-    colon = raw.index(b":")
-    name, value = raw[:colon], raw[colon + 1:]
+    """One field as the DKIM header hash sees it (relist.core.dkim.canon, dkimpy's
+    reading: line endings as CRLF; relaxed: RFC 6376 §3.4.2)."""
+    name, _, value = raw.partition(b":")
     if not relaxed:
-        return name + b":" + _EOL.sub(b"\r\n", value)
-    return name.lower() + b":" + _WSP.sub(b" ", _EOL.sub(b"", value)).strip() + b"\r\n"
-
-
-def _selected(msg: RawMessage, name: str, slots: int) -> list[bytes]:
-    """The raw instances of ``name`` that ``slots`` mentions in h= select (RFC 6376
-    §5.4.2: from the bottom up)."""
-    found = [f.raw for f in msg.fields if f.name == name]
-    found.reverse()
-    return found[:slots]
+        return name + b":" + canon.crlf_lines(value)
+    ((name, value),) = canon.relaxed_headers([(name, value)])
+    return name + b":" + value
 
 
 def same_header_input(before: RawMessage, after: RawMessage, sig: SignatureResult) -> bool | None:
@@ -121,18 +112,16 @@ def same_header_input(before: RawMessage, after: RawMessage, sig: SignatureResul
     if len(own) != 1 or own != [f.raw for f in after.get_all("dkim-signature") if b_value(f) == sig.b]:
         return None
     relaxed = sig.canonicalization.startswith("relaxed/")
-    slots: dict[str, int] = {}
-    for h in sig.headers:
-        slots[h] = slots.get(h, 0) + 1
-    if "from" in slots:
-        slots["from"] += 1   # dkimpy's rule (its bug#644046): one more From than h= names
-    for name, count in slots.items():
-        old, new = _selected(before, name, count), _selected(after, name, count)
-        if len(old) != len(new):
+    names = tuple(h.encode("utf-8", "surrogateescape") for h in sig.headers)
+    if b"from" in names:
+        names += (b"from",)  # dkimpy's rule (its bug#644046): one more From than h= names
+    old, new = (canon.select([(f.name.encode("ascii"), f.raw) for f in m.fields], names)
+                for m in (before, after))
+    if len(old) != len(new):
+        return False
+    for (_, a), (_, b) in zip(old, new):
+        if a != b and _canonical_field(a, relaxed) != _canonical_field(b, relaxed):
             return False
-        for a, b in zip(old, new):
-            if a != b and _canonical_field(a, relaxed) != _canonical_field(b, relaxed):
-                return False
     return True
 
 
@@ -164,10 +153,7 @@ def recheck(msg: RawMessage, sigs, ctx: Context, body_same: bool = False,
                                  "signature did not verify (signed header fields changed)")
             continue
         if checker is None:
-            raw = b"".join(f.raw for f in msg.fields) + msg.eol if body_same else msg.to_bytes()
-            signer, error = open_message(raw)
-            checker = Checker(facts=ctx.facts, now=int(ctx.now.timestamp()),
-                              min_key_bits=ctx.policy.min_key_bits, dkim=signer, dkim_error=error)
+            checker = _checker(msg, ctx, header_only=body_same)
         result = verify_signature(found[1].value, found[0], checker)
         if body_same:
             ok = result.header_hash_ok is True
@@ -176,6 +162,18 @@ def recheck(msg: RawMessage, sigs, ctx: Context, body_same: bool = False,
                              "signature did not verify (signed header fields changed)")
         out[sig.b] = result
     return out
+
+
+def _checker(msg: RawMessage, ctx: Context, header_only: bool = False) -> Checker:
+    """A verifier's ``Checker`` over ``msg``, sharing its body's hashes (the message
+    value's ``body_memo``).  ``header_only``: the body is not read (it is the one the
+    signatures last verified on)."""
+    if header_only:
+        opened, error = open_message(b"".join([f.raw for f in msg.fields]) + msg.eol)
+    else:
+        opened, error = open_message(msg)
+    return Checker(facts=ctx.facts, now=int(ctx.now.timestamp()), min_key_bits=ctx.policy.min_key_bits,
+                   dkim=opened, dkim_error=error, memo=None if header_only else msg.body_memo())
 
 
 def why_broken(result: SignatureResult) -> str:
@@ -303,6 +301,11 @@ class Guarded:
         ask = getattr(self.step, "questions", None)
         return ask(msg, policy, facts) if ask is not None else ()
 
+    @property
+    def on_error(self):
+        """The step's own ``on_error`` (relist.core.safety), None when it has none."""
+        return getattr(self.step, "on_error", None)
+
     def apply(self, work: Work, ctx: Context) -> Work:
         work = catch_up(track(work, ctx), ctx)
         return settle(work, self.step.apply(work, ctx), ctx, self.step.NAME, self.protect)
@@ -363,9 +366,7 @@ def surviving(msg: RawMessage, verdict, ctx: Context, known=None) -> tuple[bool,
     present = [(i, f) for i, f in enumerate(fields) if b_value(f) in wanted]
     if not present:
         return False, "the aligned poster signature was removed"
-    signer, error = open_message(msg.to_bytes())
-    checker = Checker(facts=ctx.facts, now=int(ctx.now.timestamp()),
-                      min_key_bits=ctx.policy.min_key_bits, dkim=signer, dkim_error=error)
+    checker = _checker(msg, ctx)
     reasons = []
     for index, f in present:
         result = verify_signature(f.value, index, checker)

@@ -26,7 +26,9 @@ NUL or another control character, whatever text a step hands in (``clean_text``)
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+from relist.core.dkim.canon import BodyMemo, crlf_lines
 
 __all__ = ["HeaderField", "RawMessage", "clean_text", "clean_value"]
 
@@ -92,6 +94,8 @@ class RawMessage:
     separator: bytes
     body: bytes
     eol: bytes = b"\r\n"
+    # the body's DKIM hashes (``body_memo``), handed on by the edits that keep the body
+    _memo: BodyMemo | None = field(default=None, init=False, compare=False, repr=False)
 
     # -- parsing -----------------------------------------------------------------
 
@@ -135,6 +139,27 @@ class RawMessage:
 
     def to_bytes(self) -> bytes:
         return b"".join(f.raw for f in self.fields) + self.separator + self.body
+
+    def body_memo(self) -> BodyMemo | None:
+        """The body's DKIM hashes, computed once for this body whoever asks (the
+        verifier, the guard, the signer: relist.core.dkim.canon.BodyMemo); None when
+        the message has no empty line after its header (a DKIM parse may then find
+        another body).  Kept by the edits below that change header fields only."""
+        if not self.separator:
+            return None
+        memo = self._memo
+        if memo is None:
+            memo = BodyMemo(crlf_lines(self.body))
+            object.__setattr__(self, "_memo", memo)
+        return memo
+
+    def _edit(self, **changes) -> RawMessage:
+        """``replace(self, **changes)``, keeping the body memo when the body and the
+        empty line before it stay."""
+        new = replace(self, **changes)
+        if self._memo is not None and new.body is self.body and new.separator == self.separator:
+            object.__setattr__(new, "_memo", self._memo)
+        return new
 
     # -- lookups -----------------------------------------------------------------
 
@@ -233,20 +258,20 @@ class RawMessage:
         return HeaderField(name.encode("ascii") + b": " + value + self.eol, name.lower())
 
     def prepend(self, *fields: HeaderField) -> RawMessage:
-        return replace(self, fields=tuple(fields) + self.fields)
+        return self._edit(fields=tuple(fields) + self.fields)
 
     def append(self, *fields: HeaderField) -> RawMessage:
         """``fields`` at the end of the header (the empty line the header lacked before
         a body is written: after a field relist adds, the body must start clearly)."""
-        return replace(self, fields=_closed(self.fields, self.eol) + tuple(fields),
-                       separator=self.separator or (self.eol if self.body else b""))
+        return self._edit(fields=_closed(self.fields, self.eol) + tuple(fields),
+                          separator=self.separator or (self.eol if self.body else b""))
 
     def remove(self, name: str) -> RawMessage:
         name = name.lower()
-        return replace(self, fields=tuple(f for f in self.fields if f.name != name))
+        return self._edit(fields=tuple(f for f in self.fields if f.name != name))
 
     def remove_where(self, predicate) -> RawMessage:
-        return replace(self, fields=tuple(f for f in self.fields if not predicate(f)))
+        return self._edit(fields=tuple(f for f in self.fields if not predicate(f)))
 
     def replace_field(self, name: str, field: HeaderField) -> RawMessage:
         """Replace the first field called ``name`` in place (append when absent) and
@@ -263,9 +288,8 @@ class RawMessage:
                 continue
             out.append(f)
         if not done:
-            return replace(self, fields=tuple(out)).append(field)
-        return replace(self, fields=tuple(out),
-                       separator=self.separator or (self.eol if self.body else b""))
+            return self._edit(fields=tuple(out)).append(field)
+        return self._edit(fields=tuple(out), separator=self.separator or (self.eol if self.body else b""))
 
     def with_body(self, body: bytes) -> RawMessage:
         sep = self.separator or self.eol

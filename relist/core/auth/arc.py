@@ -24,7 +24,7 @@ import dkim as dkimpy
 
 from relist.core.auth.dkim import ALGORITHMS, body_hash
 from relist.core.auth.results import ArcResult, ArcSet, Result, SignatureResult
-from relist.core.auth.tags import TagError, parse_tags, strip_ws, valid_domain
+from relist.core.dkim.tags import TagError, b_chars, parse_tags, strip_ws, valid_domain
 from relist.core.facts import Facts, Question, Status
 from relist.core.message import RawMessage
 
@@ -77,7 +77,7 @@ def _describe(kind: str, text: str, instance: int, valid: bool | None, body: byt
         return SignatureResult(kind, Result.FAIL, f"malformed tag list: {exc}", **info)
     info.update(domain=tags.get("d", "").lower()[:255], selector=tags.get("s", "")[:255],
                 algorithm=tags.get("a", "").lower()[:40],
-                b=re.sub(r"[^A-Za-z0-9+/=]", "", tags.get("b", ""))[:1024])
+                b=b_chars(tags.get("b", ""))[:1024])
     notes = []
     if kind == "arc":
         info["canonicalization"] = tags.get("c", "relaxed/relaxed").lower()

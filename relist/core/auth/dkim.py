@@ -1,22 +1,20 @@
 """Verify one DKIM-Signature (RFC 6376, RFC 8301, RFC 8463) and say precisely why.
 
-relist classifies; dkimpy canonicalizes and does the crypto.  The order:
+relist classifies, canonicalizes (relist.core.dkim) and checks with OpenSSL.  The order:
 
 1. parse the tag list ourselves (§3.2, §3.5): malformed, duplicate or missing
    required tags are ``permerror``; an algorithm, canonicalization or query method
    relist does not implement is ``neutral`` (§3.5, §6.1.1: verifiers ignore them);
 2. times against ``now`` (not the wall clock): x= in the past or t= in the future
    is ``permerror`` (§6.1.1);
-3. the key from the DNS facts: a temporary DNS error is ``temperror`` and dkimpy is
-   never called (§6.1.2 TEMPFAIL); no key, a revoked key (empty p=), an unusable
+3. the key from the DNS facts: a temporary DNS error is ``temperror`` and nothing is
+   hashed (§6.1.2 TEMPFAIL); no key, a revoked key (empty p=), an unusable
    key, or a key whose k=, h=, s= or t=s forbid this signature is ``permerror``;
-4. body hash computed here with dkimpy's canonicalization (so a changed body is
-   told apart from changed header fields), then the header hash with dkimpy's
-   canonicalization and header selection; the RSA check itself is OpenSSL's (through
-   ``cryptography``: dkimpy's pure-Python RSA took ~0.5 ms a signature), Ed25519 is
-   dkimpy's (PyNaCl).  For speed, dkimpy's message parse, its b= removal, relaxed
-   canonicalization and header selection are re-done here with the same results
-   (tests/test_verify_fastpaths.py compares each with dkimpy's);
+4. body hash, then the header hash, both over relist.core.dkim.canon (the one parse,
+   selection and canonicalization the signer and the guard use too; dkimpy's results,
+   tests/test_canon*.py), so a changed body is told apart from changed header fields;
+   the public-key check is OpenSSL's (through ``cryptography``), with the key the key
+   record already holds (``KeyRecord.public_key``: no second parse of p=);
 5. RFC 8301: rsa-sha1 (§3.1) and RSA keys under ``min_key_bits`` (§3.2) ``fail``
    even when the crypto holds; the reason says so.
 """
@@ -35,37 +33,27 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError, Relaxed
 
-from relist.core.auth.keys import KeyProblem, KeyRecord, key_name, lookup_key
+from relist.core.auth.keys import KeyProblem, KeyRecord, lookup_key
 from relist.core.auth.results import Result, SignatureResult
-from relist.core.auth.tags import TagError, parse_tags, strip_ws, valid_domain
+from relist.core.dkim import canon
+from relist.core.dkim.canon import BodyMemo, Canon
+from relist.core.dkim.tags import TagError, b_chars, parse_tags, strip_ws, valid_domain
 from relist.core.facts import Facts
 from relist.core.memo import small_lru_cache
-from relist.core.sign.canon import Canon
+from relist.core.message import RawMessage
 
-__all__ = ["CLOCK_SKEW", "Checker", "body_hash", "signature_question", "verify_signature"]
+__all__ = ["CLOCK_SKEW", "Checker", "body_hash", "open_message", "signature_question",
+           "verify_signature"]
 
 CLOCK_SKEW = 300            # seconds of leeway for t= and x= against ``now``
 REQUIRED = ("v", "a", "b", "bh", "d", "h", "s")   # RFC 6376 §3.5
 ALGORITHMS = {"rsa-sha256": ("rsa", "sha256"), "ed25519-sha256": ("ed25519", "sha256"),
               "rsa-sha1": ("rsa", "sha1")}
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
-_NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
 _QP = re.compile(r"=([0-9A-Fa-f]{2})")
 _DIGITS_12 = re.compile(r"\d{1,12}")
 _DIGITS_76 = re.compile(r"\d{1,76}")
-# dkimpy's RE_BTAG (``[;\s]b FWS =`` then ``(FWS b64-char)*`` then an optional final
-# line ending, replaced by its first group), rewritten: each FWS is ``\s*`` (FWS
-# matches exactly the runs of white space, and a greedy ``(\s* X)*`` ends at the last
-# X of the longest run of white space and X); the delimiter before ``b`` is a
-# lookbehind (it is kept either way, and no match ends with one but at the end of
-# the value), so the pattern starts with a literal.  Same substitution;
-# dkimpy's nested optional groups cost ~30 µs on a 2048-bit b=.
-_BTAG = re.compile(rb"(b(?<=[;\s]b)\s*=)(?:[\sa-zA-Z0-9+/=]*[a-zA-Z0-9+/=])?(?:\r?\n\Z)?")
-# dkimpy's compress_whitespace (``[\t ]+`` to one SP) changes only runs that are not a
-# single SP: those are the runs of two or more, and a lone HTAB.
-_WSP_RUN = re.compile(rb"[\t ]{2,}|\t")
 _HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 _PREHASHED = {"sha256": Prehashed(hashes.SHA256()), "sha1": Prehashed(hashes.SHA1())}
 
@@ -77,8 +65,9 @@ class Checker:
     facts: Facts
     now: int                   # seconds since the epoch (from ``ctx.now``)
     min_key_bits: int = 1024
-    dkim: object = None        # a dkimpy ``DKIM`` over the message, or None
-    dkim_error: str = ""       # why dkimpy could not read the message
+    dkim: object = None        # ``open_message``: the message's fields and body, or None
+    dkim_error: str = ""       # why the message could not be read
+    memo: BodyMemo | None = None   # the body's hashes, shared (``RawMessage.body_memo``)
 
 
 def _text(raw: bytes) -> str:
@@ -101,57 +90,21 @@ def _qp_decode(value: str) -> str:
     return _QP.sub(lambda m: chr(int(m.group(1), 16)), value)
 
 
-def _compress_wsp(value: bytes) -> bytes:
-    """dkimpy's ``compress_whitespace``: every run of SP/HTAB becomes one SP."""
-    if value.find(b"\t") >= 0 or value.find(b"  ") >= 0:   # (find: faster than ``in``)
-        return _WSP_RUN.sub(b" ", value)
-    return value
+# The names tests/test_verify_fastpaths.py compares with dkimpy (the one implementation
+# is relist.core.dkim.canon's).
+_BTAG = canon._BTAG
+_relaxed_body = canon.relaxed_body
+_relaxed_headers = canon.relaxed_headers
 
 
-# dkimpy's ``Relaxed.canonicalize_body`` (RFC 6376 §3.4.4) without its regexes (~110 µs
-# on a 4 KiB body): the signer's, which tests/test_verify_fastpaths.py compares with
-# dkimpy's on arbitrary bytes.
-_relaxed_body = Canon("simple", "relaxed").body_bytes
-
-
-def _relaxed_headers(headers) -> list[tuple[bytes, bytes]]:
-    """dkimpy's ``Relaxed.canonicalize_headers`` (RFC 6376 §3.4.2): name lower-cased
-    and right-stripped; value unfolded (every ``\r?\n`` removed), SP/HTAB runs made
-    one SP, stripped, CRLF added."""
-    values = [value for _, value in headers]
-    joined = b"\0".join(values)
-    if joined.count(b"\0") == len(values) - 1:
-        # No value holds a NUL: do the unfolding and compressing once over all of
-        # them, NUL-separated (neither pass matches a NUL, so none spans two values).
-        if joined.find(b"\n") >= 0:
-            joined = joined.replace(b"\r\n", b"").replace(b"\n", b"")
-        if joined.find(b"\t") >= 0 or joined.find(b"  ") >= 0:
-            joined = _WSP_RUN.sub(b" ", joined)
-        values = joined.split(b"\0")
-    else:
-        values = [_compress_wsp(v.replace(b"\r\n", b"").replace(b"\n", b"")) for v in values]
-    return [(name.lower().rstrip(), value.strip() + b"\r\n")
-            for (name, _), value in zip(headers, values)]
-
-
-@small_lru_cache(64, 64)
-def _canon_policy(c: str) -> CanonicalizationPolicy:
-    """dkimpy's policy for a c= value (cached; errors raise, uncached)."""
-    return CanonicalizationPolicy.from_c_value(c.encode("ascii"))
-
-
-def body_hash(body: bytes, canonicalization: str, hash_name: str, length: int | None
-              ) -> tuple[bytes, int]:
-    """bh= for ``body`` (RFC 6376 §3.7) and the canonical body's length."""
-    policy = _canon_policy(canonicalization)
-    if policy.body_algorithm is Relaxed:
-        canon = _relaxed_body(body)
-    else:
-        canon = policy.canonicalize_body(body)
-    total = len(canon)
-    if length is not None:
-        canon = canon[:length]
-    return _HASHERS[hash_name](canon).digest(), total
+def body_hash(body: bytes, canonicalization: str, hash_name: str, length: int | None,
+              memo: BodyMemo | None = None) -> tuple[bytes, int]:
+    """bh= for ``body`` (RFC 6376 §3.7) and the canonical body's length; ``memo``: the
+    body's ``BodyMemo`` (its ``body`` is then the one hashed)."""
+    c_body = canonicalization.partition("/")[2] or "simple"
+    if c_body not in ("simple", "relaxed"):
+        raise ValueError(f"c={canonicalization}")
+    return (memo or BodyMemo(body)).digest(c_body, hash_name, length)
 
 
 @small_lru_cache(256, 64)
@@ -184,7 +137,7 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
         fields = {**partial, **more}
         if "b" not in fields and tags is not None:
             # Before b= is checked (and kept whole): its base64 characters, bounded.
-            fields["b"] = _NOT_B64.sub("", tags.get("b", ""))[:1024]
+            fields["b"] = b_chars(tags.get("b", ""))[:1024]
         return SignatureResult(kind=kind, result=result, reason=reason, index=index, **fields)
 
     partial: dict = {}
@@ -262,7 +215,7 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
     # -- the key (RFC 6376 §6.1.2) ------------------------------------------------
     key = lookup_key(checker.facts, selector, domain)
     if isinstance(key, KeyProblem):
-        return done(key.result, key.reason)     # temperror: dkimpy is never called
+        return done(key.result, key.reason)     # temperror: nothing is hashed
     partial["key_bits"], partial["key_testing"] = key.bits, key.testing
     if key.k != key_type:
         return done(Result.PERMERROR, f"key type k={key.k} does not match a={algorithm}")
@@ -307,89 +260,68 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
 def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization: str,
             hash_name: str, length: int | None, key: KeyRecord, headers: tuple[str, ...],
             partial: dict, b: str, bh: str) -> tuple[bool | None, bool | None, str]:
-    """(body_hash_ok, header_hash_ok, error) using dkimpy's canonicalization and crypto;
-    ``b`` and ``bh`` are the tags' values without white space, checked as base64."""
-    signer = checker.dkim
-    bh_expected = base64.b64decode(bh)
-    digest, total = body_hash(signer.body, canonicalization, hash_name, length)
+    """(body_hash_ok, header_hash_ok, error); ``b`` and ``bh`` are the tags' values
+    without white space, checked as base64."""
+    opened = checker.dkim
+    memo = checker.memo if checker.memo is not None and checker.memo.body is opened.body else None
+    digest, total = body_hash(opened.body, canonicalization, hash_name, length, memo)
     partial["body_total"] = total
-    body_ok = digest == bh_expected
+    body_ok = digest == base64.b64decode(bh)
     partial["body_hash_ok"] = body_ok
-    sig_fields = [(x, y) for x, y in signer.headers if x.lower() == b"dkim-signature"]
+    sig_fields = [(x, y) for x, y in opened.headers if x.lower() == b"dkim-signature"]
     if index >= len(sig_fields):
-        return body_ok, None, "signature field not found by dkimpy"
-    name = key_name(partial["selector"], partial["domain"])
-    try:
-        pk, keysize, ktag = _evaluate_pk(name, key.k, key.p)
-    except (dkimpy.DKIMException, binascii.Error, ValueError, TypeError) as exc:
-        return body_ok, None, f"key unusable by the verifier: {_safe(str(exc))}"
-    signer.pk, signer.keysize, signer.ktag, signer.seqtlsrpt = pk, keysize, ktag, False
-    signer.minkey = 0   # the size rule is applied by the caller, with its own reason
-    sig = {b"a": tags["a"].lower().encode("ascii"),
-           b"b": b.encode("ascii"),
-           b"c": canonicalization.encode("ascii")}   # no bh=: the body was checked above
+        return body_ok, None, "signature field not found in the parsed message"
+    sig = {b"b": b.encode("ascii"), b"c": canonicalization.encode("ascii")}
     include = [h.encode("utf-8", "surrogateescape") for h in headers]
     try:
         if key.k == "rsa":
-            header_ok = _rsa_header_ok(signer, sig, include, sig_fields[index], hash_name)
+            header_ok = _rsa_header_ok(opened, sig, include, sig_fields[index], hash_name, key.public_key)
         else:
-            header_ok = bool(signer.verify_sig_process(sig, include, sig_fields[index], None))
-    except (dkimpy.DKIMException, binascii.Error, ValueError, TypeError,
-            InvalidCanonicalizationPolicyError):
+            data = _signed_input(opened.headers, sig, include, sig_fields[index])
+            key.public_key.verify(base64.b64decode(b), _HASHERS[hash_name](data).digest())
+            header_ok = True
+    except (InvalidSignature, binascii.Error, ValueError, TypeError):
         header_ok = False   # e.g. a b= of the wrong length for the key: it does not verify
     partial["header_hash_ok"] = header_ok
     return body_ok, header_ok, ""
 
 
+def _signed_input(headers, sig: dict, include: list[bytes], sig_field) -> bytes:
+    """What the header hash covers (dkimpy's ``hash_headers``): the fields h= selects,
+    From once more than h= names it (dkimpy's rule, its bug#644046), canonical, then the
+    signature field with b= emptied and no trailing CRLF."""
+    if b"from" in include:
+        include = include + [b"from"]
+    policy = Canon.from_c(sig[b"c"].decode("ascii"))     # c= checked by _canon
+    return policy.signed_input(canon.select(headers, tuple(include)), sig_field)
+
+
 @small_lru_cache(1024, 4096)
 def _evaluate_pk(name: str, k: str, p: str) -> tuple:
-    """dkimpy's ``evaluate_pk`` (its ASN.1 parse is pure Python), cached per key: one
-    signer's key serves many posts.  Failures are not cached (they raise)."""
+    """dkimpy's ``evaluate_pk``, cached per key: tests/test_verify_fastpaths.py compares
+    ``_rsa_header_ok`` with dkimpy's own check through it (relist verifies with
+    ``KeyRecord.public_key``)."""
     pk, keysize, ktag, _tlsrpt = dkimpy.evaluate_pk(name, f"k={k}; p={p}".encode("ascii"))
     return pk, keysize, ktag
 
 
 @functools.lru_cache(maxsize=1024)
 def _rsa_public_key(n: int, e: int):
-    """The OpenSSL key for dkimpy's parsed key (cached: one signer, many posts)."""
+    """The OpenSSL key for dkimpy's parsed key (cached; tests only, see _evaluate_pk)."""
     return rsa.RSAPublicNumbers(e, n).public_key()
 
 
-def _rsa_header_ok(signer, sig: dict, include: list[bytes], sig_field, hash_name: str) -> bool:
-    """dkimpy's ``verify_sig_process`` header part (its canonicalization, its header
-    selection, From counted once more per its bug#644046 rule), with the RSASSA-PKCS1-v1_5
-    check done by OpenSSL.  A key OpenSSL will not take falls back to dkimpy's own."""
-    try:
-        public = _rsa_public_key(signer.pk["modulus"], signer.pk["publicExponent"])
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        return bool(signer.verify_sig_process(sig, include, sig_field, None))
-    relaxed = sig[b"c"].partition(b"/")[0] == b"relaxed"   # c= checked by _canon
-    if b"from" in include:
-        include = include + [b"from"]
-    h = _HASHERS[hash_name]()
-    # dkimpy's hash_headers over canonicalize_headers(all fields), canonicalizing only
-    # the fields h= selects: selection is by the canonical name, which relaxed
-    # lowercases and right-strips (RFC 6376 §3.4.2) and simple keeps as it is (dkimpy
-    # then lowercases it to compare).  dkimpy's select_headers takes, for each h= name
-    # in turn, the bottom-most field of that name not taken yet (scanning upwards from
-    # the last one taken); here each name's positions, top first, are popped from the
-    # end.  tests/test_verify_fastpaths.py compares this with verify_sig_process.
-    positions: dict[bytes, list[int]] = {}
-    for i, (x, _) in enumerate(signer.headers):
-        positions.setdefault(x.lower().rstrip() if relaxed else x.lower(), []).append(i)
-    chosen = []
-    for name in include:
-        found = positions.get(name)
-        if found:
-            chosen.append(signer.headers[found.pop()])
-    # The rest of hash_headers: the signature field with b= emptied, no trailing CRLF.
-    own = [(sig_field[0], _BTAG.sub(b"\\1", sig_field[1]))]
-    if relaxed:
-        canonical = _relaxed_headers(chosen + own)
-        selected, own = canonical[:-1], canonical[-1:]
-    else:
-        selected = chosen
-    h.update(b"".join([x + b":" + y for x, y in selected] + [x + b":" + y.rstrip() for x, y in own]))
+def _rsa_header_ok(opened, sig: dict, include: list[bytes], sig_field, hash_name: str,
+                   public=None) -> bool:
+    """dkimpy's ``verify_sig_process`` header part (``_signed_input``), with the
+    RSASSA-PKCS1-v1_5 check done by OpenSSL with ``public`` (None: ``opened.pk``, a
+    dkimpy key, as the tests give it)."""
+    if public is None:
+        try:
+            public = _rsa_public_key(opened.pk["modulus"], opened.pk["publicExponent"])
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            return bool(opened.verify_sig_process(sig, include, sig_field, None))
+    h = _HASHERS[hash_name](_signed_input(opened.headers, sig, include, sig_field))
     # b= is the tag's value without white space, checked as base64 (verify_signature).
     signature = base64.b64decode(sig[b"b"])
     size = (public.key_size + 7) // 8
@@ -404,91 +336,59 @@ def _rsa_header_ok(signer, sig: dict, include: list[bytes], sig_field, hash_name
         return False
 
 
-_FIELD_START = re.compile(rb"([\x21-\x7e]+?):")    # dkimpy's, precompiled
-# One header field as dkimpy reads it: its name rule, then the rest of the line and
-# every continuation line (one starting with SP or HTAB), line endings included.
-_FIELD = re.compile(rb"([\x21-\x7e]+?):([^\n]*\n(?:[ \t][^\n]*\n)*)")
-
-
 def _rfc822_parse(raw: bytes) -> tuple[list, bytes]:
-    """dkimpy's ``rfc822_parse``: the same (headers, body), the same errors, faster.
-
-    The common case first: a message whose every LF ends a CRLF and whose header
-    block (up to the first CRLFCRLF) is a run of well-formed fields.  There the
-    first empty line is the one after that CRLFCRLF's first CRLF, dkimpy's value of
-    each field is its bytes after the colon (its lines already end in CRLF) and the
-    body is the bytes after the empty line.  Anything else (bare LF, a ``From `` line,
-    a line that is no field, a leading continuation or empty line) goes to
-    ``_rfc822_lines``, dkimpy's loop.
-    """
-    end = raw.find(b"\r\n\r\n")
-    if end > 0 and raw[:2] != b"\r\n" and raw.count(b"\n") == raw.count(b"\r\n"):
-        block = raw[:end + 2]
-        headers = []
-        pos = 0
-        for m in _FIELD.finditer(block):
-            if m.start() != pos:
-                break
-            headers.append([m.group(1), m.group(2)])
-            pos = m.end()
-        if pos == len(block):
-            return headers, raw[end + 4:]
-    return _rfc822_lines(raw)
+    """``canon.parse`` in dkimpy's ``rfc822_parse`` shape (fields as lists; a continuation
+    line before the first field an IndexError), for tests/test_verify_fastpaths.py."""
+    try:
+        headers, body = canon.parse(raw)
+    except canon.MessageFormatError as exc:
+        if "continuation" in str(exc):
+            raise IndexError("list index out of range") from None
+        raise
+    return [list(h) for h in headers], body
 
 
-def _rfc822_lines(raw: bytes) -> tuple[list, bytes]:
-    """dkimpy's ``rfc822_parse`` line by line, the same (headers, body), the same errors.
-
-    dkimpy splits the whole message on ``\r?\n``, reads header lines up to the first
-    empty one, and joins the lines after it with CRLF.  Here the lines are found one
-    by one only up to that empty line (each read by dkimpy's rules: a continuation
-    line is appended to the previous field, IndexError when there is none, as
-    dkimpy's; a ``From `` line is skipped; anything else is a MessageFormatError);
-    the body is the rest with every ``\r?\n`` made CRLF, which is what the split
-    and join give.  tests/test_verify_fastpaths.py compares the two.
-    """
-    headers: list = []
-    start, n = 0, len(raw)
-    while start < n:
-        end = raw.find(b"\n", start)
-        if end < 0:
-            line, start = raw[start:], n
-        else:
-            line, start = raw[start:end], end + 1
-            if line[-1:] == b"\r":
-                line = line[:-1]
-        if not line:                                 # the empty line: the body follows
-            rest = raw[start:]
-            if rest.count(b"\n") != rest.count(b"\r\n"):
-                rest = rest.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-            return headers, rest
-        if line[0] in (0x09, 0x20):
-            headers[-1][1] += line + b"\r\n"
-        else:
-            m = _FIELD_START.match(line)
-            if m is not None:
-                headers.append([m.group(1), line[m.end(0):] + b"\r\n"])
-            elif not line.startswith(b"From "):
-                raise dkimpy.MessageFormatError("Unexpected characters in RFC822 header: %s" % line)
-    return headers, b""
+_rfc822_lines = _rfc822_parse
 
 
-def open_message(raw: bytes) -> tuple[object, str]:
-    """A dkimpy ``DKIM`` over ``raw`` (or None and why dkimpy cannot read it).
-
-    The same object ``dkimpy.DKIM(raw, minkey=0)`` builds; the parse is
-    ``_rfc822_parse`` (dkimpy's result, a quarter of its time on a 4 KiB post).
-    """
+def open_message(raw: bytes | RawMessage) -> tuple[object, str]:
+    """The message's fields (as lists) and CRLF body (``.headers``, ``.body``), or None
+    and why it cannot be read.  A ``RawMessage`` is taken as split when that split is
+    the one ``canon.parse`` makes of its bytes (no copy of the message is made)."""
     try:
         if not raw:
-            return dkimpy.DKIM(raw, minkey=0), ""
-        headers, body = _rfc822_parse(raw)
-        signer = dkimpy.DKIM(None, minkey=0)
-        signer.headers, signer.body = headers, body
-        return signer, ""
+            return dkimpy.DKIM(b"", minkey=0), ""
+        split = _split_of(raw) if isinstance(raw, RawMessage) else None
+        if split is None:
+            headers, body = canon.parse(raw.to_bytes() if isinstance(raw, RawMessage) else raw)
+        else:
+            headers, body = split
+        opened = dkimpy.DKIM(None, minkey=0)
+        opened.headers, opened.body = [list(h) for h in headers], body
+        return opened, ""
+    except canon.MessageFormatError as exc:
+        return None, _safe(str(exc))
     except dkimpy.DKIMException as exc:
         return None, _safe(str(exc))
-    except IndexError:
-        # dkimpy's parser appends a continuation line to the previous field; with no
-        # field before it, it fails with an IndexError.  Not a bug of ours to 451 on.
-        return None, "a continuation line comes before the first header field"
+
+
+_NAME_CHARS = bytes(range(0x21, 0x7F)).replace(b":", b"")   # canon's field name characters
+
+
+def _split_of(msg: RawMessage) -> tuple[list, bytes] | None:
+    """``canon.parse(msg.to_bytes())`` from the fields as ``RawMessage`` split them, or
+    None unless that is certainly the same: a CRLF empty line after the header, every
+    CR and LF in the header part of a CRLF, every field's name non-empty and made of
+    the characters ``canon.parse`` accepts (no mbox line, no space before ':')."""
+    if msg.separator != b"\r\n":
+        return None
+    head = b"".join([f.raw for f in msg.fields])
+    crlf = head.count(b"\r\n")
+    if crlf != head.count(b"\r") or crlf != head.count(b"\n"):
+        return None
+    parts = [f.raw.partition(b":") for f in msg.fields]
+    names = [p[0] for p in parts]
+    if b"" in names or b"".join(names).translate(None, _NAME_CHARS):
+        return None
+    memo = msg.body_memo()
+    return [(n, v) for n, _, v in parts], memo.body if memo is not None else canon.crlf_lines(msg.body)

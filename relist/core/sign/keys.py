@@ -25,6 +25,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from relist.core.dkim.tags import TagError, parse_tags
+
 __all__ = [
     "BadKey", "KeyStatus", "RecordCheck", "SigningKey", "check_record", "dns_record",
     "load_private_key", "parse_record", "private_pem", "zone_line",
@@ -142,28 +144,20 @@ def zone_line(selector: str, domain: str, record: str) -> str:
     return f"{selector}._domainkey.{domain.rstrip('.')}. IN TXT ( {strings} )"
 
 
-_TAG = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*=(.*)$", re.S)
+_WS = re.compile(r"\s+")
 
 
 def parse_record(txt: bytes | str) -> dict[str, str]:
-    """Tag=value list of a key record (RFC 6376 §3.2), whitespace removed from values.
+    """Tag=value list of a key record (RFC 6376 §3.2; relist.core.dkim.tags, the
+    verifier's parser), all white space removed from values.
 
     Raises ``BadKey`` when a tag is malformed or repeated (§3.2: "MUST NOT" duplicate).
     """
-    if isinstance(txt, bytes):
-        txt = txt.decode("ascii", "replace")
-    tags: dict[str, str] = {}
-    for part in txt.split(";"):
-        if not part.strip():
-            continue
-        m = _TAG.match(part)
-        if m is None:
-            raise BadKey(f"malformed tag in key record: {part.strip()[:40]!r}")
-        name = m.group(1)
-        if name in tags:
-            raise BadKey(f"tag {name}= appears twice in key record")
-        tags[name] = re.sub(r"\s+", "", m.group(2))
-    return tags
+    try:
+        tags = parse_tags(txt)
+    except TagError as exc:
+        raise BadKey(f"malformed key record: {exc}") from None
+    return {name: _WS.sub("", value) for name, value in tags.items()}
 
 
 class KeyStatus(enum.StrEnum):

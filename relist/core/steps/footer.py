@@ -143,9 +143,9 @@ def _append_text(msg: RawMessage, info: mime.ContentInfo, text: str):
     new_cte = cte
     if cte in _INLINE:
         if new_cs == cs:
-            new_body = body + sep + add          # original bytes kept as they are
+            new_body = b"".join((body, sep, add))      # original bytes kept as they are (one copy)
         else:
-            new_body = content + sep + add
+            new_body = b"".join((content, sep, add))
         if cte == "7bit" and not (add.isascii() and (new_cs == cs or new_body.isascii())):
             new_body, new_cte = mime.qp_encode(new_body, eol), "quoted-printable"
             changes.append("7bit -> quoted-printable")
@@ -154,7 +154,7 @@ def _append_text(msg: RawMessage, info: mime.ContentInfo, text: str):
         # Trailing white space before a hard line break is dropped by decoders
         # (rule 3), so protect it with a soft line break.
         lead = b"=" + eol if body[-1:] in (b" ", b"\t") else b""
-        new_body = body + lead + mime.qp_encode(sep + add, eol)
+        new_body = b"".join((body, lead, mime.qp_encode(sep + add, eol)))
     elif cte == "quoted-printable":
         new_body = mime.qp_encode(content + sep + add, eol)
     else:
@@ -233,7 +233,8 @@ def _add_part(msg: RawMessage, layout: mime.Multipart, boundary: str, text: str)
     if _is_footer_part(body[start:end], text):
         return None, "footer part already present"
     insert = b"--" + boundary.encode("ascii") + eol + footer_part(text, eol) + eol
-    new_body = body[:layout.close] + insert + body[layout.close:]
+    view = memoryview(body)      # the parts around the insert are copied once, into the new body
+    new_body = b"".join((view[:layout.close], insert, view[layout.close:]))
     return msg.with_body(new_body), "footer added as a text/plain part of multipart/mixed"
 
 
@@ -266,12 +267,11 @@ def _wrap(msg: RawMessage, info: mime.ContentInfo, text: str, why: str = ""):
     elif msg.get("mime-version") is None:
         fields.append(msg.make_field("MIME-Version", "1.0"))
     dash = b"--" + boundary.encode("ascii")
-    new_body = (
-        dash + eol + b"".join(f.raw if f.raw.endswith(b"\n") else f.raw + eol for f in inner)
-        + eol + body + eol
-        + dash + eol + footer_part(text, eol) + eol
-        + dash + b"--" + eol
-    )
+    new_body = b"".join((      # one copy of the body (a chain of + would copy it at each step)
+        dash + eol + b"".join(f.raw if f.raw.endswith(b"\n") else f.raw + eol for f in inner) + eol,
+        body,
+        eol + dash + eol + footer_part(text, eol) + eol + dash + b"--" + eol,
+    ))
     out = replace(msg, fields=tuple(fields)).with_body(new_body)
     detail = f"footer: wrapped {info.ctype} in multipart/mixed"
     return out, detail + (f" ({why})" if why else "")
