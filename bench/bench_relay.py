@@ -109,7 +109,8 @@ def signed_post(size: int, poster_key) -> bytes:
             b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n")
     post = head + line * max(1, (size - len(head)) // len(line))
     return dkim.sign(post, b"s1", b"poster.example", private_pem(poster_key),
-                     include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"content-type"]) + post
+                     include_headers=[b"from", b"to", b"subject", b"date", b"message-id",
+                                      b"content-type"]) + post
 
 
 def resign_setup(tmp: Path, size: int) -> tuple[str, dict, str]:
@@ -199,12 +200,14 @@ def main() -> int:
                 print("no transaction recorded!")
             else:
                 for note in json.loads(row[0]):
-                    if note["step"] in ("verify", "footer", "subject-prefix", "sign", "arc-seal", "sign-cache"):
+                    if note["step"] in ("verify", "footer", "subject-prefix", "sign", "arc-seal",
+                                        "sign-cache"):
                         print(f"  last message: {note['step']:<15} {note['action']:<8} {note['detail'][:90]}")
         log_lines = (Path(tmp) / "relist.log").read_text().splitlines()
         # Which worker relayed how many (warm-up included): an uneven split means idle cores.
         share = collections.Counter(m.group(1) for m in map(_RELAYED.search, log_lines) if m)
-        print("  messages per worker process: " + ", ".join(f"{pid}: {n}" for pid, n in sorted(share.items())))
+        print("  messages per worker process: "
+              + ", ".join(f"{pid}: {n}" for pid, n in sorted(share.items())))
         # The final "stopping: {... 'errors': 0}" counters line names no error.
         errors = [line for line in log_lines
                   if ("error" in line.lower() and "stopping:" not in line) or "Traceback" in line]

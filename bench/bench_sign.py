@@ -60,7 +60,8 @@ def message_4k() -> bytes:
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
             b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
     line = b"The quick brown fox jumps over the lazy dog; list traffic body text.\r\n"
-    footer = b"-- \r\nDev mailing list -- dev@lists.example.org\r\nTo unsubscribe send an email to dev-leave@lists.example.org\r\n"
+    footer = (b"-- \r\nDev mailing list -- dev@lists.example.org\r\n"
+              b"To unsubscribe send an email to dev-leave@lists.example.org\r\n")
     body = line * ((4096 - len(head) - len(footer)) // len(line) + 1)
     return head + body[:4096 - len(head) - len(footer) - 2] + b"\r\n" + footer
 

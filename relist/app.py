@@ -16,9 +16,7 @@ import asyncio
 import functools
 import json
 import logging
-import os
 import re
-import sqlite3
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -30,48 +28,20 @@ from relist.core.bounce import wiring as bounces
 from relist.core.facts import Facts
 from relist.core.ingress import IngressCopy, fingerprint
 from relist.core.message import RawMessage
+from relist.core.safety import log_safe
 from relist.core.model import Context, Envelope, Outcome, Record, Reply, Work
 from relist.core.steps import identify
+from relist.edge import metrics
 from relist.edge.smtp_out import Pool
-from relist.edge.store import Store
+from relist.edge.store import Store, StoreError
 
-__all__ = ["Relay", "log_safe", "new_relist_id"]
+__all__ = ["Relay", "log_safe"]
 
 log = logging.getLogger("relist")
 
-_ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
 # A Message-ID field at the start of a line, for a message RawMessage cannot parse.
 _MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*([^\r\n]*)")
 _CRASHED_MAX = 256      # crashed transactions remembered until their finish()
-
-
-def log_safe(text: object) -> str:
-    """``text`` fit for one log line: a backslash, every control or other unprintable
-    character (CR, LF, ESC, NUL, DEL, C1 controls, bidi and other format characters,
-    line separators) and each undecodable byte (a surrogate from surrogateescape) is
-    written as an escape (``\\\\``, ``\\r``, ``\\x1b``, ``\\u2028``); other text,
-    UTF-8 included, is unchanged."""
-    text = str(text)
-    if text.isprintable() and "\\" not in text:
-        return text
-    out = []
-    for ch in text:
-        o = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch.isprintable():
-            out.append(ch)
-        elif ch in "\r\n\t":
-            out.append({"\r": "\\r", "\n": "\\n", "\t": "\\t"}[ch])
-        elif 0xDC80 <= o <= 0xDCFF:           # a raw byte kept by surrogateescape
-            out.append(f"\\x{o - 0xDC00:02x}")
-        elif o < 0x100:
-            out.append(f"\\x{o:02x}")
-        elif o < 0x10000:
-            out.append(f"\\u{o:04x}")
-        else:
-            out.append(f"\\U{o:08x}")
-    return "".join(out)
 
 
 def _failed_in(exc: BaseException) -> str:
@@ -88,16 +58,6 @@ def _failed_in(exc: BaseException) -> str:
             module = name
         tb = tb.tb_next
     return step or module
-
-
-def new_relist_id() -> str:
-    """A short unique id in the manner of a Postfix queue id (12 characters)."""
-    n = int.from_bytes(os.urandom(8), "big")
-    out = []
-    for _ in range(12):
-        n, r = divmod(n, len(_ID_ALPHABET))
-        out.append(_ID_ALPHABET[r])
-    return "".join(out)
 
 
 class Relay:
@@ -130,6 +90,7 @@ class Relay:
         self.store = store
         self.resolver = resolver
         self.counters = {"messages": 0, "relayed": 0, "deferred": 0, "rejected": 0, "errors": 0}
+        self.metrics = metrics.recorder(leg, config.relay)   # None: [metrics] off
         # relist id -> (Message-ID, list, "step: ErrorType") of a run() that raised, for
         # the record and log line finish() writes (the edge only has an empty record).
         self._crashed: dict[str, tuple[str, str | None, str]] = {}
@@ -150,9 +111,9 @@ class Relay:
             return ()
         try:
             rows = await asyncio.to_thread(self.store.ingress_candidates, message_id, time.time())
-        except sqlite3.Error as exc:
-            log.warning("ingress copies for %s not read (%s): verifying what arrived",
-                        log_safe(message_id), exc)
+        except StoreError as exc:   # a store that is down was logged once, by the store
+            (log.debug if exc.outage else log.warning)(
+                "ingress copies for %s not read (%s): verifying what arrived", log_safe(message_id), exc)
             return ()
         return tuple(IngressCopy(rid, copy) for rid, copy in rows)
 
@@ -161,7 +122,12 @@ class Relay:
         """Run the pipeline over ``raw``.  Exceptions are bugs and propagate; what is
         known of the message (Message-ID, list, where it failed) is kept for ``finish``."""
         try:
-            return await self._run(raw, envelope, relist_id, upstream_8bitmime)
+            if self.metrics is None:
+                return await self._run(raw, envelope, relist_id, upstream_8bitmime)
+            begun = time.monotonic()
+            outcome = await self._run(raw, envelope, relist_id, upstream_8bitmime)
+            self.metrics.pipeline_done(relist_id, time.monotonic() - begun)
+            return outcome
         except Exception as exc:
             message_id, list_address = self.known_of(raw, envelope)
             where = _failed_in(exc)
@@ -224,8 +190,11 @@ class Relay:
                 outcome = replace(outcome, record=outcome.record.found(
                     internal_error=f"bounce: {type(exc).__name__}"))
         if self.leg == "ingress" and self.store is not None and outcome.message is not None:
-            # Keep the post as it arrived, for the egress path (relist.core.ingress).
-            self.store.save_ingress(relist_id, now.timestamp(), now.isoformat(),
+            # Keep the post as it arrived, for the egress path (relist.core.ingress) of any
+            # relist sharing the store: committed before the post goes on to Mailman, which
+            # may send it out at once.  A store that is down costs the copy (the egress path
+            # then verifies what arrived), never the post: write_ingress never raises.
+            await asyncio.to_thread(self.store.write_ingress, relist_id, now.timestamp(), now.isoformat(),
                                     self.config.ingress["retention_days"] * 86400,
                                     msg.header_text("message-id") or "", fingerprint(msg), raw)
         return outcome
@@ -236,8 +205,9 @@ class Relay:
             return None
         try:
             row = await asyncio.to_thread(self.store.egress_of, returned.relist_ids, returned.message_id)
-        except sqlite3.Error as exc:
-            log.warning("egress record for bounced %s not read (%s)", log_safe(returned.message_id), exc)
+        except StoreError as exc:   # a store that is down was logged once, by the store
+            (log.debug if exc.outage else log.warning)(
+                "egress record for bounced %s not read (%s)", log_safe(returned.message_id), exc)
             return None
         if row is None:
             return None
@@ -280,6 +250,8 @@ class Relay:
             returned = b.report.returned
             poster = (egress.poster_domain if egress and egress.poster_domain else returned.from_domain)
             for e in b.entries:
+                if self.metrics is not None:
+                    self.metrics.bounce(b.where.list_address, e.cause, act)
                 rows.append((now.isoformat(), b.where.list_address, e.recipient, e.cause, int(e.permanent),
                              e.status, e.diagnostic, e.rule, returned.message_id,
                              egress.relist_id if egress else None, poster, act, e.remote_mta, relist_id))
@@ -323,6 +295,8 @@ class Relay:
             self.counters["rejected"] += 1
         if record is not None and self.store is not None:
             self.store.save(record, upstream, reply, ms)
+        if self.metrics is not None:
+            self.metrics.transaction(relist_id, record, upstream, reply, ms / 1000)
         steps = ",".join(record.steps_applied()) if record else "-"
         # The edge re-issued MAIL upstream with BODY=8BITMIME (relist.edge.smtp_in).
         reissued = record.findings.mail_reissued if record else None

@@ -1,52 +1,38 @@
-"""Run relist: logging, the listening socket, worker processes, clean shutdown.
+"""Run relist: logging, the listening sockets, the event loop, clean shutdown.
 
 With ``[server] workers = N`` (0 = one per CPU) the parent binds the listening socket
-and forks N workers that accept on it, each with its own event loop, upstream pool
-and store writer: the CPU work (parsing, verification, signing) then uses every core.
-
-Mailman keeps a few SMTP connections open for a long time, so which worker accepts
-each one decides how the cores are shared: left to the kernel, all of them can land
-on one worker while the other idles.  The workers publish their open connections in
-a shared array (``Load``), and a worker accepts only while no other worker has fewer
-(ties race).  A busier worker defers at most ``SPREAD_WAIT`` at a time, so a worker
-whose loop is stuck delays a new client by that much at worst; a worker that exits
-is retired from the array by the parent.
+and forks N workers that accept on it (relist.workers: the shared ``Load`` that spreads
+connections, the supervision that replaces a worker that exits), each with its own
+event loop, upstream pool and store writer: the CPU work (parsing, verification,
+signing) then uses every core.
 
 Stopping (SIGTERM or SIGINT): relist stops accepting, lets every transaction in flight
 finish (up to ``[upstream] data_timeout``), answers everything else with 421 and
 exits 0; a second signal (or that timeout) cuts what is left.  With several workers
-the parent forwards the stop and says, in ``Control``, whether to drain or cut: a
-worker that also got the signal itself (systemd's KillMode=control-group, Ctrl-C in
-a terminal) does not take the two for a second signal.  Workers die with the parent
-(``PR_SET_PDEATHSIG``: a SIGKILL of the parent becomes a SIGTERM, so they drain and
-exit).  A worker that exits while relist runs is replaced, after a back-off that
-grows while replacements keep failing; with every worker gone relist exits 1, so a
-supervisor (systemd ``Restart=on-failure``) restarts it.
+the parent forwards the stop and says, in ``Control``, whether to drain or cut.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import gc
 import logging
-import mmap
 import os
-import select
 import signal
 import socket
-import sqlite3
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 
 from relist.app import Relay
 from relist.config import Config, check_signing
+from relist.edge import metrics
 from relist.edge.dns import Resolver
 from relist.edge.keys import load_configured_keys
 from relist.edge.smtp_in import RelayHandler, RelistLMTP, RelistSMTP
-from relist.edge.store import Store, connect
+from relist.edge.store import check as check_store
+from relist.edge.store import open_store, redact
+from relist.workers import EXIT_GRACE, SPREAD_POLL, SPREAD_WAIT, Control, Load, counted, readable, supervise
 
 __all__ = ["Server", "ThreadedServer", "bind", "serve", "setup_logging", "to_journal"]
 
@@ -72,7 +58,8 @@ def setup_logging(level: str = "info", stream=None) -> None:
     handler = logging.StreamHandler(stream)
     # journald stamps each line with the time, "relist" and the main process id itself:
     # then only the (worker's) process id.
-    fmt = "[%(process)d] %(message)s" if to_journal(stream) else "%(asctime)s relist[%(process)d]: %(message)s"
+    fmt = ("[%(process)d] %(message)s" if to_journal(stream)
+           else "%(asctime)s relist[%(process)d]: %(message)s")
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger("relist")
     root.handlers[:] = [handler]
@@ -80,84 +67,6 @@ def setup_logging(level: str = "info", stream=None) -> None:
     root.propagate = False
     # aiosmtpd logs every command at INFO; keep it to warnings.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
-
-
-SPREAD_POLL = 0.002   # s between looks at the other workers' load
-SPREAD_WAIT = 1.0     # s at most a busier worker leaves a new connection to the others
-RETIRED = 1 << 62     # the load of a worker that has exited
-
-RESPAWN_DELAYS = (1, 2, 5, 10, 30, 60)   # s before replacing a worker, by failures in a row
-RESPAWN_STABLE = 60    # s a worker must run for its slot's failure count to start over
-EXIT_GRACE = 15        # s a stopped process may take to exit before it is forced
-CUT_GRACE = 30         # s past data_timeout before the parent kills workers still running
-
-
-class Load:
-    """Open client connections per worker, in memory shared across the fork."""
-
-    def __init__(self, workers: int):
-        self._mem = mmap.mmap(-1, 8 * workers)   # anonymous, MAP_SHARED: seen by every child
-        self.counts = memoryview(self._mem).cast("q")
-        self.slot = 0
-
-    def add(self, delta: int) -> None:
-        self.counts[self.slot] += delta
-
-    def retire(self, slot: int) -> None:
-        """``slot``'s worker has exited: it never counts as the least busy again."""
-        self.counts[slot] = RETIRED
-
-    def busier(self) -> bool:
-        """True while another worker has fewer open connections than this one."""
-        mine = self.counts[self.slot]
-        return any(n < mine for i, n in enumerate(self.counts) if i != self.slot)
-
-
-async def _readable(loop, sock: socket.socket) -> None:
-    """Until ``sock`` has a connection waiting (for this worker or another)."""
-    ready = loop.create_future()
-
-    def wake():
-        if not ready.done():
-            ready.set_result(None)
-    loop.add_reader(sock.fileno(), wake)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(sock.fileno())
-
-
-def _counted(protocol, load: Load):
-    """``protocol`` that keeps ``load`` up to date."""
-    class Counted(protocol):
-        def connection_made(self, transport):
-            load.add(1)
-            super().connection_made(transport)
-
-        def connection_lost(self, error):
-            load.add(-1)
-            super().connection_lost(error)
-    Counted.__name__ = protocol.__name__
-    return Counted
-
-
-class Control:
-    """What the parent asks of its workers, in memory shared across the fork: a worker
-    reads it when a stop signal comes (module doc)."""
-
-    RUN, DRAIN, CUT = 0, 1, 2
-
-    def __init__(self):
-        self._mem = mmap.mmap(-1, 8)
-        self._value = memoryview(self._mem).cast("q")
-
-    @property
-    def intent(self) -> int:
-        return self._value[0]
-
-    @intent.setter
-    def intent(self, value: int) -> None:
-        self._value[0] = value
 
 
 def bind(listen: tuple[str, int]) -> socket.socket:
@@ -196,7 +105,7 @@ class Server:
         """Listen for Mailman (egress) and, with an [ingress] section, for the MTA."""
         cfg = self.config
         keys = load_configured_keys(cfg.relay)   # refuses keys others can read
-        store = Store(cfg.store["path"]) if self.use_store else None
+        store = open_store(cfg.store) if self.use_store else None
         resolver = Resolver.from_config(cfg)
         self.relay = Relay(cfg, store=store, resolver=resolver, keys=keys)
         await self._listen(self.relay, RelistSMTP, "relist ESMTP", sock or bind(cfg.server["listen"]))
@@ -212,7 +121,7 @@ class Server:
         loop = asyncio.get_running_loop()
 
         if self.load is not None:
-            protocol = _counted(protocol, self.load)
+            protocol = counted(protocol, self.load)
 
         def factory():
             return protocol(handler, hostname=cfg.hostname, ident=ident,
@@ -236,7 +145,7 @@ class Server:
         loop = asyncio.get_running_loop()
         last_warning = 0.0
         while True:
-            await _readable(loop, sock)
+            await readable(loop, sock)
             deadline = loop.time() + SPREAD_WAIT
             while self.load.busier() and loop.time() < deadline:
                 await asyncio.sleep(SPREAD_POLL)
@@ -433,12 +342,14 @@ def serve(config: Config) -> int:
     keys = load_configured_keys(config.relay)
     log.info("%d signing key(s) loaded", len(keys))
     # Create and migrate the store once, before the workers exist: they then open a
-    # database that is already in WAL mode and current, and a store that cannot be
+    # database that is already current (SQLite: in WAL mode), and a store that cannot be
     # opened stops relist here with its reason (exit 2) instead of killing each worker.
-    try:
-        connect(config.store["path"]).close()
-    except sqlite3.Error as exc:
-        raise OSError(f"store {config.store['path']}: {exc}") from exc
+    # A PostgreSQL server that cannot be reached costs records, not mail: relist starts
+    # and its writers migrate when it answers (relist.edge.store.check).
+    unreachable = check_store(config.store)
+    if unreachable:
+        log.error("store %s unreachable at start-up (%s): relaying without records until it answers",
+                  config.store["url"] and redact(config.store["url"]), unreachable)
     listen = config.server["listen"]
     sock = bind(listen)
     ingress_sock = bind(config.ingress["listen"]) if config.ingress is not None else None
@@ -448,173 +359,20 @@ def serve(config: Config) -> int:
     if config.ingress is not None:
         (ihost, iport), (proto, dhost, dport) = config.ingress["listen"], config.ingress["deliver_to"]
         log.info("ingress: LMTP on %s:%d, delivering to %s:%s:%d", ihost, iport, proto, dhost, dport)
-    if workers == 1:
-        _run(_run_until_signal(config, sock, ingress_sock))
-        return 0
-    return _supervise(config, [s for s in (sock, ingress_sock) if s is not None], workers)
-
-
-PR_SET_PDEATHSIG = 1
-_WATCHED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel send this worker SIGTERM when the parent exits (Linux's
-    PR_SET_PDEATHSIG), so that a SIGKILL of the parent leaves no orphan serving."""
-    if not sys.platform.startswith("linux"):
-        return
+    # Metrics ([metrics] listen): before the fork, so that every worker counts into the
+    # directory the exposition served from this process reads (relist.edge.metrics).
+    exporter = metrics.start(config.metrics["listen"]) if config.metrics["listen"] else None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    except (OSError, AttributeError) as exc:
-        log.warning("worker %d will not stop with its parent: prctl(PR_SET_PDEATHSIG): %s",
-                    os.getpid(), exc)
-        return
-    if os.getppid() != parent:   # the parent died before prctl: as if it had told us
-        os.kill(os.getpid(), signal.SIGTERM)
+        if workers == 1:
+            _run(_run_until_signal(config, sock, ingress_sock))
+            return 0
+        socks = [s for s in (sock, ingress_sock) if s is not None]
 
-
-def _worker(config: Config, socks: list, load: Load, control: Control, slot: int,
-            parent: int, wake: tuple[int, int], mask) -> None:
-    """The child side of a fork: serve until stopped, then exit (never returns)."""
-    code = 1
-    try:
-        signal.set_wakeup_fd(-1)
-        for fd in wake:
-            os.close(fd)
-        for sig in _WATCHED:   # until the event loop installs its own handlers
-            signal.signal(sig, signal.SIG_DFL)
-        _die_with_parent(parent)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)   # what came meanwhile is delivered now
-        load.slot = slot
-        _run(_run_until_signal(config, socks[0], socks[1] if len(socks) > 1 else None, load, control))
-        code = 0
-    except BaseException:   # a worker that dies says why, and exits non-zero
-        log.exception("worker %d (pid %d) failed", slot, os.getpid())
+        def child(load: Load, control: Control) -> None:   # a worker's life, after the fork
+            _run(_run_until_signal(config, sock, ingress_sock, load, control))
+        return supervise(child, socks, workers, config.upstream["data_timeout"])
     finally:
-        logging.shutdown()
-        os._exit(code)
+        if exporter is not None:
+            exporter.stop()
 
-
-def _exit_text(code: int) -> str:
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"status {code}"
-
-
-def _supervise(config: Config, socks: list, workers: int) -> int:
-    """The parent of ``workers`` worker processes (module doc): fork them, replace one
-    that exits (with back-off), forward a stop.  0 after a requested stop in which every
-    worker exited 0; 1 when every worker is gone, or one failed while stopping."""
-    load, control, parent = Load(workers), Control(), os.getpid()
-    wake = os.pipe()    # signal.set_wakeup_fd: each signal's number, one byte
-    for fd in wake:
-        os.set_blocking(fd, False)
-    for sig in _WATCHED:
-        signal.signal(sig, lambda *_: None)   # the numbers arrive through the pipe
-    signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
-    running: dict[int, tuple[int, float]] = {}    # pid -> (slot, started)
-    failures = [0] * workers                      # per slot: exits in a row
-    due: dict[int, float] = {}                    # slot -> when its replacement starts
-    data_timeout = config.upstream["data_timeout"]
-
-    def spawn(slot: int) -> int:
-        load.counts[slot] = 0
-        # Blocked across the fork: the child sets its own handlers before any arrives.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
-        pid = os.fork()
-        if pid == 0:
-            _worker(config, socks, load, control, slot, parent, wake, mask)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        running[pid] = (slot, time.monotonic())
-        return pid
-
-    def signal_all(sig: int) -> None:
-        for pid in running:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-    stopping = False
-    kill_at: float | None = None
-    status = 0
-    try:
-        for slot in range(workers):
-            spawn(slot)
-        while running or (due and not stopping):
-            now = time.monotonic()
-            wakeups = ([kill_at] if kill_at else []) + ([] if stopping else list(due.values()))
-            select.select([wake[0]], [], [], max(0.0, min(wakeups) - now) if wakeups else None)
-            try:
-                received = os.read(wake[0], 512)
-            except BlockingIOError:
-                received = b""
-            for signum in received:
-                if signum not in (signal.SIGTERM, signal.SIGINT):
-                    continue
-                name = signal.Signals(signum).name
-                if not stopping:
-                    stopping, kill_at = True, time.monotonic() + data_timeout + CUT_GRACE
-                    due.clear()
-                    control.intent = Control.DRAIN
-                    for sock in socks:
-                        sock.close()
-                    log.info("stopping (%s): %d worker(s) finish the transactions in flight (up to %g s); "
-                             "%s again cuts them", name, len(running), data_timeout, name)
-                elif control.intent != Control.CUT:
-                    control.intent = Control.CUT
-                    log.warning("stopping now (%s again): workers cut the transactions in flight", name)
-                signal_all(signal.SIGTERM)
-            while running:
-                try:
-                    pid, st = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    running.clear()
-                    break
-                if pid == 0:
-                    break
-                if pid not in running:
-                    continue
-                slot, started = running.pop(pid)
-                code = os.waitstatus_to_exitcode(st)
-                load.retire(slot)   # never again the least busy: the others stop deferring to it
-                if stopping:
-                    if code != 0:
-                        status = 1
-                        log.warning("worker %d (pid %d) exited with %s while stopping",
-                                    slot, pid, _exit_text(code))
-                    continue
-                lived = time.monotonic() - started
-                failures[slot] = 1 if lived >= RESPAWN_STABLE else failures[slot] + 1
-                if not running:
-                    log.error("worker %d (pid %d) exited with %s after %.0f s; no worker is left: "
-                              "relist exits (status 1)", slot, pid, _exit_text(code), lived)
-                    return 1
-                delay = RESPAWN_DELAYS[min(failures[slot], len(RESPAWN_DELAYS)) - 1]
-                due[slot] = time.monotonic() + delay
-                log.error("worker %d (pid %d) exited with %s after %.0f s; %d worker(s) still serving; "
-                          "replacing it in %d s", slot, pid, _exit_text(code), lived, len(running), delay)
-            if kill_at is not None and running and time.monotonic() >= kill_at:
-                log.error("%d worker(s) still running %g s after the stop: killing them",
-                          len(running), data_timeout + CUT_GRACE)
-                signal_all(signal.SIGKILL)
-                status, kill_at = 1, None
-            if not stopping:
-                for slot, when in sorted(due.items()):
-                    if when <= time.monotonic():
-                        del due[slot]
-                        log.info("worker %d replaced (pid %d)", slot, spawn(slot))
-        log.info("stopped (status %d)", status)
-        return status
-    finally:
-        signal.set_wakeup_fd(-1)
-        for fd in wake:
-            os.close(fd)
-        for sock in socks:
-            sock.close()
 

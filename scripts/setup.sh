@@ -42,7 +42,17 @@ if [ $want_test = 1 ]; then
     # loopback; without its recommended redis-server, which relist's tests do not use).
     apt_install libmail-dkim-perl libcryptx-perl opendkim opendkim-tools postfix
     apt_install --no-install-recommends rspamd
+    # PostgreSQL's server binaries: the store tests start their own server in a temporary
+    # directory on a free loopback port (tests/pgserver.py), never the package's cluster.
+    apt_install postgresql
+    # Headless Chromium renders `relist report --html` in tests/test_report_html.py.
+    apt_install --no-install-recommends chromium
     .venv/bin/python -m pip install -q -e '.[test]'
+    # GNU Mailman 3.3.10 in its own venv (.cache/mailman-venv/), built once, for
+    # tests/test_deploy_e2e.py; that test builds it itself when this could not (and then
+    # fails under CI=true, skips elsewhere).
+    .venv/bin/python -c 'from relist.sandbox.mailman import ensure_venv; print("setup: Mailman in", ensure_venv())' \
+        || echo "setup: could not build the Mailman venv (tests/test_deploy_e2e.py will say why)" >&2
 else
     .venv/bin/python -m pip install -q -e .
 fi

@@ -24,7 +24,7 @@ from relist.edge.keys import generate, write_private_key
 from relist.edge.smtp_out import Connection
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer
-from tests.conftest import client, make_config
+from tests.helpers import client, make_config
 
 LIST = "test@lists.example.org"
 SENDER = "test-bounces@lists.example.org"

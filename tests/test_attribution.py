@@ -10,8 +10,16 @@ import pytest
 from relist.core import pipeline
 from relist.core.ingress import IngressCopy
 from relist.core.model import Action
-from tests.test_modes import (DECORATE, H, POST, note, poster_results, recheck_calls,  # noqa: F401 (fixture)
-                              relay_policy, run, sign)
+from tests.modes_support import (
+    DECORATE,
+    POST,
+    H,
+    note,
+    poster_results,
+    relay_policy,
+    run,
+    sign,
+)
 
 
 def breakage(work) -> dict[str, str]:

@@ -17,7 +17,7 @@ import pytest
 from relist.demo import demo_zone
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer
-from tests.conftest import make_config, split_added
+from tests.helpers import make_config, split_added
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "fixtures" / "mailman" / "cases"
@@ -213,4 +213,5 @@ def test_read_takes_the_member_from_verp_when_the_bounce_names_none():
     assert read(b"Subject: x\r\n\r\n", "plain@lists.example.org", [LIST]) is None
     dmarc = read((BOUNCES / "postfix" / "gmail-dmarc.eml").read_bytes(), "plain-bounces@lists.example.org",
                  [LIST])
-    assert dmarc.authentication and action(dmarc, "owner") == "owner" and action(dmarc, "mailman") == "mailman"
+    assert (dmarc.authentication and action(dmarc, "owner") == "owner"
+            and action(dmarc, "mailman") == "mailman")

@@ -45,3 +45,23 @@ def test_the_check_catches_a_violation(tmp_path):
     sample.write_text("import os\nfrom dns import resolver\nfrom relist.edge.store import Store\n")
     names = [n for _, n in imported_modules(sample) if forbidden(n)]
     assert names == ["os", "dns", "relist.edge.store"]
+
+
+# Imports point one way: the composition root (relist.app, relist.server) joins the
+# core to the edges; the edges and the configuration never import it, nor the CLI or
+# the demo, and the configuration imports no edge.
+PKG = CORE.parent
+LAYERS = {
+    "edge": (PKG / "edge", ("relist.app", "relist.server", "relist.cli", "relist.demo")),
+    "config": (PKG / "config", ("relist.app", "relist.server", "relist.cli", "relist.demo",
+                                "relist.edge", "relist.core.steps")),
+}
+LAYER_FILES = [(layer, p) for layer, (root, _) in LAYERS.items() for p in sorted(root.rglob("*.py"))]
+
+
+@pytest.mark.parametrize("layer,path", LAYER_FILES, ids=[f"{lay}/{p.name}" for lay, p in LAYER_FILES])
+def test_imports_point_one_way(layer, path):
+    banned = LAYERS[layer][1]
+    bad = [f"line {line}: import {name}" for line, name in imported_modules(path)
+           if any(name == b or name.startswith(b + ".") for b in banned)]
+    assert not bad, f"{layer}/{path.name} imports against the grain: {bad}"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from relist.cli import main
-from relist.cli.check import unusable
+from relist.edge.verifier import unusable
 
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
        b"\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89")

@@ -132,12 +132,14 @@ def test_configuration_errors_exit_2(relist, tmp_path, dns_server, mta, capsys):
     out = capsys.readouterr().out
     assert out.startswith("error   configuration: [server] listen = 'localhost'")
     # A key file others can read, a list that cannot sign: both reported, exit 2.
-    conf, path = setup(tmp_path, dns_server, mta.port, extra='[lists."other@lists.example.org"]\nmode = "resign"\n')
+    conf, path = setup(tmp_path, dns_server, mta.port,
+                       extra='[lists."other@lists.example.org"]\nmode = "resign"\n')
     os.chmod(path, 0o644)
     assert relist(["check-config", "-c", conf]) == 2
     errors = "\n".join(lines(capsys.readouterr().out)["error"])
     assert "key file: " in errors and "accessible by group or others" in errors
-    assert "signing: [lists.'other@lists.example.org'] mode = 'resign' but the list has no signing key" in errors
+    assert ("signing: [lists.'other@lists.example.org'] mode = 'resign' but the list has no signing key"
+            in errors)
     assert "dns:" not in errors      # a key file that failed is not tested against DNS
 
 

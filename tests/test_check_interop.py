@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from relist.cli import main
 from relist.sandbox.dnsserver import DNSServer
+from tests.helpers import needs_opendkim
 
 MESSAGE = (b"From: Alice <alice@signer.example>\r\nTo: dev@lists.example.org\r\n"
            b"Subject: interop test\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
@@ -43,8 +44,6 @@ def have_perl_dkim() -> bool:
 
 needs_perl = pytest.mark.skipif(not have_perl_dkim(), reason="Perl Mail::DKIM not installed "
                                 "(apt-get install libmail-dkim-perl; scripts/test.sh does this)")
-needs_opendkim = pytest.mark.skipif(shutil.which("opendkim") is None,
-                                    reason="opendkim not installed (apt-get install opendkim)")
 needs_testmsg = pytest.mark.skipif(shutil.which("opendkim-testmsg") is None,
                                    reason="opendkim-testmsg not installed (apt-get install opendkim-tools)")
 
@@ -161,7 +160,8 @@ def test_independent_signatures_pass(keys, sign, algorithm, tmp_path, capsys):
 @pytest.mark.parametrize("sign,algorithm", SIGNERS)
 @pytest.mark.parametrize("tamper,word", [(tamper_body, "body hash"), (tamper_header, "header")],
                          ids=["body", "header"])
-def test_tampered_signatures_fail_with_the_right_reason(keys, sign, algorithm, tamper, word, tmp_path, capsys):
+def test_tampered_signatures_fail_with_the_right_reason(keys, sign, algorithm, tamper, word, tmp_path,
+                                                        capsys):
     keys_dir, server = keys
     code, report = check(tmp_path, server, tamper(sign(keys_dir)), capsys)
     [sig] = report["signatures"]

@@ -9,7 +9,7 @@ import pytest
 
 from relist.cli import main
 from relist.config import INGRESS_SCHEMA, LIST_SCHEMA, SCHEMA, ConfigError, load, parse
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CONF = ROOT / "conf" / "relist.toml"
 
@@ -127,7 +127,7 @@ def test_cli_reports_config_errors_with_exit_2(tmp_path, capsys):
 def test_remove_headers_refuses_fields_relist_must_keep_or_writes(name, why):
     with pytest.raises(ConfigError) as err:
         parse({"lists": {"dev@lists.example.org": {"remove_headers": ["X-Originating-IP", name]}}})
-    assert f"remove_headers = " in str(err.value) and repr(name) in str(err.value) and why in str(err.value)
+    assert "remove_headers = " in str(err.value) and repr(name) in str(err.value) and why in str(err.value)
 
 
 def test_remove_headers_accepts_other_fields():
@@ -145,7 +145,7 @@ def _added_by_default_config(raw: bytes, mail_from: str, hostname: str, zone_ext
     from relist.core.model import Context, Envelope
     from relist.core.policy import ListPolicy, RelayPolicy
     from tests import test_golden as golden
-    from tests.test_modes import facts_for
+    from tests.modes_support import facts_for
     keys = dict(selector=golden.RSA_SELECTOR, private_key=f"golden-keys/{golden.RSA_FILE}",
                 ed25519_selector=golden.ED_SELECTOR, ed25519_private_key=f"golden-keys/{golden.ED_FILE}")
     lists = tuple(ListPolicy(address=a, configured=True, **keys)

@@ -26,7 +26,8 @@ dkim = pytest.importorskip("dkim")
 
 from relist.core.sign import load_private_key, seal_arc  # noqa: E402
 
-SUITE = Path(__file__).resolve().parent.parent.parent / "shared" / "conformance" / "arc_test_suite" / "arc-draft-sign-tests.yml"
+SUITE = (Path(__file__).resolve().parent.parent.parent / "shared" / "conformance" / "arc_test_suite"
+         / "arc-draft-sign-tests.yml")
 
 
 def _load():
@@ -40,7 +41,8 @@ def _load():
 
 
 CASES = _load()
-pytestmark = pytest.mark.skipif(not CASES, reason=f"ARC signing suite not found at {SUITE} (../shared absent)")
+pytestmark = pytest.mark.skipif(not CASES,
+                                reason=f"ARC signing suite not found at {SUITE} (../shared absent)")
 
 
 def split_results(text: str) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 
 from relist.sandbox.deliverability import goals, run_matrix, table
 from relist.sandbox.rspamd import Rspamd
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 pytestmark = [
     pytest.mark.skipif(not Rspamd.available(), reason="rspamd is not installed (scripts/setup.sh --test)"),
@@ -46,7 +46,8 @@ def test_the_receiver_can_say_no(runs):
     # Negative control: what Mailman sent alone is rejected for most posts, so a 0 above
     # is relist's doing, not a receiver that passes everything.
     base = by(runs, "mailman", "reject")
-    assert base.count("direct", "reject") >= 50 and base.count("forwarded", "reject") >= base.count("direct", "reject")
+    assert (base.count("direct", "reject") >= 50
+            and base.count("forwarded", "reject") >= base.count("direct", "reject"))
     assert by(runs, "mailman", "none").count("direct", "softfail") >= 50
 
 

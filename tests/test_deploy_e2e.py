@@ -46,6 +46,7 @@ from relist.sandbox import postfix as pfx
 from relist.sandbox.dnsserver import DNSServer
 from relist.sandbox.mailman import Mailman, MailmanError, ensure_venv, site_cfg
 from relist.sandbox.sink import Sink
+from tests.helpers import perl_has
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "conf" / "deploy"
@@ -127,11 +128,6 @@ for my $file (@files) {
     }
 }
 '''
-
-
-def _perl_has(module: str) -> bool:
-    return shutil.which("perl") is not None and subprocess.run(
-        ["perl", f"-M{module}", "-e", "1"], capture_output=True).returncode == 0
 
 
 def mail_dkim(dns_port: int, files: list[Path]) -> dict[str, dict]:
@@ -349,8 +345,8 @@ def _send(port: int, mail_from: str, rcpts: list[str], data: bytes) -> None:
 @pytest.fixture(scope="module")
 def site():
     _require(pfx.available(), "Postfix (postfix, postconf, postmap) is not installed or this is not root")
-    _require(_perl_has("Mail::DKIM::Signer") and _perl_has("Mail::DKIM::ARC::Verifier")
-             and _perl_has("Net::DNS::Resolver"), "Perl Mail::DKIM not installed (libmail-dkim-perl)")
+    _require(perl_has("Mail::DKIM::Signer") and perl_has("Mail::DKIM::ARC::Verifier")
+             and perl_has("Net::DNS::Resolver"), "Perl Mail::DKIM not installed (libmail-dkim-perl)")
     _require(shutil.which("opendkim") is not None, "opendkim not installed")
     try:
         venv = ensure_venv()

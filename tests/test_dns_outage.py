@@ -13,7 +13,7 @@ import pytest
 from relist.core.facts import Question, Status
 from relist.edge import dns as dns_edge
 from relist.edge.dns import Resolver
-from tests.conftest import client, make_config
+from tests.helpers import client, make_config
 from relist.server import ThreadedServer
 
 SENDER = "test-bounces@lists.example.org"

@@ -23,7 +23,7 @@ from relist.core.ingress import IngressCopy
 from relist.core.message import RawMessage
 from relist.core.model import Action, Work
 from relist.core.steps import dmarc_mitigation
-from tests.test_modes import DECORATE, DNS, POST, context, note, poster_results, relay_policy, run, sign
+from tests.modes_support import DECORATE, DNS, POST, context, note, poster_results, relay_policy, run, sign
 
 LIST = "ant@lists.example.org"
 REJECT, QUARANTINE, NONE = "v=DMARC1; p=reject", "v=DMARC1; p=quarantine", "v=DMARC1; p=none"
@@ -75,7 +75,8 @@ def test_a_signature_mailman_broke_is_mitigated_in_every_mode(mode):
     assert mitigated(work)
     # the broken signature does not travel; nothing of the poster's fails at the recipient
     assert poster_results(work.message.to_bytes(), ctx) == []
-    assert note(work, "strip").detail.startswith("strip = broken: removed 1 DKIM-Signature the final bytes break")
+    assert note(work, "strip").detail.startswith("strip = broken: removed 1 DKIM-Signature "
+                                                 "the final bytes break")
 
 
 def test_preserve_under_p_none_does_not_munge_a_broken_post():
@@ -91,7 +92,8 @@ def test_evidence_mitigates_whatever_the_policy_when_nothing_aligned_survives(po
     signed = sign(POST)
     work, _ = egress(mailman_prefixed(signed), signed, policy, mode="preserve", dmarc_trigger="evidence")
     n = note(work, "dmarc-mitigation")
-    assert n.action == Action.APPLIED and n.detail.startswith("mitigating (dmarc_trigger = evidence)"), n.detail
+    assert (n.action == Action.APPLIED
+            and n.detail.startswith("mitigating (dmarc_trigger = evidence)")), n.detail
     assert mitigated(work)
 
 
@@ -209,7 +211,8 @@ def test_munged_from_is_one_well_formed_field(from_field, shown):
 def test_a_from_too_nested_for_the_parser_is_still_munged():
     # thousands of nested comments make the standard parser recurse too deep
     msg = RawMessage.parse(POST.replace(b"From: Alice Poster <alice@poster.example>",
-                                        b"From: " + b"(" * 1200 + b"x" + b")" * 1200 + b" Alice <alice@poster.example>"))
+                                        b"From: " + b"(" * 1200 + b"x" + b")" * 1200
+                                        + b" Alice <alice@poster.example>"))
     out, detail = dmarc_mitigation.munge(msg, relay_policy().lists[0])
     assert detail.startswith(f"From: {LIST} for alice@poster.example"), detail
     assert [f.raw for f in out.get_all("from")] == [b'From: "alice via ant" <ant@lists.example.org>\r\n']
@@ -276,7 +279,8 @@ def test_a_signature_whose_key_lookup_failed_is_kept():
     # DNS temperror on arrival: undecided, not broken; the receiver may verify it.
     raw = sign(POST)
     work, ctx = run(raw, relay_policy(mode="resign", dmarc_mitigation="none"),
-                    {k: v for k, v in DNS.items() if not k.startswith("s1._domainkey")} | {"_dmarc.poster.example": NONE})
+                    {k: v for k, v in DNS.items() if not k.startswith("s1._domainkey")}
+                    | {"_dmarc.poster.example": NONE})
     assert [str(s.result) for s in work.known.verdict.dkim] != ["pass"]
     # the table's absent key is NXDOMAIN (a definite fail): removed ...
     assert work.message.get_all("dkim-signature") == ()
@@ -299,7 +303,8 @@ def test_sign_failing_for_a_from_in_the_lists_domain_is_refused(monkeypatch):
     def refuse(*args, **kwargs):
         raise sign_step.SignError("not today")
     monkeypatch.setattr(sign_step, "sign_dkim", refuse)
-    notice = POST.replace(b"From: Alice Poster <alice@poster.example>", b"From: ant-request@lists.example.org")
+    notice = POST.replace(b"From: Alice Poster <alice@poster.example>",
+                          b"From: ant-request@lists.example.org")
     lp = relay_policy(mode="resign", selector="s", private_key="/k/rsa.key")
     ctx = replace(context(notice, lp, dns(REJECT)), keys={"/k/rsa.key": object()})
     out = pipeline.process(notice, ctx)

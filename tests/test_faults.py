@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from relist.sandbox.sink import Sink
-from tests.conftest import client, wait_for
+from tests.helpers import client, wait_for
 
 SENDER = "test-bounces@lists.example.org"
 RCPTS = ["a@example.com", "b@example.com"]

@@ -53,7 +53,7 @@ from relist.core.model import Action, Context, Envelope, Outcome
 from relist.core.policy import ListPolicy, RelayPolicy
 from relist.core.sign import dns_record, load_private_key
 from relist.demo import load_corpus
-from tests.test_modes import facts_for
+from tests.modes_support import facts_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "fixtures" / "mailman"

@@ -14,7 +14,7 @@ import pytest
 from relist.core import guard
 from relist.core.auth.verdict import verify_message
 from relist.core.message import HeaderField, RawMessage
-from tests.test_modes import POST, context, relay_policy, sign
+from tests.modes_support import POST, context, relay_policy, sign
 
 H = ("from", "to", "subject", "date", "message-id")
 
@@ -46,7 +46,8 @@ CHANGES = [
 ]
 
 
-@pytest.mark.parametrize("canon", [(b"relaxed", b"relaxed"), (b"simple", b"simple")], ids=["relaxed", "simple"])
+@pytest.mark.parametrize("canon", [(b"relaxed", b"relaxed"), (b"simple", b"simple")],
+                         ids=["relaxed", "simple"])
 @pytest.mark.parametrize("label, change", [c[:2] for c in CHANGES], ids=[c[0] for c in CHANGES])
 def test_cheap_check_agrees_with_full_verification(canon, label, change):
     headers = H + ("cc",) if label == "cc-added-oversigned" else H

@@ -35,9 +35,10 @@ from relist.core.policy import ListPolicy, RelayPolicy
 from relist.core.sign import dns_record
 from relist.sandbox.dnsserver import DNSServer
 from tests.test_golden import ED_FILE, RSA_FILE, list_keys
-from tests.test_interop_sign import PERL, needs_mail_dkim
-from tests.test_modes import DNS as POSTER_DNS
-from tests.test_modes import facts_for
+from tests.helpers import needs_mail_dkim
+from tests.helpers import PERL
+from tests.modes_support import DNS as POSTER_DNS
+from tests.modes_support import facts_for
 
 HOSTILE = Path(__file__).resolve().parent / "data" / "hostile"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)   # dkimpy signs with the clock

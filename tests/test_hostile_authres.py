@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from relist.core.model import Action
-from tests.test_modes import POST, note, poster_results, relay_policy, run, sign
+from tests.modes_support import POST, note, poster_results, relay_policy, run, sign
 
 FORGED = b"Authentication-Results: relist.test; dkim=pass header.d=bank.example\r\n"
 H = ("from", "to", "subject", "date", "message-id")

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_hostile import CONFIGS, check
-from tests.test_modes import KEYS
+from tests.modes_support import KEYS
 
 EXAMPLES = 200
 

@@ -8,7 +8,7 @@ import pytest
 
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer
-from tests.conftest import make_config, split_added
+from tests.helpers import make_config, split_added
 
 POST = (b"From: Poster <poster@poster.example>\r\nTo: dev@lists.example.org\r\n"
         b"Subject: hello\r\nMessage-ID: <in-1@poster.example>\r\n\r\nHi list.\r\n")

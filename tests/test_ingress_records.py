@@ -18,7 +18,7 @@ from relist.core.model import Context, Envelope
 from relist.edge.store import Store
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer
-from tests.conftest import make_config
+from tests.helpers import make_config
 
 LIST = "dev@lists.example.org"
 POST = (b"From: Poster <poster@poster.example>\r\nTo: dev@lists.example.org\r\n"

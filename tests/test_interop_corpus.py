@@ -44,9 +44,9 @@ from relist.edge.keys import generate, write_private_key
 from relist.sandbox.dnsserver import DNSServer
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer
-from tests.conftest import FIXTURES, make_config
-from tests.test_check_interop import needs_opendkim
-from tests.test_interop_sign import needs_ed25519, needs_mail_dkim
+from tests.helpers import FIXTURES, make_config
+from tests.helpers import needs_opendkim
+from tests.helpers import needs_ed25519, needs_mail_dkim
 
 CORPUS = FIXTURES / "mailman"
 DOMAIN = "lists.example.org"
@@ -314,7 +314,8 @@ def run_opendkim(messages: dict[tuple[str, int], bytes], zone: dict, workdir: Pa
     signature; returns (tag, i) -> {(d, s, a): [opendkim's line for it]}."""
     d = workdir / "opendkim"
     d.mkdir()
-    (d / "dns.txt").write_text("".join(f"{name} {''.join(values[0]) if isinstance(values[0], list) else values[0]}\n"
+    (d / "dns.txt").write_text("".join(f"{name} "
+                                       f"{''.join(values[0]) if isinstance(values[0], list) else values[0]}\n"
                                        for name, values in zone.items() if "._domainkey." in name))
     conf = d / "opendkim.conf"
     conf.write_text(f"Mode v\nSyslog no\nTestDNSData file:{d / 'dns.txt'}\n")
@@ -508,7 +509,8 @@ def test_preserve_keeps_every_poster_signature_that_verified_on_arrival(verified
                 continue
             examined += 1
             rsa = sid[2] == "rsa-sha256"
-            perl_in = [s["result"] for s in verified.perl[("in", i)]["dkim"] if (s["d"].lower(), s["s"]) == sid[:2]]
+            perl_in = [s["result"] for s in verified.perl[("in", i)]["dkim"]
+                       if (s["d"].lower(), s["s"]) == sid[:2]]
             if not opendkim_pass(verified.opendkim_line("in", i, sid)):
                 broken_on_arrival += 1
                 if rsa and "pass" in perl_in:
@@ -522,14 +524,15 @@ def test_preserve_keeps_every_poster_signature_that_verified_on_arrival(verified
             if not opendkim_pass(line):
                 failures.add(f"{name} {sid}", f"at the sink OpenDKIM: {line}")
             if rsa:
-                perl_out = [s for s in verified.perl[("preserve", i)]["dkim"] if (s["d"].lower(), s["s"]) == sid[:2]]
+                perl_out = [s for s in verified.perl[("preserve", i)]["dkim"]
+                            if (s["d"].lower(), s["s"]) == sid[:2]]
                 if [s["result"] for s in perl_out] != ["pass"]:
                     failures.add(f"{name} {sid}", f"at the sink Mail::DKIM: {perl_out}")
     # The plain list keeps poster signatures intact for most posts (fixtures/mailman/README.md).
     assert len(arrived) > 0
     assert not failures, failures.report("preserve: poster signatures", examined)
-    print(f"preserve: poster signatures valid on arrival still pass at the sink {len(arrived)}/{len(arrived)} "
-          f"({broken_on_arrival} already broken on arrival)")
+    print(f"preserve: poster signatures valid on arrival still pass at the sink "
+          f"{len(arrived)}/{len(arrived)} ({broken_on_arrival} already broken on arrival)")
 
 
 def field_value(data: bytes, name: str) -> bytes | None:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from relist.core.sign import SigningKey, dns_record, seal_arc, sign_dkim
 from relist.sandbox.dnsserver import DNSServer
+from tests.helpers import PERL, needs_ed25519, needs_mail_dkim, perl_has
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 RSA_KEY = SigningKey("rsa-sha256", rsa.generate_private_key(public_exponent=65537, key_size=2048))
@@ -30,26 +31,11 @@ KEYS = {"rsa": RSA_KEY, "ed": ED_KEY}
 POST = (b"From: Alice <alice@example.net>\r\nTo: dev@lists.example.org\r\n"
         b"Subject: [dev] interop\r\nDate: Sun, 1 Mar 2026 11:58:00 +0000\r\n"
         b"Message-ID: <i1@example.net>\r\nList-Id: <dev.lists.example.org>\r\n"
-        b"List-Unsubscribe: <https://lists.example.org/u>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        b"List-Unsubscribe: <https://lists.example.org/u>\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nHello  there\r\n-- \r\nfooter\r\n")
 
 
-def _perl_has(module: str) -> bool:
-    return shutil.which("perl") is not None and subprocess.run(
-        ["perl", f"-M{module}", "-e", "1"], capture_output=True).returncode == 0
-
-
-PERL = """
-use strict; use Net::DNS::Resolver; use Mail::DKIM::Verifier; use Mail::DKIM::ARC::Verifier;
-my ($mode, $port, $file) = @ARGV;
-Mail::DKIM::DNS::resolver(Net::DNS::Resolver->new(nameservers => ['127.0.0.1'], port => $port,
-    recurse => 1, udp_timeout => 5, tcp_timeout => 5, retry => 1, udppacketsize => 4096));
-my $v = $mode eq 'arc' ? Mail::DKIM::ARC::Verifier->new() : Mail::DKIM::Verifier->new();
-open(my $fh, '<', $file) or die; binmode $fh;
-while (<$fh>) { s/\\r?\\n\\z/\\015\\012/; $v->PRINT($_); }
-$v->CLOSE;
-print $v->result, "\\n", ($v->result_detail // ''), "\\n";
-"""
 
 
 def mail_dkim(mode: str, message: bytes, tmp_path) -> str:
@@ -61,17 +47,6 @@ def mail_dkim(mode: str, message: bytes, tmp_path) -> str:
                              capture_output=True, timeout=60)
     assert out.returncode == 0, out.stderr.decode()
     return out.stdout.decode()
-
-
-needs_mail_dkim = pytest.mark.skipif(not _perl_has("Mail::DKIM::Verifier"),
-                                     reason="Perl Mail::DKIM not installed (Debian libmail-dkim-perl)")
-# Mail::DKIM verifies ed25519-sha256 only from the release that added
-# Mail::DKIM::Algorithm::ed25519_sha256 (which needs Crypt::PK::Ed25519, libcryptx-perl);
-# Debian 12's 1.20230212 has neither the module nor the algorithm.
-needs_ed25519 = pytest.mark.skipif(
-    not (_perl_has("Mail::DKIM::Algorithm::ed25519_sha256") and _perl_has("Crypt::PK::Ed25519")),
-    reason="this Mail::DKIM has no ed25519-sha256 (Mail::DKIM::Algorithm::ed25519_sha256 "
-           "and Crypt::PK::Ed25519 needed; Debian 12 ships Mail::DKIM 1.20230212 without it)")
 
 
 @needs_mail_dkim
@@ -122,7 +97,7 @@ def test_opendkim_verifies_dkim(tmp_path, sel, canon):
 def test_long_domain_and_identity_verify_everywhere(tmp_path, domain, identity):
     field = sign_dkim(POST, domain=domain, selector="rsa", key=RSA_KEY, now=NOW, identity=identity)
     assert (domain.encode() in field) and (identity is None or identity.encode() in field)   # not broken
-    if _perl_has("Mail::DKIM::Verifier"):
+    if perl_has("Mail::DKIM::Verifier"):
         assert mail_dkim("dkim", field + POST, tmp_path).startswith("pass\n")
     if shutil.which("opendkim") is not None:
         out = opendkim(field + POST, tmp_path)

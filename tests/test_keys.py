@@ -47,7 +47,8 @@ def test_rfc8463_public_key():
     assert load_private_key(RFC8463_SEED.encode()).public_b64() == RFC8463_P
 
 
-@pytest.mark.parametrize("data", [b"", b"hello", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+@pytest.mark.parametrize("data", [b"", b"hello",
+                                  b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
                                   base64.b64encode(b"x" * 31)])
 def test_load_private_key_rejects_garbage(data):
     with pytest.raises(BadKey, match="k.pem"):
@@ -73,7 +74,8 @@ def test_dns_record_and_zone_line():
     assert len(strings) == 4 and all(len(s.encode()) <= 255 for s in strings)
     assert "".join(strings) == dns_record(big)
     line = zone_line("s1", "Example.org.", rec)
-    assert line.startswith('s1._domainkey.Example.org. IN TXT ( "v=DKIM1; k=rsa; " "p=') and line.endswith('" )')
+    assert (line.startswith('s1._domainkey.Example.org. IN TXT ( "v=DKIM1; k=rsa; " "p=')
+            and line.endswith('" )'))
 
 
 OTHER = SigningKey("rsa-sha256", rsa.generate_private_key(public_exponent=65537, key_size=2048))

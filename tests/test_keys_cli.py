@@ -38,7 +38,8 @@ def zone_strings(line: str) -> list[str]:
     return [s for s in inner.strip().split('"') if s.strip()]
 
 
-@pytest.mark.parametrize("algorithm,bits,k", [("rsa", 2048, "rsa"), ("rsa", 1024, "rsa"), ("ed25519", 2048, "ed25519")])
+@pytest.mark.parametrize("algorithm,bits,k",
+                         [("rsa", 2048, "rsa"), ("rsa", 1024, "rsa"), ("ed25519", 2048, "ed25519")])
 def test_generate_writes_0600_key_and_prints_record(relist, tmp_path, capsys, algorithm, bits, k):
     old = os.umask(0)   # even with an empty umask the file must be created 0600
     try:

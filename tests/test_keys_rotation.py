@@ -30,7 +30,7 @@ from relist.core.sign import KeyStatus, SigningKey, check_record, dns_record
 from relist.core.steps import verify
 from relist.edge.keys import KeyFileError, generate, load_configured_keys, read_private_key, write_private_key
 from relist.sandbox.dnsserver import DNSServer
-from tests.conftest import client
+from tests.helpers import client
 from tests.test_step_sign import (
     KEYS, NOW, TXT, context, facts_for, note, policy, run, signed_post,
 )
@@ -124,7 +124,8 @@ BAD_SETS = [
 
 
 @pytest.mark.parametrize("values, message", BAD_SETS,
-                         ids=["no-key", "no-until", "no-previous", "no-current", "same-selector", "same-file"])
+                         ids=["no-key", "no-until", "no-previous", "no-current", "same-selector",
+                              "same-file"])
 def test_incoherent_rotation_settings_are_refused(values, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         _list(values)
@@ -136,7 +137,8 @@ def test_defaults_are_checked_and_a_list_cannot_half_clear_them():
     defaults = {**KEYPAIR, "rotation_overlap_until": "2026-12-01"}
     with pytest.raises(ConfigError, match=re.escape("[lists.'dev@lists.example.org'] previous_private_key")):
         _list({"previous_selector": ""}, defaults)
-    cleared = _list({"previous_selector": "", "previous_private_key": "", "rotation_overlap_until": ""}, defaults)
+    cleared = _list({"previous_selector": "", "previous_private_key": "", "rotation_overlap_until": ""},
+                    defaults)
     assert (cleared.previous_selector, cleared.rotation_overlap_until) == ("", None)
 
 
@@ -249,7 +251,8 @@ def _printed_settings(out: str) -> dict:
 def _records(out: str) -> dict[str, str]:
     """Every non-comment line parsed as zone-file text by dnspython: name -> joined TXT
     strings, after checking each string's length."""
-    zone = dns.zone.from_text("$TTL 3600\n" + "\n".join(ln for ln in out.splitlines() if not ln.startswith(";")),
+    zone = dns.zone.from_text("$TTL 3600\n"
+                              + "\n".join(ln for ln in out.splitlines() if not ln.startswith(";")),
                               origin=".", relativize=False, check_origin=False)
     found = {}
     for name, rdataset in zone.iterate_rdatasets("TXT"):
@@ -357,7 +360,8 @@ def test_keys_test_reports_unpublished_new_key_and_the_previous_one(relist, tmp_
         assert {ln[0]: ln[2] for ln in lines} == {"r2._domainkey.lists.example.org": "not published",
                                                  "r1._domainkey.lists.example.org": "ok"}
         detail = {ln[0]: ln[3] for ln in lines}
-        assert detail["r1._domainkey.lists.example.org"].endswith("previous key, signs until 2030-01-01T00:00:00Z")
+        assert (detail["r1._domainkey.lists.example.org"]
+                .endswith("previous key, signs until 2030-01-01T00:00:00Z"))
         assert "previous" not in detail["r2._domainkey.lists.example.org"]
         assert {"r1._domainkey.lists.example.org", "r2._domainkey.lists.example.org"} <= set(server.queries)
         # once the new record is published, both are ok

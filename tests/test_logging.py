@@ -15,11 +15,11 @@ import sqlite3
 
 import pytest
 
-from relist.app import log_safe
+from relist.core.safety import log_safe
 from relist.core.message import RawMessage
 from relist.core.steps import trace
-from tests.conftest import client
-from tests.test_relay import wait_for
+from tests.helpers import client
+from tests.helpers import wait_for
 
 SENDER = "test-bounces@lists.example.org"
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

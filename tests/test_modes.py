@@ -1,137 +1,31 @@
 """Per-list modes (preserve, resign, auto), the preserve guard and the strip step,
-over posts really signed with dkimpy and keys generated here.  Helpers used by
-tests/test_repair.py and tests/test_attribution.py live here too."""
+over posts really signed with dkimpy and keys generated here.  The helpers are
+in tests/modes_support.py."""
 
 from __future__ import annotations
 
-import base64
-import subprocess
-from datetime import datetime, timezone
-
-import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relist.core import guard, pipeline
-from relist.core.auth import verify_message
-from relist.core.facts import Answer, Facts, Question, Status
 from relist.core.message import RawMessage
-from relist.core.model import Action, Context, Envelope, Work
-from relist.core.policy import ListPolicy, RelayPolicy
-from tests.test_interop_sign import PERL, needs_mail_dkim
-from relist.sandbox.dnsserver import DNSServer
-
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
-LIST = "ant@lists.example.org"
-H = ("from", "to", "subject", "date", "message-id")
-TRANSFORMS = ("remove-headers", "subject-prefix", "footer", "list-headers", "sender", "reply-to")
-
-
-def _key() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    der = key.public_key().public_bytes(serialization.Encoding.DER,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
-
-
-KEYS = {"s1": _key(), "s2": _key(), "other": _key()}
-DNS = {
-    "s1._domainkey.poster.example": KEYS["s1"][1],
-    "s2._domainkey.poster.example": KEYS["s2"][1],
-    "s1._domainkey.other.example": KEYS["other"][1],
-    "_dmarc.poster.example": "v=DMARC1; p=reject",
-}
-
-POST = (b"From: Alice Poster <alice@poster.example>\r\n"
-        b"To: ant@lists.example.org\r\n"
-        b"Subject: hello list\r\n"
-        b"Date: Wed, 01 May 2024 10:00:00 +0000\r\n"
-        b"Message-ID: <p1@poster.example>\r\n"
-        b"MIME-Version: 1.0\r\n"
-        b"Content-Type: text/plain; charset=us-ascii\r\n"
-        b"X-Junk: remove me\r\n"
-        b"\r\n"
-        b"Hello list.\r\n")
-
-DECORATE = dict(footer="-- \nant list\n", subject_prefix="[ant] ", reply_to="list",
-                remove_headers=("X-Junk",))
-
-
-def sign(data: bytes, selector: str = "s1", domain: str = "poster.example", headers=H,
-         canon=(b"relaxed", b"relaxed"), length: bool = False, key: str | None = None) -> bytes:
-    """``data`` with a DKIM-Signature by dkimpy prepended."""
-    return dkim.sign(data, selector.encode(), domain.encode(), KEYS[key or selector][0],
-                     canonicalize=canon, include_headers=[h.encode() for h in headers],
-                     length=length) + data
-
-
-def relay_policy(**settings) -> RelayPolicy:
-    lp = ListPolicy(address=LIST, configured=True, **settings)
-    return RelayPolicy(hostname="relist.test", authserv_id="relist.test", lists=(lp,))
-
-
-def facts_for(raw: bytes, pol: RelayPolicy, dns: dict) -> Facts:
-    """What the edge would resolve: ``plan`` until nothing new, from ``dns`` (absent
-    names NXDOMAIN)."""
-    facts = Facts()
-    msg = RawMessage.parse(raw)
-    for _ in range(20):
-        wanted = pipeline.plan(msg, pol, facts)
-        if not wanted:
-            return facts
-        found = {}
-        for q in wanted:
-            value = dns.get(q.qname)
-            found[q] = (Answer(Status.FOUND, (value.encode(),)) if value is not None
-                        else Answer(Status.ABSENT, (), "NXDOMAIN"))
-        facts = facts.merged(Facts(found))
-    raise AssertionError("plan did not settle")
-
-
-def context(raw: bytes, pol: RelayPolicy, dns=DNS, ingress=(), mail_from="ant-bounces@lists.example.org",
-            extra_facts: bytes | None = None) -> Context:
-    facts = facts_for(raw, pol, dns)
-    if extra_facts is not None:       # the ingress copy's names too (the edge asks for both)
-        facts = facts.merged(facts_for(extra_facts, pol, dns))
-    return Context(Envelope(mail_from, ("m@example.com",)), pol, NOW, "r1", facts, ingress=ingress)
-
-
-def run(raw: bytes, pol: RelayPolicy, dns=DNS, steps=pipeline.STEPS, **ctx_args) -> tuple[Work, Context]:
-    ctx = context(raw, pol, dns, **ctx_args)
-    work = Work(RawMessage.parse(raw))
-    for step in steps:
-        work = step.apply(work, ctx)
-    return work, ctx
-
-
-def note(work: Work, step: str):
-    found = [n for n in work.notes if n.step == step]
-    assert len(found) == 1, (step, work.notes)
-    return found[0]
-
-
-def poster_results(out: bytes, ctx: Context):
-    """relist's verifier over ``out``: the results of the poster's signatures."""
-    verdict = verify_message(RawMessage.parse(out), ctx.facts, ctx.now)
-    return [s for s in verdict.dkim if s.domain in ("poster.example", "other.example")]
-
-
-def mail_dkim(message: bytes, tmp_path, dns=DNS) -> str:
-    """Perl Mail::DKIM's verdict on ``message``, DNS from a loopback server."""
-    script, msg = tmp_path / "verify.pl", tmp_path / "msg.eml"
-    script.write_text(PERL)
-    msg.write_bytes(message)
-    with DNSServer(dict(dns)) as server:
-        out = subprocess.run(["perl", str(script), "dkim", str(server.port), str(msg)],
-                             capture_output=True, timeout=60)
-    assert out.returncode == 0, out.stderr.decode()
-    return out.stdout.decode()
-
-
-# -- preserve ----------------------------------------------------------------------------
+from relist.core.model import Action
+from relist.core.policy import RelayPolicy
+from tests.modes_support import (
+    DECORATE,
+    DNS,
+    LIST,
+    POST,
+    TRANSFORMS,
+    H,
+    context,
+    mail_dkim,
+    note,
+    poster_results,
+    relay_policy,
+    run,
+    sign,
+)
+from tests.helpers import needs_mail_dkim
 
 
 def test_preserve_skips_what_would_break_and_applies_what_is_outside_h():
@@ -193,19 +87,6 @@ def test_footer_outside_l_is_applied_and_recorded_as_a_known_risk():
     assert "known risk: poster.example/s1 signs only the first 13 body octets (l=)" in footer.detail
     assert work.message.body.endswith(b"ant list\r\n")
     assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["pass"]
-
-
-@pytest.fixture
-def recheck_calls(monkeypatch):
-    """The signatures (d/s) each call of the guard's re-verification was about."""
-    calls = []
-    real = guard.recheck
-
-    def counting(msg, sigs, ctx, *args):
-        calls.append([guard.label(s) for s in sigs])
-        return real(msg, sigs, ctx, *args)
-    monkeypatch.setattr(guard, "recheck", counting)
-    return calls
 
 
 def test_guard_reverifies_only_changes_a_signature_covers(recheck_calls):
@@ -303,7 +184,8 @@ def test_strip_all_is_an_explicit_choice_in_resign_mode():
     assert work.known.breakage == (("poster.example/s1", "strip"),)
     # preserve keeps what survives whatever strip says
     work, ctx = run(sign(POST), relay_policy(mode="preserve", strip="all"))
-    assert note(work, "strip").detail.startswith("strip = all (applies to resign mode; preserve keeps valid ones)")
+    assert note(work, "strip").detail.startswith("strip = all (applies to resign mode; "
+                                                 "preserve keeps valid ones)")
     assert [s.result for s in poster_results(work.message.to_bytes(), ctx)] == ["pass"]
 
 

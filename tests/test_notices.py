@@ -4,7 +4,6 @@ signed, but the list's decorations apply to posts only, as in Mailman."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 
@@ -12,8 +11,8 @@ from relist.core import pipeline
 from relist.core.model import Context, Envelope
 from relist.core.policy import ListPolicy, RelayPolicy
 from relist.core.steps.identify import notice_role
-from tests.conftest import FIXTURES
-from tests.test_modes import NOW, facts_for
+from tests.helpers import FIXTURES
+from tests.modes_support import NOW, facts_for
 
 NOTICES = sorted((FIXTURES / "mailman" / "notices").glob("*/out-*.eml"))
 POST = FIXTURES / "mailman" / "cases" / "decorated-01-plain-text" / "out-01.eml"

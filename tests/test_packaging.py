@@ -10,7 +10,7 @@ import os
 
 from relist.config import SCHEMA
 from relist.server import setup_logging, to_journal
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 UNIT = ROOT / "conf" / "relist.service"
 

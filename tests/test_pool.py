@@ -14,7 +14,7 @@ import time
 
 from relist.edge.smtp_out import Pool
 from relist.sandbox.sink import Sink
-from tests.conftest import client, wait_for
+from tests.helpers import client, wait_for
 from tests.test_faults import SENDER, Mailman, account, message
 
 RCPTS = ["a@example.com"]

@@ -11,7 +11,7 @@ import pytest
 
 from relist.core import pipeline
 from relist.sandbox.sink import Sink
-from tests.conftest import client, split_added, wait_for
+from tests.helpers import client, split_added, wait_for
 
 MSG = (b"From: Poster <poster@poster.example>\r\n"
        b"To: test@lists.example.org\r\n"
@@ -251,7 +251,8 @@ def test_several_transactions_and_rset_reuse_upstream(relist_server, sink):
         c.rcpt("x@example.com")
         assert c.rset()[0] == 250
         assert c.sendmail(SENDER, ["last@example.com"], MSG) == {}
-    assert [m.rcpt_tos for m in sink.messages] == [[f"m{i}@example.com"] for i in range(5)] + [["last@example.com"]]
+    assert ([m.rcpt_tos for m in sink.messages]
+            == [[f"m{i}@example.com"] for i in range(5)] + [["last@example.com"]])
     assert sink.connections == 1  # one pooled upstream connection served all of them
 
 
@@ -286,7 +287,8 @@ def test_store_failure_does_not_stop_mail(relist_server, sink):
     assert wait_for(lambda: store.failures >= 1)
 
 
-@pytest.mark.parametrize("sender", ["", '"odd local"@example.com', "list-bounces+m=example.com@lists.example.org"],
+@pytest.mark.parametrize("sender",
+                         ["", '"odd local"@example.com', "list-bounces+m=example.com@lists.example.org"],
                          ids=["null-sender", "quoted-local-part", "verp"])
 def test_envelope_sender_forms_relay_unchanged(relist_server, sink, sender):
     with client(relist_server.port) as c:

@@ -12,7 +12,7 @@ import pytest
 from relist.core.sign.keys import dns_record
 from relist.edge.keys import generate, write_private_key
 from relist.sandbox.dnsserver import split_txt
-from tests.conftest import client
+from tests.helpers import client
 
 LIST = "dev@lists.example.org"
 POST = (b"From: Poster <poster@poster.example>\r\nTo: dev@lists.example.org\r\n"

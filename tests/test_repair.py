@@ -14,9 +14,10 @@ from relist.core.facts import Answer, Facts, Question, Status
 from relist.core.ingress import IngressCopy
 from relist.core.model import Action
 from relist.core.policy import ListPolicy, RelayPolicy
-from tests.test_modes import (
-    H, LIST, mail_dkim, needs_mail_dkim, note, poster_results, relay_policy, run, sign,
+from tests.modes_support import (
+    H, mail_dkim, note, poster_results, relay_policy, run, sign,
 )
+from tests.helpers import needs_mail_dkim
 
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "mailman"
 

@@ -23,8 +23,9 @@ from relist.core.model import Action, Context, Envelope, Work
 from relist.core.policy import ListPolicy, RelayPolicy
 from relist.core.steps import identify
 from relist.demo import load_corpus
-from tests.conftest import FIXTURES, client, split_added
-from tests.test_relay import MSG, wait_for
+from tests.helpers import FIXTURES, client, split_added
+from tests.helpers import wait_for
+from tests.test_relay import MSG
 
 NOW = datetime(2024, 5, 2, 12, 0, tzinfo=timezone.utc)
 LIST = "test@lists.example.org"

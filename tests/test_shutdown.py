@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from relist.server import ThreadedServer
-from tests.conftest import make_config, wait_for
+from tests.helpers import make_config, wait_for
 from tests.test_faults import SENDER, message, message_id
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,8 @@ RECORDS = {b"arc._domainkey.lists.example.org.": dns_record(KEY).encode(),
 POST = (b"From: Alice <alice@example.net>\r\nTo: dev@lists.example.org\r\nSubject: hi\r\n"
         b"Date: Sun, 1 Mar 2026 11:58:00 +0000\r\nMessage-ID: <m1@example.net>\r\n"
         b"List-Id: <dev.lists.example.org>\r\n\r\nbody\r\n")
-RESULTS = "arc=none;\n dkim=pass (2048-bit key) header.d=example.net header.s=sel;\n dmarc=pass header.from=example.net"
+RESULTS = ("arc=none;\n dkim=pass (2048-bit key) header.d=example.net header.s=sel;\n"
+           " dmarc=pass header.from=example.net")
 
 
 def dnsfunc(name, timeout=5):

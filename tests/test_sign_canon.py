@@ -57,7 +57,8 @@ def test_random_whitespace_bodies_match():
             Canon("simple", "simple").body_bytes(body), body
 
 
-@pytest.mark.parametrize("message", [b"From: a\r\nnot a header\r\n\r\n", b" continuation first\r\nFrom: a\r\n\r\n"])
+@pytest.mark.parametrize("message", [b"From: a\r\nnot a header\r\n\r\n",
+                                     b" continuation first\r\nFrom: a\r\n\r\n"])
 def test_malformed(message):
     with pytest.raises(MessageFormatError):
         parse(message)

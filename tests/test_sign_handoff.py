@@ -25,6 +25,7 @@ from relist.core.sign import (
 )
 from relist.core.sign.arc import _aar_value
 from relist.core.sign.canon import Canon
+from relist.core.sign.step_support import header_names
 from relist.core.steps import arc_seal, sign
 from tests.test_step_sign import FULL, NOW, UPSTREAM_ARC, context, dnsfunc, policy, signed_post
 
@@ -112,7 +113,7 @@ def test_prepared_from_the_handoff_is_the_prepared_message():
     ctx = context(raw)
     before_work, signed = until_sign(raw, ctx)
     before = prepare(before_work.message)
-    h = oversigned(sign.header_names(ctx.policy.lists[0]), before)
+    h = oversigned(header_names(ctx.policy.lists[0]), before)
     sign_dkim(before, domain="lists.example.org", selector="r1", key=ctx.keys["/k/rsa.key"], now=NOW,
               headers=h)   # fills in the body hash and the covered fields
     canonical: list = []
@@ -126,7 +127,7 @@ def test_prepared_from_the_handoff_is_the_prepared_message():
         (fresh.headers, fresh.body, fresh.index, fresh.unfolded)
     assert handed.body_hash(RELAXED) == fresh.body_hash(RELAXED)
     assert handed._canonical == {0: b"".join(n + b":" + v for n, v in RELAXED.headers(fresh.headers[:1]))}
-    ams_h = oversigned(sign.header_names(ctx.policy.lists[0]), handed) + (b"dkim-signature",)
+    ams_h = oversigned(header_names(ctx.policy.lists[0]), handed) + (b"dkim-signature",)
     for names in (h, ams_h, (b"from", b"dkim-signature", b"subject"), (b"dkim-signature",) * 2):
         for canon in (RELAXED, Canon("simple", "simple")):
             assert signature.covered(handed, names, canon) == signature.covered(fresh, names, canon)

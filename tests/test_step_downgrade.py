@@ -28,7 +28,8 @@ PART_8BIT = b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encodi
 PART_PDF = (b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
             b"Content-Disposition: attachment; filename=a.pdf\r\n\r\nJVBERi0xLjQKJeLjz9MK\r\n")
 PART_ASCII = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nplain ascii part\r\n"
-PART_BIN = b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n\x00\xff\xfe\r\n\x80"
+PART_BIN = (b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            b"\x00\xff\xfe\r\n\x80")
 MIXED = (HEAD + b'Content-Type: multipart/mixed; boundary="' + B + b'"\r\n\r\npreamble\r\n'
          + b"\r\n".join(b"--" + B + b"\r\n" + p for p in (PART_8BIT, PART_PDF, PART_ASCII, PART_BIN))
          + b"\r\n--" + B + b"--\r\nepilogue\r\n")

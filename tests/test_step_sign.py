@@ -340,7 +340,8 @@ def test_cache_respects_expiry_policy_and_input():
     other = replace(ctx, now=NOW + timedelta(seconds=62), policy=policy(subject_prefix="[x] "))
     _, cache = signcache.process_with(cache, raw, other, FULL)
     assert counting.calls == 9                                  # other policy: another key
-    _, cache = signcache.process_with(cache, raw + b"more\r\n", replace(ctx, now=NOW + timedelta(seconds=62)), FULL)
+    _, cache = signcache.process_with(cache, raw + b"more\r\n",
+                                      replace(ctx, now=NOW + timedelta(seconds=62)), FULL)
     assert counting.calls == 12                                 # other bytes
     assert signcache.lookup(cache, raw, replace(ctx, now=NOW + timedelta(seconds=63)), FULL) is not None
 

@@ -11,7 +11,6 @@ import base64
 import email
 import shutil
 import subprocess
-import time
 from datetime import datetime, timezone
 from email import policy as email_policy
 from pathlib import Path

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from relist.core.auth.arc import verify_arc
 from relist.core.facts import Status
 from relist.core.message import RawMessage
-from tests.test_verify_support import MESSAGE, T0, facts, public_record, rsa_key
+from tests.verify_support import MESSAGE, T0, facts, public_record, rsa_key
 
 PEM = rsa_key().private_bytes(serialization.Encoding.PEM,
                               serialization.PrivateFormat.TraditionalOpenSSL,

@@ -1,7 +1,7 @@
 """DKIM verification: every result word and reason, over real signed bytes.
 
 Keys are generated in the test run; signatures are made with dkimpy's own header
-hashing (tests/test_verify_support.py), with fixed t= and x= so that results depend
+hashing (tests/verify_support.py), with fixed t= and x= so that results depend
 on ``NOW`` only, never on the day the tests run."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from relist.core.auth import Result, verify_message
 from relist.core.facts import Status
 from relist.core.message import RawMessage
-from tests.test_verify_support import (
+from tests.verify_support import (
     MESSAGE, NOW, T0, ed_key, facts, public_record, rsa_key, sign, small_rsa_key,
 )
 

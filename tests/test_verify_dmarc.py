@@ -10,7 +10,7 @@ from relist.core.auth.dmarc import walk_targets
 from relist.core.auth.verdict import questions
 from relist.core.facts import Answer, Facts, Status
 from relist.core.message import RawMessage
-from tests.test_verify_support import MESSAGE, NOW, public_record, rsa_key, sign
+from tests.verify_support import MESSAGE, NOW, public_record, rsa_key, sign
 
 
 def resolve(raw: bytes, dns: dict[str, object]) -> tuple[Facts, list[str]]:

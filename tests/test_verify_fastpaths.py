@@ -21,7 +21,7 @@ from relist.core.auth import Result, verify_message
 from relist.core.auth import dkim as auth_dkim
 from relist.core.auth.tags import TagError, parse_tags, strip_ws
 from relist.core.message import RawMessage
-from tests.test_verify_support import MESSAGE, NOW, facts, public_record, rsa_key, sign
+from tests.verify_support import MESSAGE, NOW, facts, public_record, rsa_key, sign
 
 KEY = "sel._domainkey.example.com"
 

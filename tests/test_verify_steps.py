@@ -12,7 +12,7 @@ from relist.core.model import Action, Context, Envelope, Record, Work
 from relist.core.policy import RelayPolicy
 from relist.core.steps import authres, verify
 from relist.edge.store import MIGRATIONS, connect, verdict_rows
-from tests.test_verify_support import MESSAGE, NOW, facts, public_record, rsa_key, sign
+from tests.verify_support import MESSAGE, NOW, facts, public_record, rsa_key, sign
 
 POLICY = RelayPolicy(hostname="relist.test", authserv_id="relist.test")
 DNS = {"sel._domainkey.example.com": public_record(rsa_key()),

@@ -2,7 +2,7 @@
 
 Mailman holds a few SMTP connections open for a long time; if the kernel hands them
 all to one worker, the other core idles.  relist's workers accept by load
-(relist.server.Load): a worker accepts only while no other has fewer connections.
+(relist.workers.Load): a worker accepts only while no other has fewer connections.
 This runs the real ``relist serve`` in worker processes and reads, from its log,
 which worker (process id) relayed the message sent on each connection.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from relist.server import Load
+from relist.workers import Load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,7 +112,7 @@ def _worker_of(log: Path, n: int, timeout: float = 10) -> str:
 
 @pytest.mark.parametrize("connections, gap", [(2, 0.2), (4, 0.05), (4, 1.5)])
 def test_long_lived_connections_are_spread_over_the_workers(two_workers, connections, gap):
-    """``gap`` seconds between connections: longer than relist.server.SPREAD_WAIT, the
+    """``gap`` seconds between connections: longer than relist.workers.SPREAD_WAIT, the
     busier worker is back waiting for the socket when the next one comes."""
     port, log = two_workers
     clients = []

@@ -8,41 +8,14 @@ empty file, binary data, no header field).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from datetime import datetime, timezone
 
 from relist.config import load, parse_hostport
-from relist.core.auth import questions, verify_message
-from relist.core.message import RawMessage
 from relist.edge.dns import Resolver
+from relist.edge.verifier import check_bytes, unusable
 
-__all__ = ["add_parser", "check_bytes", "unusable"]
-
-
-def check_bytes(raw: bytes, resolver: Resolver, *, max_signatures: int = 10, min_key_bits: int = 1024,
-                now: datetime | None = None):
-    msg = RawMessage.parse(raw)
-    facts = asyncio.run(resolver.settle(lambda f: questions(msg, max_signatures, f)))
-    return verify_message(msg, facts, now or datetime.now(timezone.utc),
-                          max_signatures=max_signatures, min_key_bits=min_key_bits)
-
-
-def unusable(raw: bytes) -> str | None:
-    """Why ``raw`` is no message to check (empty, binary, no header field), else None."""
-    if not raw.strip():
-        return "empty: nothing to verify (expected an RFC 5322 message)"
-    msg = RawMessage.parse(raw)
-    header = raw[:len(raw) - len(msg.body) - len(msg.separator)]
-    if not any(f.name for f in msg.fields):
-        if b"\x00" in raw[:8192]:
-            return "binary data (NUL bytes): not an RFC 5322 message"
-        return ("no header field: not an RFC 5322 message (expected header fields, "
-                "a blank line, then the body)")
-    if b"\x00" in header:
-        return "binary data (NUL bytes in the header): not an RFC 5322 message"
-    return None
+__all__ = ["add_parser"]
 
 
 def _explain(verdict, out) -> None:
@@ -82,7 +55,8 @@ def run(args) -> int:
         print(f"relist check: {name}: {problem}", file=sys.stderr)
         return 2
     verdict = check_bytes(raw, Resolver(nameservers, cfg.dns["timeout"]),
-                          max_signatures=cfg.verify["max_signatures"], min_key_bits=cfg.verify["min_key_bits"])
+                          max_signatures=cfg.verify["max_signatures"],
+                          min_key_bits=cfg.verify["min_key_bits"])
     if args.json:
         json.dump(verdict.check_dict(), sys.stdout, indent=2)
         print()

@@ -48,7 +48,8 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("check-config", help="check the configuration, key files, DNS records, MTA and Mailman")
+    p = sub.add_parser("check-config",
+                       help="check the configuration, key files, DNS records, MTA and Mailman")
     p.add_argument("-c", "--config", help="configuration file (default: $RELIST_CONFIG)")
     p.add_argument("--nameserver", type=_hostport, action="append", metavar="HOST:PORT",
                    help="ask this server for the keys' records (repeatable; default: [dns] nameservers)")
@@ -125,7 +126,8 @@ def check(cfg: Config, *, nameservers=(), network: bool = True) -> list[Finding]
     for ck in configured_keys(cfg.relay):
         if ck.path in failed:
             continue
-        name, kind, status, detail, code = test_key(ck, servers, cfg.dns["timeout"], cfg.verify["min_key_bits"])
+        name, kind, status, detail, code = test_key(ck, servers, cfg.dns["timeout"],
+                                                    cfg.verify["min_key_bits"])
         text = f"{name} ({kind}): {status}" + (f"; {detail}" if detail else "")
         out.append(_ok("dns", text) if code == 0 else Finding("error", "dns", text, max(code, 1)))
     up = cfg.upstream

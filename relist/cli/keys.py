@@ -58,7 +58,8 @@ def add_parser(sub) -> None:
                    help="ask this server (repeatable; default: [dns] nameservers, else the system's)")
     t.set_defaults(func=_test)
 
-    r = ks.add_parser("rotate", help="make a new key and selector for a list; print the record and the settings")
+    r = ks.add_parser("rotate",
+                      help="make a new key and selector for a list; print the record and the settings")
     r.add_argument("-c", "--config", help="configuration file (default: $RELIST_CONFIG)")
     r.add_argument("--list", required=True, dest="list_address", metavar="ADDRESS")
     r.add_argument("--selector", help="new selector (default: derived from the date)")
@@ -159,7 +160,8 @@ def _test(args) -> int:
     servers = tuple(args.nameserver or cfg.dns["nameservers"])
     status = 0
     for ck in keys:
-        name, kind, result, detail, code = test_key(ck, servers, cfg.dns["timeout"], cfg.verify["min_key_bits"])
+        name, kind, result, detail, code = test_key(ck, servers, cfg.dns["timeout"],
+                                                    cfg.verify["min_key_bits"])
         print(f"{name}\t{kind}\t{result}\t{detail}")
         status = max(status, code)
     return status
@@ -185,7 +187,7 @@ def _rotate(args) -> int:
     old_sel, old_path = getattr(lp, sel_key), getattr(lp, path_key)
     # selectors that must not be reused: the current one and one still configured as previous
     taken = {s for s in (old_sel, lp.previous_selector if rsa_rotation else "") if s}
-    domain = (lp.signing_domain or lp.domain).lower().rstrip(".")
+    domain = lp.dkim_domain
     now = datetime.now(timezone.utc)
     out = Path(args.out) if args.out else (Path(old_path).parent if old_path else Path("."))
     if args.selector:
@@ -226,7 +228,8 @@ def _rotate(args) -> int:
     if until is not None:
         step = 5
         print(f"; 4. until {until:%Y-%m-%dT%H:%M:%SZ} relist signs with both {selector} and {old_sel}"
-              f" ({overlap} days from now: move the date if you switch later); after it, with {selector} only."
+              f" ({overlap} days from now: move the date if you switch later);"
+              f" after it, with {selector} only."
               " Then remove the previous_selector, previous_private_key and rotation_overlap_until lines")
     if old_sel:
         print(f"; {step}. keep {old_sel}._domainkey.{domain} published for at least 7 days after {old_sel}"

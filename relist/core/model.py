@@ -116,7 +116,8 @@ class Known:
     list_address: str | None = None
     list_source: str = ""          # "list-id", "envelope" or "" when unknown
     list_policy: ListPolicy | None = None
-    notice: str = ""               # Mailman's own notice: the From role ("request", "confirm"...); "" for a post
+    notice: str = ""               # Mailman's own notice: the From role ("request", "confirm"...);
+                                   # "" for a post
     verdict: Any = None            # relist.core.auth results: what verification found
     ingress_copy: Any = None       # egress: the post as the ingress leg saw it (RawMessage)
     mode_chosen: str = ""          # "preserve" | "resign" for this post (step mode); "" before

@@ -9,7 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-__all__ = ["ListPolicy", "RelayPolicy", "list_id_for"]
+__all__ = ["LIST_HEADER_NAMES", "ListPolicy", "RelayPolicy", "list_id_for"]
+
+# The RFC 2369/2919/8058 fields the list-headers step writes (and the configuration
+# refuses in a list's extra headers).
+LIST_HEADER_NAMES = ("List-Id", "List-Help", "List-Unsubscribe", "List-Subscribe", "List-Post",
+                     "List-Owner", "List-Archive", "List-Unsubscribe-Post")
 
 
 def list_id_for(address: str) -> str:
@@ -26,7 +31,8 @@ class ListPolicy:
 
     # -- what the list does to a post (transformations) --------------------------
     mode: str = "resign"                 # "preserve" | "resign" | "auto"
-    strip: str = "broken"                # poster signatures removed: "broken" (by the final bytes) | "all" (resign)
+    strip: str = "broken"                # poster signatures removed: "broken" (by the final bytes) |
+                                         # "all" (resign)
     display_name: str = ""               # list's name for templates; default: local part
     footer: str = ""                     # footer template; empty: no footer
     subject_prefix: str = ""             # e.g. "[{list_name}] "; empty: none
@@ -84,11 +90,16 @@ class ListPolicy:
     def domain(self) -> str:
         return self.address.split("@", 1)[1] if "@" in self.address else ""
 
+    @property
+    def dkim_domain(self) -> str:
+        """d= of the list's own signatures: ``signing_domain``, else the list's domain."""
+        return (self.signing_domain or self.domain).lower().rstrip(".")
+
     def aligned_with(self, domain: str) -> bool:
         """The list's own signature (d= ``signing_domain`` or the list's domain) aligns
         with ``domain``: the same domain or a sub/parent domain of it (relaxed
         alignment, RFC 9989 §4.4.1)."""
-        d = (self.signing_domain or self.domain).lower().rstrip(".")
+        d = self.dkim_domain
         f = domain.lower().rstrip(".")
         return bool(d and f and (f == d or f.endswith("." + d) or d.endswith("." + f)))
 

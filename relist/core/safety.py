@@ -117,3 +117,32 @@ def ask_steps(steps, msg, policy, facts) -> set:
         except Exception:   # noqa: BLE001 - a bug on these bytes: see the docstring
             continue
     return wanted
+
+
+def log_safe(text: object) -> str:
+    """``text`` fit for one log line: a backslash, every control or other unprintable
+    character (CR, LF, ESC, NUL, DEL, C1 controls, bidi and other format characters,
+    line separators) and each undecodable byte (a surrogate from surrogateescape) is
+    written as an escape (``\\\\``, ``\\r``, ``\\x1b``, ``\\u2028``); other text,
+    UTF-8 included, is unchanged."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch in "\r\n\t":
+            out.append({"\r": "\\r", "\n": "\\n", "\t": "\\t"}[ch])
+        elif 0xDC80 <= o <= 0xDCFF:           # a raw byte kept by surrogateescape
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif o < 0x100:
+            out.append(f"\\x{o:02x}")
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(f"\\U{o:08x}")
+    return "".join(out)

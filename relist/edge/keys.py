@@ -49,7 +49,8 @@ def generate(algorithm: str = "rsa", bits: int = 2048) -> SigningKey:
     """A new private key: ``rsa`` (``bits``, e = 65537) or ``ed25519`` (RFC 8463)."""
     if algorithm == "rsa":
         if bits < MIN_GENERATE_BITS:
-            raise ValueError(f"--bits {bits}: RSA keys must have at least {MIN_GENERATE_BITS} bits (RFC 8301 §3.2)")
+            raise ValueError(f"--bits {bits}: RSA keys must have at least {MIN_GENERATE_BITS} bits "
+                             "(RFC 8301 §3.2)")
         return SigningKey(RSA, rsa.generate_private_key(public_exponent=65537, key_size=bits))
     if algorithm == "ed25519":
         return SigningKey(ED25519, ed25519.Ed25519PrivateKey.generate())
@@ -163,7 +164,7 @@ class ConfiguredKey:
 
 
 def _keys_of(lp: ListPolicy, where: str) -> list[ConfiguredKey]:
-    domain = lp.signing_domain or lp.domain
+    domain = lp.dkim_domain
     out = []
     for sel, path, alg in ((lp.selector, lp.private_key, "rsa"),
                            (lp.ed25519_selector, lp.ed25519_private_key, "ed25519")):

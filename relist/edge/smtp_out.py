@@ -145,7 +145,8 @@ class Connection:
                         return parse_reply(int(line[:3]), lines)
         except asyncio.TimeoutError:
             self.broken = True
-            raise UpstreamError(Reply(451, "4.4.2", f"relist: upstream MTA timed out {what}; try again later")) from None
+            raise UpstreamError(Reply(451, "4.4.2",
+                                      f"relist: upstream MTA timed out {what}; try again later")) from None
         except (ConnectionError, OSError):
             self.broken = True
             raise _lost(what) from None
@@ -165,7 +166,8 @@ class Connection:
                 raise ConnectionResetError("connection closed")
         except asyncio.TimeoutError:
             self.broken = True
-            raise UpstreamError(Reply(451, "4.4.2", f"relist: upstream MTA timed out {what}; try again later")) from None
+            raise UpstreamError(Reply(451, "4.4.2",
+                                      f"relist: upstream MTA timed out {what}; try again later")) from None
         except (ConnectionError, OSError):
             self.broken = True
             raise _lost(what) from None
@@ -189,7 +191,8 @@ class Connection:
         greeting = await self._read_reply("at greeting")
         if greeting.code != 220:
             self.broken = True
-            raise UpstreamError(Reply(451, "4.4.1", f"relist: upstream MTA refused the connection: {greeting}"))
+            raise UpstreamError(Reply(451, "4.4.1",
+                                      f"relist: upstream MTA refused the connection: {greeting}"))
         verb = "LHLO" if self.lmtp else "EHLO"
         reply = await self.command(f"{verb} {self.helo}")
         if reply.code == 250:

@@ -89,7 +89,8 @@ def _zone(root: Path, policy: str) -> dict:
 def _config(workdir: Path, settings: dict, keys: dict, sink_port: int, mailman_port: int, nameserver: str):
     signing = {"selector": RSA_SELECTOR, "private_key": keys["rsa"],
                "ed25519_selector": ED25519_SELECTOR, "ed25519_private_key": keys["ed25519"]}
-    lists = {f"{name}@{LIST_DOMAIN}": {**settings, **signing} for name in ("plain", "decorated", "verp", "dmarc")}
+    lists = {f"{name}@{LIST_DOMAIN}": {**settings, **signing}
+             for name in ("plain", "decorated", "verp", "dmarc")}
     cfg = parse({
         "server": {"hostname": DIRECT[1], "workers": 1},
         "store": {"path": str(workdir / "relist.db")},
@@ -156,7 +157,8 @@ def run_matrix(modes=tuple(MODES), policies=POLICIES, root: Path | None = None) 
                     judged = [rspamd.judge(data, ip=ip, helo=helo, mail_from=mail_from, rcpt=rcpt)
                               for ip, helo in (DIRECT, FORWARDED)]
                     kind = (RawMessage.parse(data).header_text("content-type") or "").split(";")[0].strip()
-                    run.outcomes.append(Outcome(tx.name, _list_of(tx), signed.get(tx.name.split("/", 1)[0], False),
+                    run.outcomes.append(Outcome(tx.name, _list_of(tx),
+                                                signed.get(tx.name.split("/", 1)[0], False),
                                                 *judged, content_type=kind.lower()))
                 runs.append(run)
     return runs
@@ -172,13 +174,15 @@ def table(runs: list[Run]) -> str:
              "|---|---|---|---|---|"]
     for mode in modes:
         cells = []
-        for policy, verdicts in (("reject", ("reject", "quarantine")), ("quarantine", ("reject", "quarantine")),
-                                 ("none", ("pass",))):
+        for policy, verdicts in (("reject", ("reject", "quarantine")),
+                                 ("quarantine", ("reject", "quarantine")), ("none", ("pass",))):
             r = by.get((mode, policy))
             cells.append("-" if r is None else
-                         f"{r.count('direct', *verdicts)} / {r.count('forwarded', *verdicts)} of {len(r.outcomes)}")
+                         f"{r.count('direct', *verdicts)} / {r.count('forwarded', *verdicts)} "
+                         f"of {len(r.outcomes)}")
         r = by.get((mode, "none"))
-        cells.append("-" if r is None else f"{r.count('direct', 'softfail', 'reject', 'quarantine')} of {len(r.outcomes)}")
+        cells.append("-" if r is None else
+                     f"{r.count('direct', 'softfail', 'reject', 'quarantine')} of {len(r.outcomes)}")
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     lines += ["", f"Per list under p=none, direct (DMARC pass / messages; {total} messages in all):", "",
               "| configuration | " + " | ".join(("plain", "decorated", "verp", "dmarc", "notice")) + " |",
@@ -209,7 +213,8 @@ def goals(runs: list[Run]) -> list[str]:
                 if r.policy != "none" and j.rejected:
                     failed.append(f"{r.mode}, p={r.policy}, {how}: {o.name} {j.dmarc}")
                 if r.mode.endswith("evidence") and j.dmarc not in ("pass", "none"):
-                    failed.append(f"{r.mode}, p={r.policy}, {how}: {o.name} DMARC {j.dmarc} (evidence passes all)")
+                    failed.append(f"{r.mode}, p={r.policy}, {how}: {o.name} DMARC {j.dmarc} "
+                                  "(evidence passes all)")
         if r.policy == "none":
             baseline = by.get(("mailman", "none"))
             before = {o.name: o.direct.dmarc for o in baseline.outcomes} if baseline else {}
@@ -217,7 +222,9 @@ def goals(runs: list[Run]) -> list[str]:
                 if o.direct.dmarc == "pass":
                     continue
                 if before.get(o.name) == "pass":
-                    failed.append(f"{r.mode}, p=none: {o.name} passed DMARC from Mailman alone, not through relist")
+                    failed.append(f"{r.mode}, p=none: {o.name} passed DMARC from Mailman alone, "
+                                  "not through relist")
                 if o.list_name == "plain" and o.signed_at_ingress:
-                    failed.append(f"{r.mode}, p=none: {o.name} (undecorated list, signed at ingress) fails DMARC")
+                    failed.append(f"{r.mode}, p=none: {o.name} (undecorated list, signed at ingress) "
+                                  "fails DMARC")
     return failed

@@ -100,7 +100,8 @@ class DNSServer:
         loop = self._thread.loop
 
         async def create():
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), local_addr=(host, port))
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self),
+                                                               local_addr=(host, port))
             return transport
         self._transport = self._thread.call(create())
         return self

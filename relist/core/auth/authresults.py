@@ -95,7 +95,8 @@ def build_value(authserv: str, verdict: Verdict) -> str:
         if s.result != Result.POLICY:
             parts.append(_signature(s))
     if policy_skipped:
-        parts.append(f"dkim=policy{_reason(f'{len(policy_skipped)} more signature(s) not verified: over the limit')}")
+        skipped_reason = f"{len(policy_skipped)} more signature(s) not verified: over the limit"
+        parts.append(f"dkim=policy{_reason(skipped_reason)}")
     if not verdict.dkim:
         parts.append("dkim=none")
     a = verdict.arc

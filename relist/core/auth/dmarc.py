@@ -347,7 +347,7 @@ def _align(s: SignatureResult, author: str, org: str, adkim: str, full: Walk,
         return Alignment(s.domain, s.selector, mode, False, "", "no common parent domain")
     if not full.complete:
         return Alignment(s.domain, s.selector, mode, None, "",
-                         f"From domain's Organizational Domain unknown (DNS)")
+                         "From domain's Organizational Domain unknown (DNS)")
     w = walk(s.domain, facts)
     if not w.complete:
         return Alignment(s.domain, s.selector, mode, None, "",

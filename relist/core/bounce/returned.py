@@ -8,7 +8,7 @@ relist writes into the Received field it prepends (``steps/trace.py``)::
     \tby HOST (relist)
     \twith ESMTP id 0123456789BC; DATE      (LMTP on the ingress leg)
 
-The id is ``app.new_relist_id()``: 12 characters of ``0-9`` and the consonants
+The id is ``relist.edge.smtp_in.new_relist_id()``: 12 characters of ``0-9`` and the consonants
 ``BCDFGHJKLMNPQRSTVWXYZ``.  A post passes relist twice (ingress leg before Mailman,
 egress leg after), so the returned header may hold two such fields; the topmost is
 the latest hop, the egress transaction the bounce is about (``relist_id``), and all

@@ -24,7 +24,8 @@ from relist.core.bounce.classify import classify
 from relist.core.bounce.parse import Report, parse
 from relist.core.bounce.rules import AUTHENTICATION, Cause
 
-__all__ = ["ACTIONS", "Bounce", "Egress", "Entry", "action", "owner_address", "owner_notice", "read", "read_all"]
+__all__ = ["ACTIONS", "Bounce", "Egress", "Entry", "action", "owner_address", "owner_notice", "read",
+           "read_all"]
 
 ACTIONS = ("mailman", "owner")
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")

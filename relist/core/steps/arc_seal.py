@@ -28,7 +28,7 @@ from relist.core.auth import build_value
 from relist.core.auth.tags import valid_domain
 from relist.core.model import Action, Context, Work
 from relist.core.sign import SignError, oversigned, prepare, seal_arc
-from relist.core.steps.sign import as_field, header_names, key_for, signable, signing_domain
+from relist.core.sign.step_support import as_field, header_names, key_for, signable, signing_domain
 
 __all__ = ["NAME", "apply", "results_text"]
 

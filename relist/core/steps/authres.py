@@ -26,6 +26,8 @@ from relist.core.guard import label, oversigning, recheck
 from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Work
 
+__all__ = ["FIELD", "NAME", "apply", "signed_absent"]
+
 NAME = "authres"
 FIELD = "Authentication-Results"
 _LOWER = FIELD.lower()

@@ -41,6 +41,8 @@ from relist.core.errors import DeferMessage, RejectMessage
 from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy, list_id_for
 
+__all__ = ["NAME", "SENDER_FORMS", "apply", "list_id_value", "notice_role", "sender_allowed", "sender_list"]
+
 NAME = "identify"
 
 _ANGLE = re.compile(r"<([^<>]+)>")

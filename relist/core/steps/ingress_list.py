@@ -17,6 +17,8 @@ from dataclasses import replace
 from relist.core.model import Action, Context, Work
 from relist.core.steps.identify import list_id_value
 
+__all__ = ["NAME", "apply"]
+
 NAME = "ingress-list"
 
 

@@ -27,7 +27,7 @@ from relist.core.addresses import unusable
 from relist.core.guard import oversigning
 from relist.core.message import RawMessage
 from relist.core.model import Context, Work
-from relist.core.policy import ListPolicy
+from relist.core.policy import LIST_HEADER_NAMES, ListPolicy
 from relist.core.steps import apply_transform
 
 __all__ = ["NAME", "apply", "fields_for", "transform"]
@@ -35,8 +35,7 @@ __all__ = ["NAME", "apply", "fields_for", "transform"]
 NAME = "list-headers"
 
 # Written in this order (Mailman's rfc_2369 writes them sorted; any order is valid).
-NAMES = ("List-Id", "List-Help", "List-Unsubscribe", "List-Subscribe", "List-Post",
-         "List-Owner", "List-Archive", "List-Unsubscribe-Post")
+NAMES = LIST_HEADER_NAMES
 ONE_CLICK = "List-Unsubscribe=One-Click"
 _HTTPS = re.compile(r"<\s*https://", re.IGNORECASE)
 _LOWER = frozenset(n.lower() for n in NAMES)
@@ -44,8 +43,8 @@ _LOWER = frozenset(n.lower() for n in NAMES)
 
 def apply(work: Work, ctx: Context) -> Work:
     """See `relist.core.steps`."""
-    absent = _signed_absent(work) if work.known.list_policy and work.known.list_policy.list_headers == "keep" \
-        else frozenset()
+    absent = (_signed_absent(work)
+              if work.known.list_policy and work.known.list_policy.list_headers == "keep" else frozenset())
     return apply_transform(NAME, lambda msg, lp: transform(msg, lp, absent), work)
 
 

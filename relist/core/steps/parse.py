@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from relist.core.model import Action, Context, Work
 
+__all__ = ["NAME", "apply"]
+
 NAME = "parse"
 
 

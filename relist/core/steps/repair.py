@@ -37,6 +37,8 @@ from relist.core.guard import arrival_valid, label
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, Work
 
+__all__ = ["NAME", "apply", "meaning"]
+
 NAME = "repair"
 
 _ADDRESS_FIELDS = frozenset({"from", "to", "cc", "bcc", "reply-to", "sender",

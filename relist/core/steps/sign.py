@@ -44,47 +44,18 @@ instead of retrying it for days.
 
 from __future__ import annotations
 
-import functools
 
 from relist.core.auth.tags import valid_domain
-from relist.core.errors import DeferMessage, RejectMessage
-from relist.core.message import HeaderField, RawMessage
+from relist.core.errors import RejectMessage
 from relist.core.model import Action, Context, Work
-from relist.core.policy import ListPolicy
 from relist.core.safety import describe, internal_error, printable
-from relist.core.sign import DEFAULT_SIGN_HEADERS, SignError, oversigned, prepare, sign_dkim
+from relist.core.sign import SignError, oversigned, prepare, sign_dkim
 from relist.core.sign.signature import pass_on
+from relist.core.sign.step_support import as_field, header_names, key_for, signable, signing_domain
 
-__all__ = ["NAME", "apply", "from_rewritten", "header_names", "key_for", "on_error", "signable",
-           "signing_domain"]
+__all__ = ["NAME", "apply", "from_rewritten", "on_error"]
 
 NAME = "sign"
-
-ALWAYS = ("from", "x-original-from")   # From is required (RFC 6376 §5.4); see module doc
-
-
-def signing_domain(lp: ListPolicy) -> str:
-    return (lp.signing_domain or lp.domain).lower().rstrip(".")
-
-
-def header_names(lp: ListPolicy) -> tuple[str, ...]:
-    """The h= names before oversigning: the configured list, plus From and X-Original-From."""
-    return _header_names(tuple(lp.sign_headers))
-
-
-@functools.lru_cache(maxsize=256)
-def _header_names(sign_headers: tuple[str, ...]) -> tuple[str, ...]:
-    names = tuple(n.strip().lower() for n in sign_headers) or DEFAULT_SIGN_HEADERS
-    return names + tuple(n for n in ALWAYS if n not in names)
-
-
-def key_for(ctx: Context, path: str, what: str):
-    """The loaded key for ``path``; DeferMessage when it is not there (see module doc)."""
-    key = (ctx.keys or {}).get(path) if path else None
-    if key is None:
-        raise DeferMessage(f"relist: signing key not loaded ({what}); try again later")
-    return key
-
 
 def from_rewritten(work: Work) -> bool:
     """DMARC mitigation rewrote From (munged or wrapped) into the list's domain."""
@@ -113,19 +84,6 @@ def on_error(work: Work, ctx: Context, exc: Exception) -> Work:
         return work.note(NAME, Action.SKIPPED, f"cannot sign: {what}; relayed without the list's "
                                                "signature (From is the poster's)")
     return internal_error(NAME, work, exc, "relayed without the list's signature (From is the poster's)")
-
-
-def signable(work: Work) -> tuple[RawMessage, str]:
-    """The message to sign (``RawMessage.signable``) and what the note adds about it."""
-    msg, changes = work.message.signable()
-    return msg, ("; signed as every verifier reads it: " + "; ".join(changes))[:600] if changes else ""
-
-
-def as_field(msg: RawMessage, raw: bytes, name: str) -> HeaderField:
-    """A CRLF-built field in the message's own line ending."""
-    if msg.eol != b"\r\n":
-        raw = raw.replace(b"\r\n", msg.eol)
-    return HeaderField(raw, name)
 
 
 def apply(work: Work, ctx: Context) -> Work:

@@ -25,6 +25,8 @@ from relist.core.guard import b_value, track
 from relist.core.message import HeaderField
 from relist.core.model import Action, Context, Work
 
+__all__ = ["NAME", "apply"]
+
 NAME = "strip"
 
 DKIM, DK = "dkim-signature", "domainkey-signature"

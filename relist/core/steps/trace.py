@@ -15,6 +15,8 @@ from email.utils import format_datetime
 
 from relist.core.model import Action, Context, Work
 
+__all__ = ["NAME", "apply", "received_value"]
+
 NAME = "trace"
 
 _SAFE = re.compile(r"[^A-Za-z0-9.\-:\[\]_]")
@@ -28,7 +30,8 @@ def received_value(ctx: Context) -> str:
     helo = _SAFE.sub("", env.client_helo)[:64] or "unknown"
     ip = _SAFE.sub("", env.client_ip) or "unknown"
     protocol = env.protocol if env.protocol in _PROTOCOLS else "ESMTP"
-    parts = [f"from {helo} ([{ip}])", f"by {ctx.policy.hostname} (relist)", f"with {protocol} id {ctx.relist_id}"]
+    parts = [f"from {helo} ([{ip}])", f"by {ctx.policy.hostname} (relist)",
+             f"with {protocol} id {ctx.relist_id}"]
     if len(env.rcpt_tos) == 1 and "\r" not in env.rcpt_tos[0] and "\n" not in env.rcpt_tos[0]:
         parts.append(f"for <{env.rcpt_tos[0]}>")
     return "\r\n\t".join(parts) + "; " + format_datetime(ctx.now)

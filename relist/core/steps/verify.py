@@ -18,6 +18,8 @@ from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Work
 from relist.core.policy import RelayPolicy
 
+__all__ = ["NAME", "apply", "questions"]
+
 NAME = "verify"
 
 
