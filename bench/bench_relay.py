@@ -101,7 +101,7 @@ def signed_post(size: int, poster_key) -> bytes:
     poster.example/s1 (rsa-sha256, by dkimpy), CRLF line endings."""
     import dkim
 
-    from relist.core.sign.keys import private_pem
+    from relist.core.sign.signing_keys import private_pem
     line = b"The quick brown fox jumps over the lazy dog, and then over the list.\r\n"
     head = (b"From: Poster <poster@poster.example>\r\nTo: bench@lists.example.org\r\n"
             b"Subject: Benchmark post\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
@@ -115,8 +115,8 @@ def signed_post(size: int, poster_key) -> bytes:
 
 def resign_setup(tmp: Path, size: int) -> tuple[str, dict, str]:
     """(config TOML, DNS zone, post file) for the end-to-end re-sign benchmark."""
-    from relist.core.sign.keys import dns_record
-    from relist.edge.keys import generate, write_private_key
+    from relist.core.sign.signing_keys import dns_record
+    from relist.edge.key_files import generate, write_private_key
     from relist.sandbox.dnsserver import split_txt
 
     list_key, poster_key = generate("rsa"), generate("rsa")

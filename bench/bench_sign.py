@@ -8,7 +8,7 @@ Prints signatures per second for:
   OpenSSL" baseline: it is exactly the private-key operation plus the SHA-256 that
   every signature needs, and it runs in this process under the same load as the rest
   (``openssl speed rsa2048`` would measure another process, with no hashing);
-* the ``sign`` step (``relist.core.steps.sign.apply``) on a 4 KiB post with one RSA
+* the ``sign`` step (``relist.core.steps.dkim_sign.apply``) on a 4 KiB post with one RSA
   selector: what the relay runs per message (the pipeline's parsed message taken as
   it is, h=, canonical headers, body hash, fold, sign, the new field prepended, the
   audit note).  The target is this step >= 80 % of raw;
@@ -40,12 +40,12 @@ import dkim  # noqa: E402
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa  # noqa: E402
 
-from relist.core.auth import Verdict  # noqa: E402
+from relist.core.verify import Verdict  # noqa: E402
 from relist.core.message import RawMessage  # noqa: E402
 from relist.core.model import Action, Context, Envelope, Known, Work  # noqa: E402
 from relist.core.policy import ListPolicy, RelayPolicy  # noqa: E402
 from relist.core.sign import SigningKey, private_pem, seal_arc, sign_dkim  # noqa: E402
-from relist.core.steps import arc_seal as arc_step, sign as sign_step  # noqa: E402
+from relist.core.steps import arc_seal as arc_step, dkim_sign as sign_step  # noqa: E402
 
 NO_VERDICT = Verdict()   # a post that arrived with no ARC chain: the seal says cv=none
 

@@ -22,7 +22,7 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from relist.core.auth import questions, verify_message
+from relist.core.verify import questions, verify_message
 from relist.core.facts import Facts
 from relist.core.message import RawMessage
 from relist.edge.dns import Resolver

@@ -75,8 +75,8 @@ def postfix_cpu(master: int) -> float:
 
 def setup(tmp: Path, sizes: list[int]):
     """Keys, the DNS zone, relist's list configuration, OpenDKIM's tables, one post per size."""
-    from relist.core.sign.keys import dns_record
-    from relist.edge.keys import generate, write_private_key
+    from relist.core.sign.signing_keys import dns_record
+    from relist.edge.key_files import generate, write_private_key
 
     list_key, poster_key = generate("rsa"), generate("rsa")
     key_path = write_private_key(tmp / "bench.key", list_key)

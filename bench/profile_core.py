@@ -33,8 +33,8 @@ from relist.core.facts import Answer, Facts, Status  # noqa: E402
 from relist.core.message import RawMessage  # noqa: E402
 from relist.core.model import Context, Envelope, Work  # noqa: E402
 from relist.core.policy import ListPolicy, RelayPolicy  # noqa: E402
-from relist.core.sign.keys import dns_record  # noqa: E402
-from relist.edge.keys import generate  # noqa: E402
+from relist.core.sign.signing_keys import dns_record  # noqa: E402
+from relist.edge.key_files import generate  # noqa: E402
 
 LIST = "bench@lists.example.org"
 

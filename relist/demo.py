@@ -27,10 +27,10 @@ from pathlib import Path
 from relist.edge.verifier import check_bytes
 from relist.config import parse, with_overrides
 from relist.core.report.text import pairs
-from relist.core.sign.keys import dns_record
+from relist.core.sign.signing_keys import dns_record
 from relist.edge.dns import Resolver
 from relist.edge.history import load_report
-from relist.edge.keys import generate, write_private_key
+from relist.edge.key_files import generate, write_private_key
 from relist.sandbox.dnsserver import DNSServer, split_txt
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer, setup_logging

@@ -28,7 +28,7 @@ from relist.app import Relay
 from relist.config import Config, check_signing
 from relist.edge import metrics
 from relist.edge.dns import Resolver
-from relist.edge.keys import load_configured_keys
+from relist.edge.key_files import load_configured_keys
 from relist.edge.smtp_in import RelayHandler, RelistLMTP, RelistSMTP
 from relist.edge.store import check as check_store
 from relist.edge.store import open_store, redact

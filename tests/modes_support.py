@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relist.core import pipeline
-from relist.core.auth import verify_message
+from relist.core.verify import verify_message
 from relist.core.facts import Answer, Facts, Status
 from relist.core.message import RawMessage
 from relist.core.model import Context, Envelope, Work

@@ -20,7 +20,7 @@ import pytest
 from relist.core import pipeline
 from relist.core.sign import dns_record
 from relist.core.steps import downgrade
-from relist.edge.keys import generate, write_private_key
+from relist.edge.key_files import generate, write_private_key
 from relist.edge.smtp_out import Connection
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer

@@ -13,9 +13,9 @@ import relist.cli as cli
 from relist.cli.check_config import size_finding
 from relist.config import MTA_SIZE_MARGIN
 from relist.core.sign import dns_record
-from relist.edge.keys import generate, load_configured_keys, read_configured_keys, write_private_key
+from relist.edge.key_files import generate, load_configured_keys, read_configured_keys, write_private_key
 from relist.config import load
-from relist.edge.keys import KeyFileError
+from relist.edge.key_files import KeyFileError
 from relist.sandbox.sink import Sink
 
 LIST = "dev@lists.example.org"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from relist.core.auth.arc import verify_arc
+from relist.core.verify.arc_verify import verify_arc
 from relist.core.facts import Answer, Facts, Question, Status
 from relist.core.message import RawMessage
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from relist.core.auth import Result, verify_message
-from relist.core.auth.keys import KeyRecord, parse_key_record
+from relist.core.verify import Result, verify_message
+from relist.core.verify.key_records import KeyRecord, parse_key_record
 from relist.core.facts import Answer, Facts, Question, Status
 from relist.core.message import RawMessage
 

@@ -298,7 +298,7 @@ def test_a_signature_whose_key_lookup_failed_is_kept():
 
 def test_sign_failing_for_a_from_in_the_lists_domain_is_refused(monkeypatch):
     # A Mailman notice (From: the list's -request address) relies on the list's signature.
-    from relist.core.steps import sign as sign_step
+    from relist.core.steps import dkim_sign as sign_step
 
     def refuse(*args, **kwargs):
         raise sign_step.SignError("not today")

@@ -46,7 +46,7 @@ from pathlib import Path
 import pytest
 
 from relist.core import pipeline
-from relist.core.auth import verify_message
+from relist.core.verify import verify_message
 from relist.core.ingress import IngressCopy
 from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Envelope, Outcome

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from relist.core import guard
-from relist.core.auth.verdict import verify_message
+from relist.core.verify.verdict import verify_message
 from relist.core.message import HeaderField, RawMessage
 from tests.modes_support import POST, context, relay_policy, sign
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from relist.core import pipeline, signcache
-from relist.core.auth import verify_message
+from relist.core.verify import verify_message
 from relist.core.ingress import IngressCopy
 from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Envelope, Outcome
@@ -434,7 +434,7 @@ def test_where_the_exception_came_from_is_on_record():
 
 def test_sign_failing_relays_unsigned_while_from_is_the_posters(monkeypatch):
     from relist.core.sign import SignError
-    from relist.core.steps import sign
+    from relist.core.steps import dkim_sign as sign
 
     def refuse(*args, **kwargs):
         raise SignError("not today")
@@ -446,18 +446,18 @@ def test_sign_failing_relays_unsigned_while_from_is_the_posters(monkeypatch):
     monkeypatch.setattr(sign, "sign_dkim", bug)                    # a bug, not a SignError
     out = outcome(POST, "plain")
     assert step(out, "sign").detail.startswith("internal error in step sign: ValueError: boom ?? "
-                                               "on these bytes (at relist.core.steps.sign:")
+                                               "on these bytes (at relist.core.steps.dkim_sign:")
     assert step(out, "sign").detail.endswith("relayed without the list's signature (From is the poster's)")
 
 
 def test_sign_failing_after_from_munging_is_refused_for_good(monkeypatch):
-    from relist.core.steps import sign
+    from relist.core.steps import dkim_sign as sign
     monkeypatch.setattr(sign, "sign_dkim", bug)
     out = outcome(POST, "resign")
     assert step(out, "dmarc-mitigation").action == Action.APPLIED       # p=reject, unsigned post
     assert out.message is None and out.reply.code == 554 and out.reply.enhanced == "5.6.0"
     assert out.reply.text.startswith("relist: cannot sign this message as the list (ValueError: boom ?? "
-                                     "on these bytes (at relist.core.steps.sign:")
+                                     "on these bytes (at relist.core.steps.dkim_sign:")
     assert out.reply.text.endswith("its From is in the list's domain, which fails DMARC unsigned")
     assert "\r" not in out.reply.text and "\n" not in out.reply.text
 

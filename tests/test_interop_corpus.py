@@ -40,7 +40,7 @@ import pytest
 
 from relist.core.sign import dns_record
 from relist.demo import Transaction, load_corpus, load_posts, send_ingress
-from relist.edge.keys import generate, write_private_key
+from relist.edge.key_files import generate, write_private_key
 from relist.sandbox.dnsserver import DNSServer
 from relist.sandbox.sink import Sink
 from relist.server import ThreadedServer

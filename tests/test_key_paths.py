@@ -16,7 +16,7 @@ import pytest
 
 import relist.cli as cli
 from relist.config import load, parse
-from relist.edge.keys import KeyFileError, generate, load_configured_keys, write_private_key
+from relist.edge.key_files import KeyFileError, generate, load_configured_keys, write_private_key
 
 LIST = "dev@lists.example.org"
 

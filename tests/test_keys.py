@@ -1,4 +1,4 @@
-"""Key values (relist.core.sign.keys) and key files (relist.edge.keys)."""
+"""Key values (relist.core.sign.signing_keys) and key files (relist.edge.key_files)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from relist.core.sign import (
     BadKey, KeyStatus, SigningKey, check_record, dns_record, load_private_key, parse_record,
     private_pem, zone_line,
 )
-from relist.core.sign.keys import txt_strings
-from relist.edge.keys import KeyFileError, generate, read_private_key, write_private_key
+from relist.core.sign.signing_keys import txt_strings
+from relist.edge.key_files import KeyFileError, generate, read_private_key, write_private_key
 
 RSA_PRIV = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ED_PRIV = ed25519.Ed25519PrivateKey.generate()
@@ -144,7 +144,7 @@ def test_read_ok_and_missing(tmp_path):
 
 def test_load_configured_keys_refuses_a_world_readable_file(tmp_path):
     from relist.config import parse
-    from relist.edge.keys import load_configured_keys
+    from relist.edge.key_files import load_configured_keys
     good = write_private_key(tmp_path / "good.key", generate("ed25519"))
     bad = write_private_key(tmp_path / "bad.key", generate("rsa", 1024))
     cfg = parse({"lists": {"a@example.org": {"ed25519_selector": "e", "ed25519_private_key": str(good)},

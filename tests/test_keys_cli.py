@@ -10,7 +10,7 @@ import pytest
 
 import relist.cli as cli
 from relist.core.sign import dns_record
-from relist.edge.keys import generate, read_private_key, write_private_key
+from relist.edge.key_files import generate, read_private_key, write_private_key
 from relist.sandbox.dnsserver import DNSServer
 
 

@@ -23,12 +23,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 import relist.cli as cli
 from relist.config import ConfigError, load, parse
-from relist.core.auth import verify_message
+from relist.core.verify import verify_message
 from relist.core.message import RawMessage
 from relist.core.model import Action
 from relist.core.sign import KeyStatus, SigningKey, check_record, dns_record
 from relist.core.steps import verify
-from relist.edge.keys import KeyFileError, generate, load_configured_keys, read_private_key, write_private_key
+from relist.edge.key_files import (
+    KeyFileError, generate, load_configured_keys, read_private_key, write_private_key,
+)
 from relist.sandbox.dnsserver import DNSServer
 from tests.helpers import client
 from tests.test_step_sign import (

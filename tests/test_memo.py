@@ -6,8 +6,9 @@ must not grow with their size."""
 
 from __future__ import annotations
 
-from relist.core.auth import dkim as auth_dkim
-from relist.core.auth import dmarc, keys, tags
+from relist.core.verify import dkim_verify as auth_dkim
+from relist.core.dkim import tags
+from relist.core.verify import dmarc, key_records as keys
 from relist.core.guard import _b_of
 from relist.core.memo import small_lru_cache
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from relist.core.sign.keys import dns_record
-from relist.edge.keys import generate, write_private_key
+from relist.core.sign.signing_keys import dns_record
+from relist.edge.key_files import generate, write_private_key
 from relist.sandbox.dnsserver import split_txt
 from tests.helpers import client
 

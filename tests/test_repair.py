@@ -203,7 +203,7 @@ def corpus_facts() -> Facts:
 @pytest.mark.parametrize("case", corpus_cases())
 def test_mailman_corpus_plain_list_preserve_keeps_every_poster_signature(case):
     from relist.core import pipeline
-    from relist.core.auth import verify_message
+    from relist.core.verify import verify_message
     from relist.core.message import RawMessage
     from relist.core.model import Context, Envelope, Work
 

@@ -1,4 +1,4 @@
-"""relist.core.sign.canon gives exactly dkimpy's parse, canonicalization and header selection."""
+"""relist.core.dkim.canon gives exactly dkimpy's parse, canonicalization and header selection."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import dkim
 import pytest
 from dkim.canonicalization import CanonicalizationPolicy
 
-from relist.core.sign.canon import Canon, MessageFormatError, parse, select
+from relist.core.dkim.canon import Canon, MessageFormatError, parse, select
 
 BODIES = [
     b"", b"\r\n", b"\r\n\r\n", b"x", b"x\r\n", b"x\r\n\r\n\r\n", b"a  b\t\tc \r\n \t\r\nd\t\r\n\r\n",

@@ -193,7 +193,8 @@ def test_a_field_made_with_a_name_parse_refuses_is_refused_too():
 
 def test_the_pipelines_message_is_not_parsed_again():
     from relist.core.message import RawMessage
-    from relist.core.sign import canon, signature
+    from relist.core.dkim import canon
+    from relist.core.sign import signature
     msg = RawMessage.parse(LIST_POST)
     with mock.patch.object(canon, "parse", side_effect=AssertionError("parsed again")):
         prepared = signature.prepare(msg)
@@ -202,7 +203,7 @@ def test_the_pipelines_message_is_not_parsed_again():
 
 def test_one_prepared_message_for_rsa_and_ed25519_hashes_the_body_once():
     from relist.core.sign import prepare
-    from relist.core.sign.canon import Canon
+    from relist.core.dkim.canon import Canon
     prepared = prepare(LIST_POST)
     h = oversigned(DEFAULT_SIGN_HEADERS, prepared)
     with mock.patch.object(Canon, "body_bytes", autospec=True, side_effect=Canon.body_bytes) as body:

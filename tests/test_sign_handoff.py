@@ -23,10 +23,10 @@ from relist.core.model import Action, Work
 from relist.core.sign import (
     SignError, SigningKey, dns_record, oversigned, prepare, seal_arc, sign_dkim, signature,
 )
-from relist.core.sign.arc import _aar_value
-from relist.core.sign.canon import Canon
+from relist.core.sign.arc_sealer import _aar_value
+from relist.core.dkim.canon import Canon
 from relist.core.sign.step_support import header_names
-from relist.core.steps import arc_seal, sign
+from relist.core.steps import arc_seal, dkim_sign as sign
 from tests.test_step_sign import FULL, NOW, UPSTREAM_ARC, context, dnsfunc, policy, signed_post
 
 RELAXED = Canon("relaxed", "relaxed")

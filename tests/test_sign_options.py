@@ -7,7 +7,7 @@ import dkim
 import pytest
 
 from relist.config import ConfigError, parse
-from relist.core.auth.tags import parse_tags
+from relist.core.dkim.tags import parse_tags
 from relist.core.message import RawMessage
 from tests.test_step_sign import context, dnsfunc, list_sigs, policy, run, signed_post, verify_out
 

@@ -10,7 +10,7 @@ from email import policy as email_policy
 import pytest
 
 from relist.core import mime, pipeline
-from relist.core.auth import verify_message
+from relist.core.verify import verify_message
 from relist.core.message import RawMessage
 from relist.core.model import Action, Known, Work
 from relist.core.steps import dmarc_mitigation, verify

@@ -51,7 +51,7 @@ def test_step_names_are_unique_within_a_pipeline():
 
 def test_a_wrapped_step_forwards_its_error_handler():
     from relist.core.guard import guarded
-    from relist.core.steps import sign, subject_prefix
+    from relist.core.steps import dkim_sign as sign, subject_prefix
     assert guarded(sign).on_error is sign.on_error
     assert guarded(subject_prefix).on_error is None
 

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from relist.core import pipeline, signcache
-from relist.core.auth import verify_message
+from relist.core.verify import verify_message
 from relist.core.facts import Answer, Facts, Status
 from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Envelope
@@ -25,7 +25,7 @@ from relist.core.policy import ListPolicy, RelayPolicy
 from relist.core.sign import SigningKey, dns_record, seal_arc, sign_dkim
 from relist.core.steps import (
     arc_seal, authres, dmarc_mitigation, downgrade, footer, identify, list_headers, parse,
-    remove_headers, reply_to, sender, sign, subject_prefix, trace, verify,
+    remove_headers, reply_to, sender, dkim_sign as sign, subject_prefix, trace, verify,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)

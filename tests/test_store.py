@@ -298,7 +298,7 @@ def test_a_database_from_version_4_gets_the_time_index(where, read):
     """Migration 4 -> 5 on a store an older relist made (tables and version 4)."""
     if where.startswith("postgresql"):
         from relist.edge.store import postgresql as pg
-        from relist.edge.store.schema import statements
+        from relist.edge.store.migrations import statements
         with pg.connect(pg.Target("postgresql", where)) as conn:
             for v in range(4):
                 for statement in statements(v, "postgresql"):

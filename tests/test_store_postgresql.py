@@ -19,7 +19,7 @@ import pytest
 from relist.core.errors import ConfigError
 from relist.edge.store import Store, StoreError, check, open_reader
 from relist.edge.store import postgresql as pg
-from relist.edge.store.schema import LOCK_EXPIRE, MIGRATIONS
+from relist.edge.store.migrations import LOCK_EXPIRE, MIGRATIONS
 from relist.edge.store.target import Target
 from tests.helpers import ROOT
 from tests.pgserver import PASSWORD, wait_until

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dkim
 from cryptography.hazmat.primitives import serialization
 
-from relist.core.auth.arc import verify_arc
+from relist.core.verify.arc_verify import verify_arc
 from relist.core.facts import Status
 from relist.core.message import RawMessage
 from tests.verify_support import MESSAGE, T0, facts, public_record, rsa_key

@@ -11,7 +11,7 @@ import re
 import dkim
 import pytest
 
-from relist.core.auth import Result, verify_message
+from relist.core.verify import Result, verify_message
 from relist.core.facts import Status
 from relist.core.message import RawMessage
 from tests.verify_support import (
@@ -274,7 +274,7 @@ def test_verdict_is_json_ready():
 
 
 def test_openssl_rsa_check_agrees_with_dkimpy_on_a_shortened_signature():
-    """The RSA check is OpenSSL's (relist.core.auth.dkim._rsa_header_ok).  A signature
+    """The RSA check is OpenSSL's (relist.core.verify.dkim_verify._rsa_header_ok).  A signature
     whose first octet is zero may travel base64 of one octet less; dkimpy compares
     integers and accepts it, and so must relist; one bit flipped fails in both."""
     import base64
@@ -301,7 +301,7 @@ def test_openssl_rsa_check_agrees_with_dkimpy_on_a_shortened_signature():
 
 @pytest.mark.parametrize("c", ["relaxed/relaxed", "simple/simple"])
 def test_repeated_and_oddly_named_signed_fields_agree_with_dkimpy(c):
-    """Only the fields h= selects are canonicalized (relist.core.auth.dkim._rsa_header_ok):
+    """Only the fields h= selects are canonicalized (relist.core.verify.dkim_verify._rsa_header_ok):
     several fields of one name are selected bottom-up in h= order, an absent name is
     skipped (dkimpy refuses a name with white space before the colon outright);
     relist and dkimpy must agree, and reordering the repeated fields must fail."""

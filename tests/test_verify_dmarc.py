@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from relist.core.auth import Result, verify_message
-from relist.core.auth.dmarc import walk_targets
-from relist.core.auth.verdict import questions
+from relist.core.verify import Result, verify_message
+from relist.core.verify.dmarc import walk_targets
+from relist.core.verify.verdict import questions
 from relist.core.facts import Answer, Facts, Status
 from relist.core.message import RawMessage
 from tests.verify_support import MESSAGE, NOW, public_record, rsa_key, sign

@@ -1,6 +1,6 @@
 """The verify step's fast paths agree with the slow paths they replace.
 
-relist.core.auth reimplements, for speed, a few pieces of dkimpy (its message parse,
+relist.core.verify reimplements, for speed, a few pieces of dkimpy (its message parse,
 its b= removal regex, relaxed canonicalization, header selection) and of its own
 earlier code (``_safe``, ``strip_ws``, ``parse_tags``).  Each is compared here with
 the original on varied inputs: clean, folded, bare CR or LF, NUL, 8-bit, control
@@ -17,9 +17,9 @@ import dkim
 import pytest
 from dkim.canonicalization import CanonicalizationPolicy, Relaxed
 
-from relist.core.auth import Result, verify_message
-from relist.core.auth import dkim as auth_dkim
-from relist.core.auth.tags import TagError, parse_tags, strip_ws
+from relist.core.verify import Result, verify_message
+from relist.core.verify import dkim_verify as auth_dkim
+from relist.core.dkim.tags import TagError, parse_tags, strip_ws
 from relist.core.message import RawMessage
 from tests.verify_support import MESSAGE, NOW, facts, public_record, rsa_key, sign
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 
-from relist.core.auth import authserv_id
+from relist.core.verify import authserv_id
 from relist.core.facts import Facts
 from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Envelope, Record, Work

@@ -2,7 +2,7 @@
 manner of ``postfix check`` and ``opendkim-testkey``.
 
 Offline (what ``relist serve`` itself checks at start, with the same code:
-``relist.config.load``, ``check_signing`` and ``relist.edge.keys.read_configured_keys``):
+``relist.config.load``, ``check_signing`` and ``relist.edge.key_files.read_configured_keys``):
 the file parses and validates, every list can sign as configured, every key file is
 readable, private to relist and of the right algorithm.  Then, unless ``--offline``:
 each selector's DNS record is fetched and compared with its private key (``relist keys
@@ -21,7 +21,7 @@ import asyncio
 from dataclasses import dataclass
 
 from relist.config import MTA_SIZE_MARGIN, Config, ConfigError, check_signing, load
-from relist.edge.keys import configured_keys, read_configured_keys
+from relist.edge.key_files import configured_keys, read_configured_keys
 from relist.edge.smtp_out import Connection, UpstreamError
 
 __all__ = ["Finding", "add_parser", "check", "size_finding"]

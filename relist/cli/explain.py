@@ -75,7 +75,7 @@ def _stand_in_keys(relay, lp) -> tuple[dict, list[str]]:
     """The configured signing keys; a generated stand-in for each of list ``lp``'s that
     cannot be read here (an admin's account may not read the relay's keys), so the dry
     run still shows what signing does.  Returns the keys and the paths stood in for."""
-    from relist.edge.keys import generate, read_configured_keys
+    from relist.edge.key_files import generate, read_configured_keys
     keys, _problems = read_configured_keys(relay)
     missing = []
     for setting, algorithm in (("private_key", "rsa"), ("previous_private_key", "rsa"),

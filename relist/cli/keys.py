@@ -15,7 +15,7 @@ from pathlib import Path
 
 from relist.config import load, parse_hostport
 from relist.core.sign import dns_record, zone_line
-from relist.edge.keys import (
+from relist.edge.key_files import (
     KeyFileError, check_published, configured_keys, generate, lookup_txt, read_private_key,
     write_private_key, wrong_slot,
 )

@@ -36,7 +36,7 @@ def unusable(address: str) -> str:
     """Why ``address`` cannot go into a field relist writes ("" when it can): a list's
     address comes from the configuration, or, for a list without a section, from the
     List-Id or the envelope sender, which a hostile message writes."""
-    from relist.core.auth.tags import valid_domain  # (auth imports this module)
+    from relist.core.dkim.tags import valid_domain  # (auth imports this module)
     local, at, domain = address.rpartition("@")
     if not at or not domain:
         return "has no domain"

@@ -28,8 +28,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from relist.core.auth.dkim import Checker, open_message, verify_signature
-from relist.core.auth.results import Result, SignatureResult
+from relist.core.verify.dkim_verify import Checker, open_message, verify_signature
+from relist.core.verify.results import Result, SignatureResult
 from relist.core.dkim import canon
 from relist.core.dkim.tags import TagError, b_chars, parse_tags
 from relist.core.memo import small_lru_cache

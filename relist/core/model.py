@@ -118,7 +118,7 @@ class Known:
     list_policy: ListPolicy | None = None
     notice: str = ""               # Mailman's own notice: the From role ("request", "confirm"...);
                                    # "" for a post
-    verdict: Any = None            # relist.core.auth results: what verification found
+    verdict: Any = None            # relist.core.verify results: what verification found
     ingress_copy: Any = None       # egress: the post as the ingress leg saw it (RawMessage)
     mode_chosen: str = ""          # "preserve" | "resign" for this post (step mode); "" before
     # Poster signatures valid on arrival that still verify on the current bytes (their b=
@@ -161,7 +161,7 @@ class Context:
     now: datetime
     relist_id: str
     facts: Facts = field(default_factory=Facts)
-    keys: Any = None   # signing keys by path (relist.edge.keys); opaque to steps that do not sign
+    keys: Any = None   # signing keys by path (relist.edge.key_files); opaque to steps that do not sign
     ingress: tuple = ()   # egress leg: the ingress copies with this Message-ID (core.ingress)
     upstream_8bitmime: bool = True   # the upstream MTA offers 8BITMIME (RFC 6152); False: downgrade
 

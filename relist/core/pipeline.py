@@ -25,9 +25,10 @@ from relist.core.guard import attributed, guarded
 from relist.core.safety import ask_steps, run_step
 from relist.core.steps import (
     arc_seal, attribution, authres, dmarc_mitigation, downgrade, footer, identify, ingress_list,
-    list_headers, mode, parse, remove_headers, repair, reply_to, sender, sign, strip, subject_prefix, trace,
+    list_headers, mode, parse, remove_headers, repair, reply_to, sender, strip, subject_prefix, trace,
     verify,
 )
+from relist.core.steps import dkim_sign as sign
 
 __all__ = ["INGRESS_STEPS", "STEPS", "plan", "process", "step_names", "substitute"]
 

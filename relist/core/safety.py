@@ -23,7 +23,7 @@ and what it means is decided by the step:
 * a step module may define ``on_error(work, ctx, exc) -> Work`` to say otherwise (it
   may raise ``RejectMessage``).  ``identify`` cannot tell the list, so the relay's
   ``unknown_list`` answer applies (``_identify_failed``).  ``sign``
-  (``relist.core.steps.sign.on_error``): relayed without the list's signature, unless
+  (``relist.core.steps.dkim_sign.on_error``): relayed without the list's signature, unless
   the From is in the list's signing domain (DMARC mitigation rewrote it, or it was
   already): then
   nothing but the list's signature can make that From pass DMARC, and an unsigned

@@ -39,7 +39,8 @@ from relist.core.model import Envelope, Outcome, Record, Reply
 from relist.core.safety import log_safe
 from relist.edge.smtp_out import Capabilities, Connection, Pool, UpstreamError
 
-__all__ = ["Relay", "RelayHandler", "RelistLMTP", "RelistSMTP", "is_allowed", "must_declare_8bitmime", "new_relist_id"]
+__all__ = ["Relay", "RelayHandler", "RelistLMTP", "RelistSMTP", "is_allowed", "must_declare_8bitmime",
+           "new_relist_id"]
 
 log = logging.getLogger("relist.smtpd")
 
@@ -570,7 +571,8 @@ class RelayHandler:
         n = len(env.rcpt_tos) if lmtp else 1
         try:
             if conn is None or conn.broken:
-                raise UpstreamError(Reply(451, "4.4.2", "relist: connection to upstream MTA lost; try again later"))
+                raise UpstreamError(Reply(451, "4.4.2",
+                                          "relist: connection to upstream MTA lost; try again later"))
             outcome = await self.relay.run(raw, env, relist_id, upstream_8bitmime=conn.caps.eightbitmime)
             record = outcome.record
             if outcome.reply is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timezone
 
-from relist.core.auth import questions, verify_message
+from relist.core.verify import questions, verify_message
 from relist.core.message import RawMessage
 from relist.edge.dns import Resolver
 

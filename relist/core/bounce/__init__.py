@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from relist.core.bounce.address import BounceAddress, recognise
 from relist.core.bounce.classify import Classification, classify
-from relist.core.bounce.parse import MAX_INPUT, FailedRecipient, Report, parse
+from relist.core.bounce.dsn import MAX_INPUT, FailedRecipient, Report, parse
 from relist.core.bounce.returned import ReturnedHeaders
 from relist.core.bounce.rules import AUTHENTICATION, RULES, Cause, Rule
 

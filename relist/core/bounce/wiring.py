@@ -21,7 +21,7 @@ from email.utils import format_datetime, make_msgid
 
 from relist.core.bounce.address import BounceAddress, recognise
 from relist.core.bounce.classify import classify
-from relist.core.bounce.parse import Report, parse
+from relist.core.bounce.dsn import Report, parse
 from relist.core.bounce.rules import AUTHENTICATION, Cause
 
 __all__ = ["ACTIONS", "Bounce", "Egress", "Entry", "action", "owner_address", "owner_notice", "read",

@@ -2,7 +2,7 @@
 and ARC-Seal.
 
 Folding (``fold``, dkimpy's algorithm), the b= tag handling (dkimpy's ``RE_BTAG``),
-canonicalization and header selection (``relist.core.sign.canon``) give the same bytes
+canonicalization and header selection (``relist.core.dkim.canon``) give the same bytes
 as dkimpy's, so the field matches dkimpy's signer exactly (tests/test_sign_dkim.py);
 the public-key operation is ``SigningKey.sign`` (OpenSSL through ``cryptography``),
 which is where dkimpy spends its time (its RSA is pure Python).  Everything around it
@@ -11,9 +11,9 @@ is kept small so that a signature costs little more than its RSA operation
 ``RawMessage`` split as it is) and hashes each body canonicalization once for all the
 signatures made over it, and the field is folded once.  Across the two signing steps:
 the sign step hands its prepared message on (``pass_on`` makes a ``Handoff`` that
-travels in ``Known.handoff``), so that arc-seal's ``prepare`` of the signed message reuses the split, the body hash and the covered
-fields instead of computing them again (tests/test_sign_handoff.py).  No clock here:
-every timestamp is a parameter.
+travels in ``Known.handoff``), so that arc-seal's ``prepare`` of the signed message
+reuses the split, the body hash and the covered fields instead of computing them
+again (tests/test_sign_handoff.py).  No clock here: every timestamp is a parameter.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Iterable
 from dkim import RE_BTAG
 
 from relist.core.message import RawMessage
-from relist.core.sign import canon as _canon
-from relist.core.sign.canon import Canon, Header, index
-from relist.core.sign.keys import SigningKey
+from relist.core.dkim import canon as _canon
+from relist.core.dkim.canon import Canon, Header, index
+from relist.core.sign.signing_keys import SigningKey
 
 __all__ = ["Handoff", "Header", "Prepared", "SignError", "body_hash", "canon_policy", "check_values",
            "covered", "fold", "parse", "pass_on", "prepare", "signed_field", "signed_head"]
@@ -184,7 +184,7 @@ def _from_fields(msg: RawMessage) -> tuple[list[Header], bytes, dict[bytes, list
     if b"" in names or b"".join(names).translate(None, _NAME_CHARS):
         return None
     headers = [(n, v) for n, _, v in parts]
-    return headers, _canon.crlf_body(msg.body), index(headers), crlf == len(headers)
+    return headers, _canon.crlf_lines(msg.body), index(headers), crlf == len(headers)
 
 
 @functools.lru_cache(maxsize=8)

@@ -11,7 +11,7 @@ from relist.core.errors import DeferMessage
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Context, Work
 from relist.core.policy import ListPolicy
-from relist.core.sign.dkim import DEFAULT_SIGN_HEADERS
+from relist.core.sign.dkim_signer import DEFAULT_SIGN_HEADERS
 
 __all__ = ["ALWAYS", "as_field", "header_names", "key_for", "signable", "signing_domain"]
 

@@ -24,8 +24,8 @@ sealed as ``sign`` would have signed it (``signable``).
 
 from __future__ import annotations
 
-from relist.core.auth import build_value
-from relist.core.auth.tags import valid_domain
+from relist.core.verify import build_value
+from relist.core.dkim.tags import valid_domain
 from relist.core.model import Action, Context, Work
 from relist.core.sign import SignError, oversigned, prepare, seal_arc
 from relist.core.sign.step_support import as_field, header_names, key_for, signable, signing_domain

@@ -21,7 +21,7 @@ field that only repeats what relist records anyway.
 
 from __future__ import annotations
 
-from relist.core.auth import authserv_id, build_value
+from relist.core.verify import authserv_id, build_value
 from relist.core.guard import label, oversigning, recheck
 from relist.core.message import RawMessage
 from relist.core.model import Action, Context, Work

@@ -32,7 +32,7 @@ from dataclasses import replace
 
 from relist.core import mime
 from relist.core.addresses import mailboxes
-from relist.core.auth import verify_message
+from relist.core.verify import verify_message
 from relist.core.guard import arrival_valid, label
 from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, Work

@@ -19,8 +19,8 @@ and just before signing, so "broken" means broken in what leaves.
 
 from __future__ import annotations
 
-from relist.core.auth.results import Result
-from relist.core.auth.tags import TagError, parse_tags
+from relist.core.verify.results import Result
+from relist.core.dkim.tags import TagError, parse_tags
 from relist.core.guard import b_value, track
 from relist.core.message import HeaderField
 from relist.core.model import Action, Context, Work

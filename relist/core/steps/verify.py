@@ -10,8 +10,8 @@ of it.  The ``Verdict`` goes into ``known.verdict`` for the modes, the ARC seal
 
 from __future__ import annotations
 
-from relist.core.auth import questions as auth_questions
-from relist.core.auth import verify_message
+from relist.core.verify import questions as auth_questions
+from relist.core.verify import verify_message
 from relist.core.facts import Facts, Question
 from relist.core.ingress import match as ingress_match
 from relist.core.message import RawMessage

@@ -19,7 +19,7 @@ from typing import Any
 
 from .reader import Reader, open_reader
 from .rows import record_row, verdict_rows
-from .schema import MIGRATIONS, SchemaTooNew
+from .migrations import MIGRATIONS, SchemaTooNew
 from .sqlite import connect, migrate
 from .target import Target, parse_url, password_for, redact, target_of
 from .writer import Store, StoreError, open_backend

@@ -24,7 +24,7 @@ from typing import Any
 
 from relist.core.errors import ConfigError
 
-from .schema import COLUMNS, KEYS, LOCK_EXPIRE, LOCK_MIGRATE, MIGRATIONS, SchemaTooNew, statements
+from .migrations import COLUMNS, KEYS, LOCK_EXPIRE, LOCK_MIGRATE, MIGRATIONS, SchemaTooNew, statements
 from .target import Target
 
 __all__ = ["PostgresBackend", "connect", "migrate", "to_pyformat"]

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from .schema import COLUMNS, MIGRATIONS, SchemaTooNew, statements
+from .migrations import COLUMNS, MIGRATIONS, SchemaTooNew, statements
 
 __all__ = ["SQLiteBackend", "connect", "migrate"]
 

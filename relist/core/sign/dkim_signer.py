@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Iterable
 
 from relist.core.dkim.canon import index, select
-from relist.core.sign.keys import SigningKey
+from relist.core.sign.signing_keys import SigningKey
 from relist.core.sign.signature import (
     Header, Prepared, SignError, canon_policy, check_values, covered, prepare, signed_field,
     signed_head,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
-from relist.core.sign.dkim import _DEFAULT_B, NEVER_SIGN, h_names, oversigned
-from relist.core.sign.keys import RSA, SigningKey
+from relist.core.sign.dkim_signer import _DEFAULT_B, NEVER_SIGN, h_names, oversigned
+from relist.core.sign.signing_keys import RSA, SigningKey
 from relist.core.sign.signature import (
     Header, Prepared, SignError, canon_policy, covered, prepare, signed_field,
 )

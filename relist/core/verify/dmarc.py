@@ -28,8 +28,8 @@ import re
 from dataclasses import dataclass, field
 
 from relist.core.addresses import mailboxes
-from relist.core.auth.results import Alignment, DmarcResult, SignatureResult
-from relist.core.auth.tags import TagError, parse_tags, valid_domain
+from relist.core.verify.results import Alignment, DmarcResult, SignatureResult
+from relist.core.dkim.tags import TagError, parse_tags, valid_domain
 from relist.core.facts import Facts, Question, Status
 from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField, RawMessage

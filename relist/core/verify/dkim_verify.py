@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from relist.core.auth.keys import KeyProblem, KeyRecord, lookup_key
-from relist.core.auth.results import Result, SignatureResult
+from relist.core.verify.key_records import KeyProblem, KeyRecord, lookup_key
+from relist.core.verify.results import Result, SignatureResult
 from relist.core.dkim import canon
 from relist.core.dkim.canon import BodyMemo, Canon
 from relist.core.dkim.tags import TagError, b_chars, parse_tags, strip_ws, valid_domain

@@ -1,4 +1,4 @@
-"""Key files and key DNS lookups: the IO half of ``relist.core.sign.keys``.
+"""Key files and key DNS lookups: the IO half of ``relist.core.sign.signing_keys``.
 
 * Private key files are created with mode 0600 from the first byte (``os.open`` with
   ``O_CREAT | O_EXCL`` and mode 0600: never world-readable, never overwritten).
@@ -28,7 +28,7 @@ from relist.core.policy import ListPolicy, RelayPolicy
 from relist.core.sign import (
     KeyStatus, RecordCheck, SigningKey, check_record, load_private_key, private_pem, sign_dkim,
 )
-from relist.core.sign.keys import ED25519, RSA, BadKey
+from relist.core.sign.signing_keys import ED25519, RSA, BadKey
 
 __all__ = [
     "BadKey", "ConfiguredKey", "KEY_SLOTS", "KeyFileError", "check_published", "configured_keys",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from relist.core.auth import arc, dmarc, domainkeys
-from relist.core.auth.dkim import Checker, open_message, signature_question, verify_signature
-from relist.core.auth.results import Result, SignatureResult, Verdict
-from relist.core.auth.tags import TagError, parse_tags
+from relist.core.verify import arc_verify as arc, dmarc, domainkeys
+from relist.core.verify.dkim_verify import Checker, open_message, signature_question, verify_signature
+from relist.core.verify.results import Result, SignatureResult, Verdict
+from relist.core.dkim.tags import TagError, parse_tags
 from relist.core.facts import Facts, Question
 from relist.core.message import RawMessage
 

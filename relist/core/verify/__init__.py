@@ -3,11 +3,11 @@
 Authentication-Results field (RFC 8601).  DNS comes in as ``Facts``, time as a
 datetime; see docs/verification.md."""
 
-from relist.core.auth.authresults import authserv_id, build_value
-from relist.core.auth.results import (
+from relist.core.verify.authresults import authserv_id, build_value
+from relist.core.verify.results import (
     Alignment, ArcResult, ArcSet, DmarcResult, Result, SignatureResult, Verdict,
 )
-from relist.core.auth.verdict import questions, verify_message
+from relist.core.verify.verdict import questions, verify_message
 
 __all__ = [
     "Alignment", "ArcResult", "ArcSet", "DmarcResult", "Result", "SignatureResult", "Verdict",

@@ -1,6 +1,6 @@
 """Signing keys as values: parse key bytes, sign, and describe the DNS key record.
 
-Pure: key *files* are read and written by ``relist.edge.keys``; this module gets the
+Pure: key *files* are read and written by ``relist.edge.key_files``; this module gets the
 bytes.  A ``SigningKey`` never shows its key material in ``repr``/``str``, so it can be
 logged or put in an error message safely.
 

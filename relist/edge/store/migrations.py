@@ -44,7 +44,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX transactions_message_id ON transactions(message_id);
     CREATE INDEX transactions_list_time ON transactions(list_address, time);
     """,
-    # 1 -> 2: what verification found (relist.core.auth.Verdict), one row per
+    # 1 -> 2: what verification found (relist.core.verify.Verdict), one row per
     # signature (DKIM, DomainKeys, ARC AMS and AS) and one per message for DMARC/ARC.
     """
     CREATE TABLE signatures (

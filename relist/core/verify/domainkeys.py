@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from relist.core.addresses import mailboxes
-from relist.core.auth.keys import KeyProblem, lookup_key
-from relist.core.auth.results import Result, SignatureResult
-from relist.core.auth.tags import TagError, parse_tags, strip_ws, valid_domain
+from relist.core.verify.key_records import KeyProblem, lookup_key
+from relist.core.verify.results import Result, SignatureResult
+from relist.core.dkim.tags import TagError, parse_tags, strip_ws, valid_domain
 from relist.core.facts import Facts
 from relist.core.message import HeaderField, RawMessage
 

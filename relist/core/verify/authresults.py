@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from relist.core.auth.results import Result, SignatureResult, Verdict
+from relist.core.verify.results import Result, SignatureResult, Verdict
 
 __all__ = ["B_CHARS", "authserv_id", "build_value"]
 

@@ -45,7 +45,7 @@ instead of retrying it for days.
 from __future__ import annotations
 
 
-from relist.core.auth.tags import valid_domain
+from relist.core.dkim.tags import valid_domain
 from relist.core.errors import RejectMessage
 from relist.core.model import Action, Context, Work
 from relist.core.safety import describe, internal_error, printable

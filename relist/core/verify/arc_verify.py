@@ -22,8 +22,8 @@ import re
 
 import dkim as dkimpy
 
-from relist.core.auth.dkim import ALGORITHMS, body_hash
-from relist.core.auth.results import ArcResult, ArcSet, Result, SignatureResult
+from relist.core.verify.dkim_verify import ALGORITHMS, body_hash
+from relist.core.verify.results import ArcResult, ArcSet, Result, SignatureResult
 from relist.core.dkim.tags import TagError, b_chars, parse_tags, strip_ws, valid_domain
 from relist.core.facts import Facts, Question, Status
 from relist.core.message import RawMessage

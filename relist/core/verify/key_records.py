@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from relist.core.auth.results import Result
-from relist.core.auth.tags import TagError, parse_tags, strip_ws
+from relist.core.verify.results import Result
+from relist.core.dkim.tags import TagError, parse_tags, strip_ws
 from relist.core.facts import Facts, Question, Status
 from relist.core.memo import small_lru_cache
 
