@@ -5,7 +5,7 @@ the bytes that matter (CR, LF, SP, HTAB, ':', NUL, 8-bit, "From "): wherever dki
 accepts the input the results are byte-identical; where it does not (a continuation
 line before the first field: dkimpy's IndexError) relist's one answer is a
 ``MessageFormatError``.  Plus: the guard's and the verifier's use of it, the body memo,
-and the SMTP DATA reader's block reading (relist.edge.smtp_in) against the line reader
+and the SMTP DATA reader's block reading (relist.edge.smtp_session) against the line reader
 it replaced.
 """
 
@@ -164,7 +164,7 @@ def _line_reader(data: bytes, limit: int) -> bytes | None:
 
 
 def _block_reader(data: bytes, limit: int, chunk: int, buffer_limit: int) -> tuple[bytes | None, bytes]:
-    from relist.edge.smtp_in import RelistSMTP
+    from relist.edge.smtp_session import RelistSMTP
 
     async def run():
         reader = asyncio.StreamReader(limit=buffer_limit)

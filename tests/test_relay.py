@@ -296,3 +296,19 @@ def test_envelope_sender_forms_relay_unchanged(relist_server, sink, sender):
     # aiosmtpd (the sink) writes the null reverse-path as "<>".
     assert sink.messages[0].mail_from == (sender or "<>")
     assert relist_server.relay.counters["relayed"] == 1
+
+
+def test_a_bug_in_a_hook_is_a_4xx_the_client_retries(relist_server, sink, monkeypatch):
+    """An exception a hook did not expect reaches aiosmtpd's handle_exception: relist
+    answers 451 (try again), never aiosmtpd's default 500, which Mailman would take as
+    a permanent failure for every recipient."""
+    from relist.edge.smtp_in import RelayHandler
+
+    async def broken(self, server, session, envelope, address, rcpt_options):
+        raise RuntimeError("bug in RCPT")
+    monkeypatch.setattr(RelayHandler, "handle_RCPT", broken)
+    with client(relist_server.port) as c:
+        assert c.mail(SENDER)[0] == 250
+        code, text = c.rcpt("a@example.com")
+    assert code == 451 and b"internal error" in text
+    assert sink.messages == []
