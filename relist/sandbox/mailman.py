@@ -30,6 +30,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from relist.sandbox.procs import alive
+
 __all__ = ["CONSTRAINTS", "MAILMAN_VERSION", "Mailman", "MailmanError", "default_venv", "ensure_venv",
            "site_cfg"]
 
@@ -233,7 +235,7 @@ class Mailman:
             pid = int((self.var / "master.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def stop(self, timeout: float = 60) -> None:
         """``mailman stop``, then the master and its runners by PID if they linger."""
@@ -246,10 +248,10 @@ class Mailman:
         except subprocess.TimeoutExpired:
             pass
         end = time.monotonic() + timeout
-        while time.monotonic() < end and any(_alive(p) for p in [pid, *children] if p):
+        while time.monotonic() < end and any(alive(p) for p in [pid, *children] if p):
             time.sleep(0.2)
         for p in [pid, *children]:
-            if p and _alive(p):
+            if p and alive(p):
                 try:
                     os.kill(p, signal.SIGKILL)
                 except ProcessLookupError:
@@ -324,22 +326,6 @@ class Mailman:
     def shunted(self) -> list[str]:
         q = self.queue_files()
         return [f"{k}/{f}" for k in ("shunt", "bad") for f in q.get(k, [])]
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fp:
-            return fp.read().rsplit(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
 
 
 def _children(pid: int) -> list[int]:

@@ -21,6 +21,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from relist.sandbox.procs import alive
+
 __all__ = ["POSTFIX", "Postfix", "PostfixError", "available", "base_main_cf"]
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
@@ -176,9 +178,9 @@ class Postfix:
         except subprocess.TimeoutExpired:
             pass
         end = time.monotonic() + timeout
-        while pid is not None and _alive(pid) and time.monotonic() < end:
+        while pid is not None and alive(pid) and time.monotonic() < end:
             time.sleep(0.1)
-        if pid is not None and _alive(pid):
+        if pid is not None and alive(pid):
             os.kill(pid, 9)
         self.running = False
 
@@ -216,16 +218,3 @@ class Postfix:
         self.stop()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie of ours is not alive; Postfix's master is not our child, so this is rare.
-    try:
-        with open(f"/proc/{pid}/stat") as fp:
-            return fp.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
