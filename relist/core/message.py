@@ -140,6 +140,10 @@ class RawMessage:
     def to_bytes(self) -> bytes:
         return b"".join(f.raw for f in self.fields) + self.separator + self.body
 
+    def is_ascii(self) -> bool:
+        """``to_bytes().isascii()``, without making the bytes (a large post is not copied)."""
+        return self.body.isascii() and self.separator.isascii() and all(f.raw.isascii() for f in self.fields)
+
     def body_memo(self) -> BodyMemo | None:
         """The body's DKIM hashes, computed once for this body whoever asks (the
         verifier, the guard, the signer: relist.core.dkim.canon.BodyMemo); None when

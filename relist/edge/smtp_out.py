@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from relist.core.model import Reply
 
-__all__ = ["Capabilities", "UpstreamError", "Connection", "Pool", "dot_stuff"]
+__all__ = ["WRITE_CHUNK", "Capabilities", "UpstreamError", "Connection", "Pool", "dot_stuff",
+           "dot_stuff_parts"]
 
 log = logging.getLogger("relist.upstream")
 
@@ -85,14 +86,26 @@ def parse_reply(code: int, lines: list[str]) -> Reply:
 
 def dot_stuff(data: bytes) -> bytes:
     """RFC 5321 §4.5.2 transparency, CRLF line ends, and the terminating dot."""
+    content, end = dot_stuff_parts(data)
+    return content + end
+
+
+def dot_stuff_parts(data: bytes) -> tuple[bytes, bytes]:
+    """``dot_stuff(data)`` as (the content, what follows it: CRLF when the content does not
+    end a line, and the dot): a large message goes out without being copied once more
+    just to append three bytes (``data`` itself when nothing needed stuffing)."""
     if data.count(b"\n") != data.count(b"\r\n"):  # bare LF somewhere: SMTP wants CRLF
         data = _BARE_LF.sub(b"\r\n", data)
     if data.startswith(b"."):
         data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
-    if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data + b".\r\n"
+    data = data.replace(b"\r\n.", b"\r\n..")   # (the same object when there is none)
+    return data, (b".\r\n" if not data or data.endswith(b"\r\n") else b"\r\n.\r\n")
+
+
+# A message larger than this is written in slices of this size, each one waiting until the
+# transport's buffer has room: the event loop then never holds a second copy of a large
+# post in its write buffer (issue 17: a worker's peak memory).
+WRITE_CHUNK = 1 << 20
 
 
 def _lost(what: str) -> UpstreamError:
@@ -154,7 +167,7 @@ class Connection:
             self.broken = True
             raise
 
-    async def _send(self, data: bytes, what: str) -> None:
+    async def _send(self, data: bytes | memoryview, what: str) -> None:
         assert self.writer is not None
         self.idle_since = time.monotonic()
         try:
@@ -249,7 +262,14 @@ class Connection:
         if reply.code != 354:
             return [reply] * (n_rcpts if self.lmtp else 1)
         self.final_pending = True    # from here on, the MTA may queue the message
-        await self._send(dot_stuff(content), "during DATA")
+        body, end = dot_stuff_parts(content)
+        if len(body) <= WRITE_CHUNK:
+            await self._send(body + end, "during DATA")
+        else:
+            view = memoryview(body)
+            for at in range(0, len(view), WRITE_CHUNK):
+                await self._send(view[at:at + WRITE_CHUNK], "during DATA")
+            await self._send(end, "during DATA")
         self.transactions += 1
         # RFC 5321 §4.5.3.2.6 suggests 10 minutes for the final reply ([upstream]
         # data_timeout): giving up earlier risks a duplicate if the MTA did queue it.

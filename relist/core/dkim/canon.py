@@ -21,8 +21,9 @@ import functools
 import hashlib
 import re
 
-__all__ = ["BodyMemo", "Canon", "Header", "MessageFormatError", "crlf_lines", "index", "parse",
-           "relaxed_headers", "select", "selected", "without_b"]
+__all__ = ["STREAM_CHUNK", "BodyMemo", "Canon", "Header", "MessageFormatError", "body_digest", "crlf_lines",
+           "index", "parse", "relaxed_body", "relaxed_headers", "relaxed_lines", "select", "selected",
+           "simple_body", "without_b"]
 
 Header = tuple[bytes, bytes]   # (name as written, value after the colon, CRLF line ends)
 
@@ -203,6 +204,13 @@ def relaxed_body(body: bytes) -> bytes:
     its regexes: a tab becomes a space; when there is no double space, deleting the
     space before each CRLF is all that is left (one ``replace``), else the spaces
     before line ends go first, then each run of spaces is halved until none is left."""
+    body = _strip_trailing_lines(relaxed_lines(body))
+    return b"" if body == b"\r\n" else body
+
+
+def relaxed_lines(body: bytes) -> bytes:
+    """The line-local part of ``relaxed_body`` (§3.4.4 a and b): tabs become spaces, WSP
+    at line ends goes, runs of WSP become one SP; empty lines at the end stay."""
     if b"\t" in body:
         body = body.replace(b"\t", b" ")
     if _TWO_SP.search(body):           # (the regex finds faster than "in" here)
@@ -213,11 +221,75 @@ def relaxed_body(body: bytes) -> bytes:
             body = body.replace(b"  ", b" ")
     else:   # no run of spaces: a line ends with one space at most (one copy, none when
         body = body.replace(b" \r\n", b"\r\n")   # there is no such line)
-    body = _strip_trailing_lines(body)
-    return b"" if body == b"\r\n" else body
+    return body
 
 
 _HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
+
+# A body larger than this is canonicalized and hashed in line-aligned pieces of about
+# this size, so that a 25 MiB post is not held a second (and third) time as its
+# canonical form while it is hashed (issue 17: a worker's peak memory).
+STREAM_CHUNK = 1 << 20
+
+
+def _trailing_crlfs(data: bytes) -> int:
+    """How many CRLF pairs ``data`` ends with."""
+    n, end = 0, len(data)
+    while end >= 2 and data[end - 2:end] == b"\r\n":
+        n, end = n + 1, end - 2
+    return n
+
+
+def body_digest(body: bytes, c_body: str, hash_name: str, length: int | None = None,
+                chunk: int = STREAM_CHUNK) -> tuple[bytes, int]:
+    """(hash of the CRLF ``body`` canonicalized ``c_body``, cut at ``length`` when given;
+    the canonical body's whole length): what ``relaxed_body``/``simple_body`` give, hashed,
+    computed in pieces cut after a line end.  Every rule of both canonicalizations is
+    local to a line but the last (§3.4.3/§3.4.4: empty lines at the end go), so the
+    empty lines that end a piece are held back until a piece with text follows."""
+    relaxed = c_body == "relaxed"
+    if len(body) <= chunk:
+        canon = relaxed_body(body) if relaxed else simple_body(body)
+        return _HASHERS[hash_name](canon if length is None else canon[:length]).digest(), len(canon)
+    h = _HASHERS[hash_name]()
+    total = 0
+
+    def emit(data: bytes) -> None:
+        nonlocal total
+        if length is None:
+            h.update(data)
+        elif total < length:
+            h.update(data[:length - total])
+        total += len(data)
+
+    held, text, open_line = 0, False, False   # empty lines held back; any text; last line unended
+    start, n = 0, len(body)
+    while start < n:
+        cut = body.find(b"\n", start + chunk - 1) if start + chunk < n else -1
+        end = n if cut < 0 else cut + 1
+        piece = body[start:end]
+        start = end
+        if relaxed:
+            piece = relaxed_lines(piece)
+        k = _trailing_crlfs(piece)
+        head = piece[:len(piece) - 2 * k]
+        if head:
+            if held:
+                emit(b"\r\n" * held)
+            emit(head)
+            text = True
+            if k:
+                emit(b"\r\n")
+                held, open_line = k - 1, False
+            else:
+                held, open_line = 0, True
+        else:
+            held += k
+    if text and open_line:
+        emit(b"\r\n")
+    elif not text and not relaxed:
+        emit(b"\r\n")   # simple: an empty body is one CRLF; relaxed: nothing
+    return h.digest(), total
 
 
 class BodyMemo:
@@ -239,9 +311,7 @@ class BodyMemo:
         key = (c_body, hash_name, length)
         out = self._digest.get(key)
         if out is None:
-            canon = relaxed_body(self.body) if c_body == "relaxed" else simple_body(self.body)
-            data = canon if length is None else canon[:length]
-            out = self._digest[key] = (_HASHERS[hash_name](data).digest(), len(canon))
+            out = self._digest[key] = body_digest(self.body, c_body, hash_name, length)
         return out
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -197,7 +196,7 @@ def canon_policy(c: str) -> Canon:
 
 def body_hash(body: bytes, canon: Canon) -> bytes:
     """bh= (RFC 6376 §3.7): base64 SHA-256 of the canonical body, never truncated (no l=)."""
-    return base64.b64encode(hashlib.sha256(canon.body_bytes(body)).digest())
+    return base64.b64encode(_canon.body_digest(body, canon.body, "sha256")[0])
 
 
 def covered(message: Prepared, names: tuple[bytes, ...], canon: Canon) -> bytes:

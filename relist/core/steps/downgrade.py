@@ -125,7 +125,7 @@ def apply(work: Work, ctx: Context) -> Work:
     msg = work.message
 
     def done(action: Action, detail: str, message: RawMessage) -> Work:
-        needs = not message.to_bytes().isascii()
+        needs = not message.is_ascii()
         detail += f"; needs 8BITMIME: {'yes' if needs else 'no'}"
         known = work.known.found(needs_8bitmime=needs)
         return work.note(NAME, action, detail, message=message, known=known)
@@ -140,7 +140,7 @@ def apply(work: Work, ctx: Context) -> Work:
         return done(Action.SKIPPED, "mode preserve: the poster's body hash is kept "
                     "(the upstream MTA offers 8BITMIME)", msg)
     why = "downgrade_8bit = true" if lp.downgrade_8bit else "the upstream MTA lacks 8BITMIME"
-    if msg.to_bytes().isascii():
+    if msg.is_ascii():
         return done(Action.SKIPPED, f"{why}; nothing 8-bit", msg)
     new, log = downgrade(msg)
     headers = _eight_bit_headers(new.fields)

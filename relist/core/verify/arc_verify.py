@@ -107,7 +107,9 @@ def _describe(kind: str, text: str, instance: int, valid: bool | None, body: byt
     return SignatureResult(kind, Result.FAIL, "; ".join([f"{label} does not validate"] + notes), **info)
 
 
-def verify_arc(msg: RawMessage, raw: bytes, facts: Facts) -> ArcResult:
+def verify_arc(msg: RawMessage, raw: bytes | None, facts: Facts) -> ArcResult:
+    """The ARC chain's validation (RFC 8617 §5.2) of ``msg`` (``raw``: its bytes, made
+    from ``msg`` only when it has ARC fields when None)."""
     arc_fields = [f for f in msg.fields if f.name in ARC_FIELDS]
     if not arc_fields:
         return ArcResult("none", None, (), "no ARC sets")
@@ -121,7 +123,7 @@ def verify_arc(msg: RawMessage, raw: bytes, facts: Facts) -> ArcResult:
         return ArcResult("fail", None, (), f"more than {MAX_SETS} ARC sets (RFC 8617 §4.2.1)")
     temperrors: list[str] = []
     try:
-        verifier = dkimpy.ARC(raw, minkey=1024)
+        verifier = dkimpy.ARC(msg.to_bytes() if raw is None else raw, minkey=1024)
         cv, results, comment = verifier.verify(dnsfunc=_dnsfunc(facts, temperrors))
         body = verifier.body
     except dkimpy.DKIMException as exc:

@@ -57,14 +57,15 @@ def _over_cap(value: bytes, index: int, cap: int) -> SignatureResult:
 
 def verify_message(msg: RawMessage, facts: Facts, now: datetime, *, max_signatures: int = 10,
                    min_key_bits: int = 1024) -> Verdict:
-    """The ``Verdict`` for ``msg`` with DNS from ``facts`` and time ``now``."""
-    raw = msg.to_bytes()
+    """The ``Verdict`` for ``msg`` with DNS from ``facts`` and time ``now``.  The message
+    is read as split (``open_message``) and its body hashed through its ``body_memo``:
+    no copy of a large post is made here (the ARC verifier, dkimpy's, takes bytes)."""
     fields = _dkim_fields(msg)
     results: list[SignatureResult] = []
     if fields:
-        signer, error = open_message(raw)
+        signer, error = open_message(msg)
         checker = Checker(facts=facts, now=int(now.timestamp()), min_key_bits=min_key_bits,
-                          dkim=signer, dkim_error=error)
+                          dkim=signer, dkim_error=error, memo=msg.body_memo())
         for index, f in enumerate(fields):
             if index >= max_signatures:
                 results.append(_over_cap(f.value, index, max_signatures))
@@ -72,6 +73,6 @@ def verify_message(msg: RawMessage, facts: Facts, now: datetime, *, max_signatur
                 results.append(verify_signature(f.value, index, checker))
     results.extend(domainkeys.verify_domainkeys(msg, facts, max_signatures))
     signatures = tuple(results)
-    chain = arc.verify_arc(msg, raw, facts)
+    chain = arc.verify_arc(msg, None, facts)
     policy = dmarc.evaluate(msg, facts, signatures)
     return Verdict(signatures=signatures, arc=chain, dmarc=policy, from_domain=policy.domain)
