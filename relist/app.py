@@ -35,7 +35,7 @@ from relist.edge import metrics
 from relist.edge.smtp_out import Pool
 from relist.edge.store import Store, StoreError
 
-__all__ = ["Relay", "log_safe"]
+__all__ = ["Relay"]
 
 log = logging.getLogger("relist")
 
@@ -122,12 +122,8 @@ class Relay:
         """Run the pipeline over ``raw``.  Exceptions are bugs and propagate; what is
         known of the message (Message-ID, list, where it failed) is kept for ``finish``."""
         try:
-            if self.metrics is None:
-                return await self._run(raw, envelope, relist_id, upstream_8bitmime)
             begun = time.monotonic()
             outcome = await self._run(raw, envelope, relist_id, upstream_8bitmime)
-            self.metrics.pipeline_done(relist_id, time.monotonic() - begun)
-            return outcome
         except Exception as exc:
             message_id, list_address = self.known_of(raw, envelope)
             where = _failed_in(exc)
@@ -136,6 +132,12 @@ class Relay:
             self._crashed[relist_id] = (message_id, list_address,
                                         (f"{where}: " if where else "") + type(exc).__name__)
             raise
+        if self.metrics is not None:
+            try:
+                self.metrics.pipeline_done(relist_id, time.monotonic() - begun)
+            except Exception:   # noqa: BLE001 - a metric never decides a message's fate
+                log.exception("%s: metrics: recording the pipeline time failed", relist_id)
+        return outcome
 
     def known_of(self, raw: bytes, envelope: Envelope) -> tuple[str, str | None]:
         """The Message-ID and (egress leg) the list of ``raw``, read cheaply and never
@@ -274,7 +276,17 @@ class Relay:
     def finish(self, relist_id: str, record: Record | None, envelope: Envelope,
                upstream: dict[str, Reply], reply: Reply, started: float,
                size: int) -> None:
-        """Count, store and log one finished transaction."""
+        """Count, store and log one finished transaction.  Never raises: it runs after the
+        MTA answered, and the client's reply is decided (a bug here turned into a 451
+        would have Mailman send a delivered message again)."""
+        try:
+            self._finish(relist_id, record, envelope, upstream, reply, started, size)
+        except Exception:   # noqa: BLE001 - accounting is secondary to the reply
+            log.exception("%s: recording this transaction failed; the reply (%s) stands",
+                          relist_id, log_safe(reply.line()))
+
+    def _finish(self, relist_id: str, record: Record | None, envelope: Envelope,
+                upstream: dict[str, Reply], reply: Reply, started: float, size: int) -> None:
         ms = (time.monotonic() - started) * 1000
         crashed = self._crashed.pop(relist_id, None)
         if crashed is not None:

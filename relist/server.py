@@ -29,7 +29,8 @@ from relist.config import Config, check_signing
 from relist.edge import metrics
 from relist.edge.dns import Resolver
 from relist.edge.key_files import load_configured_keys
-from relist.edge.smtp_in import RelayHandler, RelistLMTP, RelistSMTP
+from relist.edge.smtp_in import RelayHandler
+from relist.edge.smtp_session import RelistLMTP, RelistSMTP
 from relist.edge.store import check as check_store
 from relist.edge.store import open_store, redact
 from relist.workers import EXIT_GRACE, SPREAD_POLL, SPREAD_WAIT, Control, Load, counted, readable, supervise
@@ -124,9 +125,11 @@ class Server:
             protocol = counted(protocol, self.load)
 
         def factory():
-            return protocol(handler, hostname=cfg.hostname, ident=ident,
-                            data_size_limit=cfg.server["max_message_size"],
-                            enable_SMTPUTF8=True, loop=loop)
+            session = protocol(handler, hostname=cfg.hostname, ident=ident,
+                               data_size_limit=cfg.server["max_message_size"],
+                               enable_SMTPUTF8=True, loop=loop)
+            session.reply_wait = cfg.upstream["data_timeout"] + 60
+            return session
         self.sockets.append(sock)
         if self.load is None:
             self.servers.append(await loop.create_server(factory, sock=sock))

@@ -33,9 +33,9 @@ from aiosmtpd.lmtp import LMTP
 from relist.core.model import Envelope, Outcome, Record, Reply
 from relist.core.safety import log_safe
 from relist.edge.smtp_out import Capabilities, Connection, Pool, UpstreamError
-from relist.edge.smtp_session import RelistLMTP, RelistSMTP, is_allowed
+from relist.edge.smtp_session import RelistSMTP
 
-__all__ = ["Relay", "RelayHandler", "RelistLMTP", "RelistSMTP", "is_allowed", "must_declare_8bitmime",
+__all__ = ["Relay", "RelayHandler", "must_declare_8bitmime",
            "new_relist_id"]
 
 log = logging.getLogger("relist.smtpd")
@@ -380,6 +380,11 @@ class RelayHandler:
                     await self.relay.pool.release(conn, clean=True)
                 else:
                     replies = await conn.data(outcome.message, n)
+                    if lmtp and len(replies) != n:
+                        # An LMTP client (the ingress leg) with an SMTP next hop
+                        # ([ingress] deliver_to = "smtp:..."): the one final reply is
+                        # every recipient's, and the client must hear one per recipient.
+                        replies = [replies[0]] * n
                     if lmtp:  # LMTP: one final reply per accepted recipient, in RCPT order
                         upstream.update({f"DATA {r}": rep for r, rep in zip(env.rcpt_tos, replies)})
                     else:
@@ -401,7 +406,8 @@ class RelayHandler:
                             " after the MTA had the message: it may be delivered twice" if queued else "")
             raise
         except Exception:  # noqa: BLE001 - a bug: never let it become a 5xx
-            log.exception("%s: internal error while processing message from=<%s>", relist_id, env.mail_from)
+            log.exception("%s: internal error while processing message from=<%s>", relist_id,
+                          log_safe(env.mail_from))
             replies = [Reply(451, "4.3.0", INTERNAL_ERROR.format(id=relist_id))] * n
             if conn is not None:
                 conn.close()

@@ -67,6 +67,11 @@ class RelistSMTP(SMTP):
         self.command_size_limits = collections.defaultdict(lambda: COMMAND_SIZE_LIMIT)
         self.command_size_limit = COMMAND_SIZE_LIMIT
         self.busy = False   # a command is being handled
+        # After the content: how long the session may wait for relist's final reply
+        # (the core, then the MTA's final reply, up to [upstream] data_timeout) before
+        # aiosmtpd's idle timer closes it; set by the server.  A close there would
+        # abandon a message the MTA may have queued, which the client then sends again.
+        self.reply_wait = 0.0
         self._smtp_methods = {name: self._guarded(name, method)
                               for name, method in self._smtp_methods.items()}
 
@@ -139,10 +144,13 @@ class RelistSMTP(SMTP):
             self._writer.close()
             raise
         if content is None:
+            reply = self.final_reply(TOO_BIG.format(limit=self.data_size_limit))
             self._set_post_data_state()
-            await self.push(TOO_BIG.format(limit=self.data_size_limit))
+            await self.push(reply)
             return
         self.envelope.content = self.envelope.original_content = content
+        if self.reply_wait > self._timeout_duration:
+            self._reset_timeout(self.reply_wait)   # the next command restores the idle timer
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push("250 OK" if status is MISSING else status)
@@ -229,6 +237,11 @@ class RelistSMTP(SMTP):
             return m.group(1), m.group(2)
         return super()._getaddr(arg)
 
+    def final_reply(self, line: str) -> str:
+        """What the client hears when relist itself answers the end of DATA (SMTP: one
+        reply; RelistLMTP: one per recipient)."""
+        return line
+
     def connection_lost(self, error) -> None:
         conn = getattr(self.session, "upstream", None)
         if conn is not None:
@@ -242,3 +255,15 @@ class RelistLMTP(RelistSMTP, LMTP):
     """The same, speaking LMTP (RFC 2033): LHLO instead of EHLO, and a final reply per
     recipient after DATA.  The ingress leg listens with this, so the MTA learns per
     recipient what Mailman's LMTP runner said."""
+
+    def final_reply(self, line: str) -> str:
+        """RFC 2033 §4.2: after DATA, one reply per accepted recipient, relist's own too
+        (a single line would leave the client waiting for the others)."""
+        n = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
+        return "\r\n".join([line] * max(n, 1))
+
+    async def handle_exception(self, error: Exception) -> str:
+        status = await super().handle_exception(error)
+        if self.envelope is not None and self.envelope.content is not None:   # a failure in DATA
+            return self.final_reply(status)
+        return status
