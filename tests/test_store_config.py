@@ -82,6 +82,18 @@ def test_redact_hides_passwords_wherever_a_url_is_shown():
     assert target_of("postgresql://u:s3cret@db/x").shown() == "postgresql://u:***@db/x"
 
 
+
+@pytest.mark.parametrize("sep", ["/", "?", "#", "@", ":"])
+def test_no_part_of_a_password_reaches_the_error_or_the_redacted_url(sep):
+    """A password holding a URL delimiter: urlsplit then reads part of it as the port
+    or the path, and its own error message quoted that part."""
+    url = f"postgresql://relist:Zq{sep}Wx9@db:5432/relist"
+    assert redact(url) == "postgresql://relist:***@db:5432/relist"
+    with pytest.raises(ConfigError) as err:
+        parse({"store": {"url": url}})
+    assert "Zq" not in str(err.value) and "Wx9" not in str(err.value), str(err.value)
+
+
 def test_a_postgresql_url_without_psycopg_is_a_configuration_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)    # import psycopg -> ImportError
     with pytest.raises(CoreConfigError, match=r"psycopg is not installed.*relist\[postgresql\]"):

@@ -27,14 +27,21 @@ from relist.core.errors import ConfigError
 __all__ = ["Target", "parse_url", "redact"]
 
 _SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
-# user:password@ in a URL's authority; password=... among its parameters.
-_URL_PASSWORD = re.compile(r"(?<=://)([^/@:]*):[^/@]*@")
+# password=... among a URL's parameters.
 _PARAM_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
 
 
 def redact(url: str) -> str:
-    """``url`` with any password in it written as ``***``."""
-    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
+    """``url`` with any password in it written as ``***``: everything between the first
+    colon after ``//`` and the last ``@`` (a password may hold ``/``, ``?``, ``#`` or
+    ``@``), and a ``password=`` parameter."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            url = f"{scheme}://{user}:***@{host}"
+    return _PARAM_PASSWORD.sub(r"\1***", url)
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,11 @@ def parse_url(url: str, *, password_file: str = "", allow_password: bool = False
         if "," not in parts.netloc:   # libpq's multi-host form (h1:p1,h2:p2) has no one port
             parts.port   # noqa: B018 - raises ValueError for a port that is not a number
         params = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError as exc:
-        raise ConfigError(f"[store] url = {shown!r}: not a valid URL ({exc})") from None
+    except ValueError:
+        # Not the parser's words: they may quote a piece of the password ("Port could
+        # not be cast to integer value as 'se'" for a password with a "/").
+        raise ConfigError(f"[store] url = {shown!r}: not a valid URL (a port that is not a number, "
+                          f"or a malformed host or query)") from None
     if parts.fragment:
         raise ConfigError(f"[store] url = {shown!r}: a fragment (#...) has no meaning here")
     if not allow_password and (parts.password is not None or any(k == "password" for k, _ in params)):
