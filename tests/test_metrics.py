@@ -407,3 +407,32 @@ def test_deferral_reasons(case, expected):
         "unknown-list-defer": (_record(("parse", "identify"), core), {}, core),
     }.get(case) or (_record((), own[case]), {}, own[case])
     assert deferral_reason(record, upstream, reply) == expected
+
+
+def test_a_cross_posted_message_counts_as_a_post_of_each_list(tmp_path, sink, dns_server):
+    """Posts are counted once for all of Mailman's transactions of one post, per list:
+    the same Message-ID sent on by two lists is a post of each."""
+    from relist.edge import metrics
+    from relist.server import ThreadedServer
+    from tests.helpers import client, make_config
+
+    lists = ["ants@lists.example.org", "bees@lists.example.org"]
+    exporter = metrics.start(("127.0.0.1", 0))
+    try:
+        settings = {"lists": {a: {"sign": False, "mode": "preserve"} for a in lists}}
+        cfg = make_config(tmp_path, sink.port, settings, nameserver=dns_server.nameserver)
+        msg = (b"From: Poster <poster@poster.example>\r\n"
+               b"To: ants@lists.example.org, bees@lists.example.org\r\nSubject: both\r\n"
+               b"Message-ID: <cross-1@poster.example>\r\n\r\nHello both.\r\n")
+        with ThreadedServer(cfg) as srv:
+            for address in lists:
+                name = address.split("@")[0]
+                for member in ("m1@member.example", "m2@member.example"):   # two transactions each
+                    with client(srv.port) as c:
+                        assert c.sendmail(f"{name}-bounces@lists.example.org", [member], msg) == {}
+            s = scrape(exporter.address[1])
+    finally:
+        exporter.stop()
+    assert total(s, "relist_transactions_total", leg="egress", outcome="relayed") == 4
+    assert total(s, "relist_posts_total", list=lists[0]) == 1
+    assert total(s, "relist_posts_total", list=lists[1]) == 1

@@ -252,7 +252,7 @@ class Recorder:
         self.leg = leg
         self.policy = policy
         self.lists = frozenset(lp.address for lp in policy.lists)
-        self.posts: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.posts: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self.pipeline_s: dict[str, float] = {}
         self._children: dict[tuple, Any] = {}   # (family, label values) -> child: labels() is slow
 
@@ -312,7 +312,7 @@ class Recorder:
         if not chosen:
             return   # not list mail: relayed unchanged (unknown_list = "pass")
         if record.message_id:
-            key = record.message_id[:512]
+            key = (list_label, record.message_id[:512])   # a cross-post counts for each list
             if key in self.posts:
                 self.posts.move_to_end(key)
                 return
