@@ -221,12 +221,12 @@ class Mailman:
         self.started = True
         begun = time.monotonic()
 
-        def alive() -> bool:
+        def master_up() -> bool:
             # The master writes its pid file a moment after `mailman start` returns.
             return self.master_pid() is not None or time.monotonic() - begun < 30
         try:
-            wait_port(self.rest_port, timeout, alive=alive)
-            wait_port(self.lmtp_port, timeout, alive=alive)
+            wait_port(self.rest_port, timeout, alive=master_up)
+            wait_port(self.lmtp_port, timeout, alive=master_up)
         except MailmanError as exc:
             raise MailmanError(f"{exc}\n{self.tail()}") from None
 

@@ -78,10 +78,6 @@ def _aar_value(instance: int, authserv_id: str, results: str) -> tuple[bytes, by
             " ".join([head, *parts]).encode("utf-8"))
 
 
-def _field(name: bytes, value: bytes) -> Header:
-    return name, b" " + value + b"\r\n"
-
-
 def seal_arc(message: bytes | Prepared, *, domain: str, selector: str, key: SigningKey, authserv_id: str,
              cv: str, results: str, now: datetime, headers: Iterable[str | bytes] | None = None,
              standardize: bool = False) -> Seal:
