@@ -102,11 +102,11 @@ class Relay:
         msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)
         return await self.resolver.settle(lambda facts: core.plan(msg, self.config.relay, facts, self.steps))
 
-    async def ingress_copies(self, raw: bytes) -> tuple[IngressCopy, ...]:
+    async def ingress_copies(self, msg: RawMessage) -> tuple[IngressCopy, ...]:
         """Egress leg: the ingress leg's copies of this post, by Message-ID."""
         if self.leg != "egress" or self.config.ingress is None or self.store is None:
             return ()
-        message_id = RawMessage.parse(raw).header_text("message-id")
+        message_id = msg.header_text("message-id")
         if not message_id:
             return ()
         try:
@@ -160,20 +160,20 @@ class Relay:
     async def _run(self, raw: bytes, envelope: Envelope, relist_id: str,
                    upstream_8bitmime: bool) -> Outcome:
         now = datetime.now(timezone.utc)
+        msg = RawMessage.parse(raw)   # once, for every use below
         ctx = Context(envelope=envelope, policy=self.config.relay, now=now, relist_id=relist_id,
-                      keys=self.keys, ingress=await self.ingress_copies(raw),
+                      keys=self.keys, ingress=await self.ingress_copies(msg),
                       upstream_8bitmime=upstream_8bitmime)
         sign_once = self.leg == "egress" and self.config.server["sign_once"]
         if sign_once:
             # Mailman sends one post in transactions of at most 10 recipients with
             # identical bytes: the 2nd..Nth reuse the signed result (no DNS, no signing).
-            hit = signcache.lookup(self.sign_cache, raw, ctx, self.steps)
+            hit = signcache.lookup(self.sign_cache, raw, ctx, self.steps, msg)
             if hit is not None:
                 return hit
-        msg = RawMessage.parse(raw)
         ctx = replace(ctx, facts=await self.facts_for(msg))
         if sign_once:
-            work = functools.partial(signcache.process_with, self.sign_cache, raw, ctx, self.steps)
+            work = functools.partial(signcache.process_with, self.sign_cache, raw, ctx, self.steps, msg)
             if len(raw) > 256 * 1024:
                 # Large messages: keep the event loop responsive while the core works.
                 outcome, self.sign_cache = await asyncio.to_thread(work)

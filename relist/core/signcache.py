@@ -82,10 +82,10 @@ class SignCache:
         return replace(self, entries=tuple(kept))
 
 
-def _list_of(raw: bytes, ctx: Context):
+def _list_of(raw: bytes, ctx: Context, parsed: RawMessage | None = None):
     """The list policy ``identify`` would choose (None for an unknown list)."""
     try:
-        work = identify.apply(Work(RawMessage.parse(raw)), ctx)
+        work = identify.apply(Work(parsed if parsed is not None else RawMessage.parse(raw)), ctx)
     except (DeferMessage, RejectMessage):
         return None
     except MemoryError:
@@ -95,15 +95,17 @@ def _list_of(raw: bytes, ctx: Context):
     return work.known.list_policy
 
 
-def cache_key(raw: bytes, ctx: Context, steps=pipeline.STEPS) -> str:
-    """sha256(input) + fingerprint (list, policy, keys, steps, upstream 8BITMIME)."""
+def cache_key(raw: bytes, ctx: Context, steps=pipeline.STEPS, parsed: RawMessage | None = None) -> str:
+    """sha256(input) + fingerprint (list, policy, keys, steps, upstream 8BITMIME, the
+    ingress copies by relist id: a stored copy never changes).  ``parsed``:
+    ``RawMessage.parse(raw)`` when the caller has it."""
     keys = ctx.keys or {}
     fingerprint = repr((
-        _list_of(raw, ctx), ctx.policy,
+        _list_of(raw, ctx, parsed), ctx.policy,
         sorted((path, getattr(k, "algorithm", ""), getattr(k, "bits", 0)) for path, k in keys.items()),
         tuple(getattr(s, "NAME", repr(s)) for s in steps),
         getattr(ctx, "upstream_8bitmime", True),
-        hashlib.sha256(repr(getattr(ctx, "ingress", ())).encode("utf-8", "surrogateescape")).hexdigest(),
+        tuple(getattr(c, "relist_id", "") for c in getattr(ctx, "ingress", ())),
     ))
     return (hashlib.sha256(raw).hexdigest() + ":"
             + hashlib.sha256(fingerprint.encode("utf-8", "surrogateescape")).hexdigest())
@@ -154,21 +156,22 @@ def replay(entry: Entry, raw: bytes, ctx: Context, key: str = "") -> Outcome:
     return Outcome(out, record, None)
 
 
-def lookup(cache: SignCache, raw: bytes, ctx: Context, steps=pipeline.STEPS) -> Outcome | None:
+def lookup(cache: SignCache, raw: bytes, ctx: Context, steps=pipeline.STEPS,
+           parsed: RawMessage | None = None) -> Outcome | None:
     """The replayed outcome when ``cache`` holds this post, else None (no DNS needed:
     the edge can call this before resolving anything)."""
-    key = cache_key(raw, ctx, steps)
+    key = cache_key(raw, ctx, steps, parsed)
     entry = cache.lookup(key, ctx.now)
     return None if entry is None else replay(entry, raw, ctx, key)
 
 
-def process_with(cache: SignCache, raw: bytes, ctx: Context, steps=pipeline.STEPS
-                 ) -> tuple[Outcome, SignCache]:
+def process_with(cache: SignCache, raw: bytes, ctx: Context, steps=pipeline.STEPS,
+                 parsed: RawMessage | None = None) -> tuple[Outcome, SignCache]:
     """``pipeline.process`` through the cache: (outcome, the cache to keep)."""
-    key = cache_key(raw, ctx, steps)
+    key = cache_key(raw, ctx, steps, parsed)
     entry = cache.lookup(key, ctx.now)
     if entry is not None:
         return replay(entry, raw, ctx, key), cache
-    outcome = pipeline.process(raw, ctx, steps)
+    outcome = pipeline.process(raw, ctx, steps, parsed)
     new = entry_for(outcome, raw, ctx, cache.ttl)
     return outcome, (cache if new is None else cache.store(key, new, ctx.now))
