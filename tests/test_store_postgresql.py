@@ -205,3 +205,21 @@ def test_relist_bounces_reads_the_shared_store(pg_url, tmp_path):
     (row,) = json.loads(out.stdout)
     assert (row["list"], row["cause"], row["permanent"], row["bounce_id"], row["relist_id"]) == (
         "dev@lists.example.org", "dmarc", True, "BOUNCE1", None)
+
+
+def test_the_diagnostics_never_migrate_a_shared_store(pg_url):
+    """relist report/explain/bounces read a shared store as it is: an admin running a
+    newer relist during a rolling upgrade must not migrate it under the older
+    instances (which would then refuse to start: schema too new)."""
+    with pytest.raises(StoreError, match="start relist serve of this version first"):
+        open_reader({"url": pg_url, "password_file": ""})
+    with admin(pg_url) as conn:
+        assert pg.schema_version(conn) == 0          # untouched: no relist schema made
+    Store(pg_url).close()                            # relist serve migrates
+    with open_reader({"url": pg_url, "password_file": ""}) as reader:
+        assert reader.query("SELECT COUNT(*) FROM transactions") == [(0,)]
+    with admin(pg_url) as conn:
+        conn.execute("UPDATE relist_schema SET version = %s", (len(MIGRATIONS) + 1,))
+        conn.commit()
+    with pytest.raises(StoreError, match="run the relist that wrote it"):
+        open_reader({"url": pg_url, "password_file": ""})

@@ -86,6 +86,14 @@ def connect(target: Target, password: str | None = None, **kwargs: Any):
     return psycopg.connect(conninfo(target), autocommit=True, **kwargs)
 
 
+def schema_version(conn) -> int:
+    """The database's schema version (0: no relist schema yet), changing nothing."""
+    if conn.execute("SELECT to_regclass('relist_schema')").fetchone()[0] is None:
+        return 0
+    row = conn.execute("SELECT version FROM relist_schema").fetchone()
+    return row[0] if row else 0
+
+
 def migrate(conn) -> int:
     """Bring the database to ``len(MIGRATIONS)`` in one transaction, holding an advisory
     lock: another relist migrating at the same time waits, then finds it done."""

@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from .migrations import MIGRATIONS
 from .target import Target, password_for, target_of
 from .writer import StoreError
 
@@ -32,14 +33,23 @@ class Reader:
             psycopg, _ = postgresql._import()
             self._errors = psycopg.Error
             password = password if password is not None else password_for(target)
-            # Migrate first (a store written by an older relist), then read, read-only.
+            # Read-only, and no migration: a shared store changes schema only when a
+            # relist serve of the new version starts (a newer report run by an admin
+            # during a rolling upgrade must not lock the older instances out).
             try:
                 self._conn = postgresql.connect(target, password)
             except psycopg.Error as exc:
                 raise StoreError(f"{target.shown()}: {' '.join(str(exc).split())}") from None
             try:
-                postgresql.migrate(self._conn)
                 self._conn.execute("SET default_transaction_read_only = on")
+                version = postgresql.schema_version(self._conn)
+                if version != len(MIGRATIONS):
+                    self._conn.close()
+                    raise StoreError(
+                        f"{target.shown()}: schema version {version}, this relist reads version "
+                        f"{len(MIGRATIONS)}: " + ("run the relist that wrote it" if version > len(MIGRATIONS)
+                                                  else "start relist serve of this version first (it "
+                                                       "migrates the store); this command changes nothing"))
             except psycopg.Error as exc:
                 self._conn.close()
                 raise StoreError(f"{target.shown()}: {' '.join(str(exc).split())}") from None
