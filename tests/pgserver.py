@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -183,12 +182,3 @@ def pg_url(pg_server, tmp_path, monkeypatch):
     """A fresh database on the session's server: its URL; ``PGPASSWORD`` set."""
     monkeypatch.setenv("PGPASSWORD", PASSWORD)
     return pg_server.url(pg_server.create_db())
-
-
-def wait_until(predicate, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True

@@ -28,8 +28,8 @@ from relist.demo import demo_zone, load_corpus, load_posts, make_list_keys, rece
 from relist.edge.store import open_reader
 from relist.sandbox.dnsserver import DNSServer
 from relist.sandbox.sink import Sink
-from tests.helpers import FIXTURES, ROOT
-from tests.pgserver import PASSWORD, free_port, wait_until
+from tests.helpers import FIXTURES, ROOT, wait_for
+from tests.pgserver import PASSWORD, free_port
 
 CORPUS = FIXTURES / "mailman"
 LISTS = "lists.example.org"
@@ -84,7 +84,7 @@ class Instance:
         self.proc = subprocess.Popen([sys.executable, "-m", "relist", "serve", "-c", str(self.conf)],
                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"))
         for port in (self.port, self.ingress_port):
-            assert wait_until(lambda: self.accepts(port), timeout=30), self.log.read_text()
+            assert wait_for(lambda: self.accepts(port), timeout=30), self.log.read_text()
 
     def accepts(self, port: int) -> bool:
         assert self.proc.poll() is None, self.log.read_text()
@@ -164,7 +164,7 @@ def test_instance_b_repairs_what_instance_a_received_and_mail_outlives_the_datab
         def recorded() -> int:
             with open_reader(site["store"]) as reader:
                 return reader.query("SELECT count(*) FROM transactions")[0][0]
-        assert wait_until(lambda: recorded() == len(posts) + len(replies), timeout=20)
+        assert wait_for(lambda: recorded() == len(posts) + len(replies), timeout=20)
         with open_reader(site["store"]) as reader:
             rows = reader.query("SELECT relist_id, list_address, steps, facts FROM transactions")
         egress = [r for r in rows if json.loads(r[3]).get("leg") != "ingress"]
@@ -208,7 +208,7 @@ def test_instance_b_repairs_what_instance_a_received_and_mail_outlives_the_datab
         # Every transaction recorded: the first round's, A's ingress records of the control
         # round, and both instances' of the rounds during and after the outage.
         expected = len(rows) + len(posts) + len(some) + during + len(later) + len(replies)
-        assert wait_until(lambda: recorded() == expected, timeout=40), (recorded(), expected)
+        assert wait_for(lambda: recorded() == expected, timeout=40), (recorded(), expected)
     finally:
         logs["a"], logs["b"] = a.stop(), b.stop()
     for name in ("a", "b"):

@@ -21,8 +21,8 @@ from relist.edge.store import Store, StoreError, check, open_reader
 from relist.edge.store import postgresql as pg
 from relist.edge.store.migrations import LOCK_EXPIRE, MIGRATIONS
 from relist.edge.store.target import Target
-from tests.helpers import ROOT
-from tests.pgserver import PASSWORD, wait_until
+from tests.helpers import ROOT, wait_for
+from tests.pgserver import PASSWORD
 from tests.test_store import REPLY, UPSTREAM, real_record
 
 
@@ -101,7 +101,7 @@ def test_a_database_that_goes_away_costs_records_not_mail_and_says_so_once(pg_se
             started = time.monotonic()
             assert not store.write_ingress("ING", time.time(), "t", 3600, "<in@x>", "fp", b"post")
             assert time.monotonic() - started < pg.POOL_WAIT + 2
-            assert wait_until(lambda: store.down_since is not None)
+            assert wait_for(lambda: store.down_since is not None, timeout=20)
             # Known down: the next ones do not even try, and look-ups fail at once.
             started = time.monotonic()
             assert not store.write_ingress("ING2", time.time(), "t", 3600, "<in2@x>", "fp", b"post")
@@ -111,7 +111,7 @@ def test_a_database_that_goes_away_costs_records_not_mail_and_says_so_once(pg_se
             time.sleep(1.5)                                       # the writer tries again meanwhile
         finally:
             pg_server.start_server()
-        assert wait_until(lambda: store.written == 23, timeout=30), (store.written, store.dropped)
+        assert wait_for(lambda: store.written == 23, timeout=30), (store.written, store.dropped)
         assert store.down_since is None and store.outages == 1 and store.dropped == 0
         assert [c[0] for c in store.ingress_candidates("<in@x>", 0)] == ["ING"]
     finally:
@@ -135,7 +135,7 @@ def test_a_database_down_at_start_up_is_migrated_when_it_answers(pg_server, pg_u
     finally:
         pg_server.start_server()
     try:
-        assert wait_until(lambda: store.written == 1, timeout=30)
+        assert wait_for(lambda: store.written == 1, timeout=30)
     finally:
         store.close()
     with admin(pg_url) as conn:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 
 import os
-import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ from relist.core.sign import (
     KeyStatus, RecordCheck, SigningKey, check_record, load_private_key, private_pem, sign_dkim,
 )
 from relist.core.sign.signing_keys import ED25519, RSA, BadKey
+from relist.edge.secret_files import NotRegularFile, OpenToOthers, read_owner_only
 
 __all__ = [
     "BadKey", "ConfiguredKey", "KEY_SLOTS", "KeyFileError", "check_published", "configured_keys",
@@ -77,23 +77,16 @@ def read_private_key(path: str | os.PathLike) -> SigningKey:
     """Load a key file, refusing one readable by group or others (checked on the open file)."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        data = read_owner_only(path)
     except FileNotFoundError:
         raise KeyFileError(f"{path}: private key file not found") from None
     except PermissionError:
         raise KeyFileError(f"{path}: private key file not readable by this user") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"{path}: not a regular file")
-        if st.st_mode & 0o077:
-            raise KeyFileError(
-                f"{path}: private key file is accessible by group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read()
-    finally:
-        os.close(fd)
+    except NotRegularFile:
+        raise KeyFileError(f"{path}: not a regular file") from None
+    except OpenToOthers as exc:
+        raise KeyFileError(f"{path}: private key file is accessible by group or others "
+                           f"(mode {exc.mode:04o}); run: chmod 600 {path}") from None
     try:
         return load_private_key(data, str(path))
     except BadKey as exc:

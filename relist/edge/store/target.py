@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from relist.config.store_url import _SCHEMES, Target, parse_url, redact
 from relist.core.errors import ConfigError
+from relist.edge.secret_files import NotRegularFile, OpenToOthers, read_owner_only
 
 __all__ = ["Target", "parse_url", "read_password", "redact", "target_of"]
 
@@ -35,22 +35,16 @@ def read_password(path: str) -> str:
     """The password in ``path`` (its first line), refusing a file that group or others
     can access (``ConfigError``, exit 2): checked on the open file, as the key files are."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        data = read_owner_only(path, 64 * 1024)
     except FileNotFoundError:
         raise ConfigError(f"[store] password_file = {path!r}: no such file") from None
+    except NotRegularFile:
+        raise ConfigError(f"[store] password_file = {path!r}: not a regular file") from None
+    except OpenToOthers as exc:
+        raise ConfigError(f"[store] password_file = {path!r}: accessible by group or others "
+                          f"(mode {exc.mode:04o}); run: chmod 600 {path}") from None
     except OSError as exc:
         raise ConfigError(f"[store] password_file = {path!r}: cannot be read ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"[store] password_file = {path!r}: not a regular file")
-        if st.st_mode & 0o077:
-            raise ConfigError(f"[store] password_file = {path!r}: accessible by group or others "
-                              f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(64 * 1024)
-    finally:
-        os.close(fd)
     try:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
