@@ -21,9 +21,9 @@ import functools
 import hashlib
 import re
 
-__all__ = ["STREAM_CHUNK", "BodyMemo", "Canon", "Header", "MessageFormatError", "body_digest", "crlf_lines",
-           "index", "parse", "relaxed_body", "relaxed_headers", "relaxed_lines", "select", "selected",
-           "simple_body", "without_b"]
+__all__ = ["HASHERS", "STREAM_CHUNK", "BodyMemo", "Canon", "Header", "MessageFormatError", "body_digest",
+           "crlf_lines", "index", "parse", "relaxed_body", "relaxed_headers", "relaxed_lines", "select",
+           "selected", "simple_body", "without_b"]
 
 Header = tuple[bytes, bytes]   # (name as written, value after the colon, CRLF line ends)
 
@@ -224,7 +224,7 @@ def relaxed_lines(body: bytes) -> bytes:
     return body
 
 
-_HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
+HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
 
 # A body larger than this is canonicalized and hashed in line-aligned pieces of about
 # this size, so that a 25 MiB post is not held a second (and third) time as its
@@ -250,8 +250,8 @@ def body_digest(body: bytes, c_body: str, hash_name: str, length: int | None = N
     relaxed = c_body == "relaxed"
     if len(body) <= chunk:
         canon = relaxed_body(body) if relaxed else simple_body(body)
-        return _HASHERS[hash_name](canon if length is None else canon[:length]).digest(), len(canon)
-    h = _HASHERS[hash_name]()
+        return HASHERS[hash_name](canon if length is None else canon[:length]).digest(), len(canon)
+    h = HASHERS[hash_name]()
     total = 0
 
     def emit(data: bytes) -> None:

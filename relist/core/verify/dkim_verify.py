@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -54,7 +53,7 @@ _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 _QP = re.compile(r"=([0-9A-Fa-f]{2})")
 _DIGITS_12 = re.compile(r"\d{1,12}")
 _DIGITS_76 = re.compile(r"\d{1,76}")
-_HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
+_HASHERS = canon.HASHERS
 _PREHASHED = {"sha256": Prehashed(hashes.SHA256()), "sha1": Prehashed(hashes.SHA1())}
 
 
@@ -88,13 +87,6 @@ def _qp_decode(value: str) -> str:
     if "=" not in value:
         return value
     return _QP.sub(lambda m: chr(int(m.group(1), 16)), value)
-
-
-# The names tests/test_verify_fastpaths.py compares with dkimpy (the one implementation
-# is relist.core.dkim.canon's).
-_BTAG = canon._BTAG
-_relaxed_body = canon.relaxed_body
-_relaxed_headers = canon.relaxed_headers
 
 
 def body_hash(body: bytes, canonicalization: str, hash_name: str, length: int | None,
@@ -296,18 +288,9 @@ def _signed_input(headers, sig: dict, include: list[bytes], sig_field) -> bytes:
     return policy.signed_input(canon.select(headers, tuple(include)), sig_field)
 
 
-@small_lru_cache(1024, 4096)
-def _evaluate_pk(name: str, k: str, p: str) -> tuple:
-    """dkimpy's ``evaluate_pk``, cached per key: tests/test_verify_fastpaths.py compares
-    ``_rsa_header_ok`` with dkimpy's own check through it (relist verifies with
-    ``KeyRecord.public_key``)."""
-    pk, keysize, ktag, _tlsrpt = dkimpy.evaluate_pk(name, f"k={k}; p={p}".encode("ascii"))
-    return pk, keysize, ktag
-
-
 @functools.lru_cache(maxsize=1024)
 def _rsa_public_key(n: int, e: int):
-    """The OpenSSL key for dkimpy's parsed key (cached; tests only, see _evaluate_pk)."""
+    """The OpenSSL key for a key dkimpy parsed (cached; what the tests give _rsa_header_ok)."""
     return rsa.RSAPublicNumbers(e, n).public_key()
 
 
@@ -334,21 +317,6 @@ def _rsa_header_ok(opened, sig: dict, include: list[bytes], sig_field, hash_name
         return True
     except InvalidSignature:
         return False
-
-
-def _rfc822_parse(raw: bytes) -> tuple[list, bytes]:
-    """``canon.parse`` in dkimpy's ``rfc822_parse`` shape (fields as lists; a continuation
-    line before the first field an IndexError), for tests/test_verify_fastpaths.py."""
-    try:
-        headers, body = canon.parse(raw)
-    except canon.MessageFormatError as exc:
-        if "continuation" in str(exc):
-            raise IndexError("list index out of range") from None
-        raise
-    return [list(h) for h in headers], body
-
-
-_rfc822_lines = _rfc822_parse
 
 
 def open_message(raw: bytes | RawMessage) -> tuple[object, str]:
