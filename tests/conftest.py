@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relist.core import guard
 from relist.sandbox.dnsserver import DNSServer
@@ -77,3 +81,14 @@ def recheck_calls(monkeypatch):
         return real(msg, sigs, ctx, *args)
     monkeypatch.setattr(guard, "recheck", counting)
     return calls
+
+
+@pytest.fixture(scope="module")
+def poster_key():
+    """A poster's RSA-2048 key: (PEM private key, its DKIM TXT record)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    pub = base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    return pem, f"v=DKIM1; k=rsa; p={pub}"

@@ -84,28 +84,15 @@ def test_egress_still_served_beside_ingress(relist_ingress, sink):
 
 # -- the egress path recognises the ingress copy --------------------------------------
 
-import base64  # noqa: E402
 import json  # noqa: E402
 import sqlite3  # noqa: E402
 
 import dkim  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 SIGNED_POST = (b"From: Poster <poster@poster.example>\r\nTo: dev@lists.example.org\r\n"
                b"Subject: verify early\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n"
                b"Message-ID: <early-1@poster.example>\r\n\r\n"
                b"Hello list.\r\nFrom the desk of the poster: a line Mailman will escape.\r\n")
-
-
-@pytest.fixture(scope="module")
-def poster_key():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    pub = base64.b64encode(key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
-    return pem, f"v=DKIM1; k=rsa; p={pub}"
 
 
 def signed(pem: bytes, data: bytes = SIGNED_POST) -> bytes:

@@ -9,7 +9,6 @@ relayed each message), and stay when a worker dies.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import signal
@@ -23,8 +22,6 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
 from relist.config import ConfigError, parse
@@ -33,16 +30,6 @@ from tests.test_workers import _free_port, _wait_log
 ROOT = Path(__file__).resolve().parent.parent
 LIST = "ant@lists.example.org"
 BOUNCES = "ant-bounces@lists.example.org"
-
-
-@pytest.fixture(scope="module")
-def poster_key():
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    pub = base64.b64encode(key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
-    return pem, f"v=DKIM1; k=rsa; p={pub}"
 
 
 def post(pem: bytes, n: int, to: str = LIST) -> bytes:
