@@ -7,14 +7,19 @@ Run by hand (not part of the test suite).  Starts ``relist serve`` in front of
 poster's DKIM and DMARC over a loopback DNS server, Subject prefix, footer, DKIM and
 ARC), sends one post of ``--size`` bytes (a text/plain post signed by the poster), then
 ``--concurrent`` at once, and prints each worker's peak resident set (``VmHWM`` in
-/proc/PID/status) before and after each, with the peak over the message size.
+/proc/PID/status) before and after each, with the peak over the message size.  For
+the concurrent posts it also prints how many each worker took and what that many
+single posts would cost (its baseline plus that many times one post's increase): a
+peak above that sum means posts at once cost more than posts one after the other.
 Everything binds 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_relay import _override, free_port, resign_setup, wait_port  # noqa: E402
+from bench_relay import _RELAYED, _override, free_port, resign_setup, wait_port  # noqa: E402
 from relist.sandbox.dnsserver import DNSServer  # noqa: E402
 
 __all__ = ["main"]
@@ -56,6 +61,12 @@ def send(port: int, post: str, sessions: int, messages: int, timeout: int = 600)
                     "-f", "bench-bounces@lists.example.org", "-t", "member@example.com",
                     "-M", "mailman.bench", f"127.0.0.1:{port}"], check=True, timeout=timeout,
                    stdout=subprocess.DEVNULL)
+
+
+def relayed(log: Path) -> collections.Counter:
+    """Transactions each worker has logged so far (its log lines carry its PID)."""
+    return collections.Counter(m.group(1) and int(m.group(1)) for m in map(
+        _RELAYED.search, log.read_text().splitlines()) if m)
 
 
 def main() -> int:
@@ -91,13 +102,23 @@ def main() -> int:
             wire = size + lines
             print(f"post: {wire / MIB:.1f} MiB on the wire; workers {pids}")
             print("baseline peak RSS: " + ", ".join(f"{status(p, 'VmHWM') / MIB:.0f} MiB" for p in pids))
+            log = Path(tmp) / "relist.log"
+            base_peak = {p: status(p, "VmHWM") for p in pids}
+            one_post = 0
             for label, n in (("one post", 1), (f"{args.concurrent} at once", args.concurrent)):
+                before = relayed(log)
                 started = time.monotonic()
                 send(relist_port, post, n, n)
                 took = time.monotonic() - started
-                peaks = [status(p, "VmHWM") for p in pids]
+                time.sleep(0.3)             # the log lines of the last transactions
+                done = relayed(log) - before
+                peaks = {p: status(p, "VmHWM") for p in pids}
+                if n == 1:
+                    one_post = max(peaks[p] - base_peak[p] for p in pids)
                 print(f"{label}: {took:.1f} s; peak RSS " + ", ".join(
-                    f"{pk / MIB:.0f} MiB ({pk / wire:.1f}x the post)" for pk in peaks))
+                    f"{peaks[p] / MIB:.0f} MiB ({peaks[p] / wire:.1f}x the post; {done[p]} post(s)"
+                    + (f", sum of {done[p]} single posts {(base_peak[p] + done[p] * one_post) / MIB:.0f} MiB"
+                       if n > 1 else "") + ")" for p in pids))
         finally:
             relist.send_signal(signal.SIGTERM)
             try:
@@ -108,7 +129,7 @@ def main() -> int:
             sink.wait(10)
             dns.stop()
         errors = [ln for ln in (Path(tmp) / "relist.log").read_text().splitlines()
-                  if "Traceback" in ln or "451" in ln or "552" in ln]
+                  if "Traceback" in ln or re.search(r"reply=\"(451|552) ", ln)]
         if errors:
             print(f"relist logged {len(errors)} error line(s), first: {errors[0]}")
     return 0

@@ -117,10 +117,12 @@ class Relay:
             return ()
         return tuple(IngressCopy(rid, copy) for rid, copy in rows)
 
-    async def run(self, raw: bytes, envelope: Envelope, relist_id: str,
+    async def run(self, raw: bytes | RawMessage, envelope: Envelope, relist_id: str,
                   upstream_8bitmime: bool = True) -> Outcome:
-        """Run the pipeline over ``raw``.  Exceptions are bugs and propagate; what is
-        known of the message (Message-ID, list, where it failed) is kept for ``finish``."""
+        """Run the pipeline over ``raw``: the bytes, or the edge's parse of them (then the
+        edge holds no copy of a large post beside the parsed one).  Exceptions are bugs
+        and propagate; what is known of the message (Message-ID, list, where it failed)
+        is kept for ``finish``."""
         try:
             begun = time.monotonic()
             outcome = await self._run(raw, envelope, relist_id, upstream_8bitmime)
@@ -139,13 +141,15 @@ class Relay:
                 log.exception("%s: metrics: recording the pipeline time failed", relist_id)
         return outcome
 
-    def known_of(self, raw: bytes, envelope: Envelope) -> tuple[str, str | None]:
+    def known_of(self, raw: bytes | RawMessage, envelope: Envelope) -> tuple[str, str | None]:
         """The Message-ID and (egress leg) the list of ``raw``, read cheaply and never
         raising: for the log line and record of a transaction the core did not finish."""
         try:
-            msg = RawMessage.parse(raw)
+            msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)
             message_id = msg.header_text("message-id") or ""
         except Exception:  # noqa: BLE001 - the parser itself may be what failed
+            if isinstance(raw, RawMessage):
+                return "", None
             m = _MESSAGE_ID.search(raw, 0, 256 * 1024)
             return (m.group(1).strip().decode("utf-8", "surrogateescape") if m else ""), None
         if self.leg != "egress":
@@ -157,10 +161,11 @@ class Relay:
         except Exception:  # noqa: BLE001 - unknown_list = defer/reject, or a bug in identify
             return message_id, None
 
-    async def _run(self, raw: bytes, envelope: Envelope, relist_id: str,
+    async def _run(self, raw: bytes | RawMessage, envelope: Envelope, relist_id: str,
                    upstream_8bitmime: bool) -> Outcome:
         now = datetime.now(timezone.utc)
-        msg = RawMessage.parse(raw)   # once, for every use below
+        msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)   # once, for every use below
+        large = msg.size > 256 * 1024
         ctx = Context(envelope=envelope, policy=self.config.relay, now=now, relist_id=relist_id,
                       keys=self.keys, ingress=await self.ingress_copies(msg),
                       upstream_8bitmime=upstream_8bitmime)
@@ -168,37 +173,40 @@ class Relay:
         if sign_once:
             # Mailman sends one post in transactions of at most 10 recipients with
             # identical bytes: the 2nd..Nth reuse the signed result (no DNS, no signing).
-            hit = signcache.lookup(self.sign_cache, raw, ctx, self.steps, msg)
+            hit = signcache.lookup(self.sign_cache, msg, ctx, self.steps)
             if hit is not None:
                 return hit
         ctx = replace(ctx, facts=await self.facts_for(msg))
         if sign_once:
-            work = functools.partial(signcache.process_with, self.sign_cache, raw, ctx, self.steps, msg)
-            if len(raw) > 256 * 1024:
+            work = functools.partial(signcache.process_with, self.sign_cache, msg, ctx, self.steps)
+            if large:
                 # Large messages: keep the event loop responsive while the core works.
                 outcome, self.sign_cache = await asyncio.to_thread(work)
             else:
                 outcome, self.sign_cache = work()
             return outcome
-        if len(raw) > 256 * 1024:
-            outcome = await asyncio.to_thread(core.process, raw, ctx, self.steps, msg)
+        if large:
+            outcome = await asyncio.to_thread(core.process, msg, ctx, self.steps)
         else:
-            outcome = core.process(raw, ctx, self.steps, msg)
-        if self.leg == "ingress" and outcome.message is not None and outcome.reply is None:
+            outcome = core.process(msg, ctx, self.steps)
+        if self.leg != "ingress" or outcome.output is None:
+            return outcome
+        data = raw if isinstance(raw, bytes) else msg.to_bytes()   # the post as it arrived
+        if outcome.reply is None:
             try:
-                outcome = await self.bounce(raw, envelope, relist_id, now, outcome)
+                outcome = await self.bounce(data, envelope, relist_id, now, outcome)
             except Exception as exc:   # the same bytes would fail again: never a 451 loop
                 log.exception("%s: reading this bounce failed; passed to Mailman unchanged", relist_id)
                 outcome = replace(outcome, record=outcome.record.found(
                     internal_error=f"bounce: {type(exc).__name__}"))
-        if self.leg == "ingress" and self.store is not None and outcome.message is not None:
+        if self.store is not None and outcome.output is not None:
             # Keep the post as it arrived, for the egress path (relist.core.ingress) of any
             # relist sharing the store: committed before the post goes on to Mailman, which
             # may send it out at once.  A store that is down costs the copy (the egress path
             # then verifies what arrived), never the post: write_ingress never raises.
             await asyncio.to_thread(self.store.write_ingress, relist_id, now.timestamp(), now.isoformat(),
                                     self.config.ingress["retention_days"] * 86400,
-                                    msg.header_text("message-id") or "", fingerprint(msg), raw)
+                                    msg.header_text("message-id") or "", fingerprint(msg), data)
         return outcome
 
     async def egress_of(self, returned) -> bounces.Egress | None:
@@ -271,7 +279,7 @@ class Relay:
         notice = bounces.owner_notice(raw, b, egress, now=now, hostname=self.config.hostname)
         owner = bounces.owner_address(b.where.list_address)
         record = record.found(deliver_rcpts=(owner,))
-        return replace(outcome, message=notice, record=record)
+        return replace(outcome, output=RawMessage.parse(notice), record=record)
 
     def finish(self, relist_id: str, record: Record | None, envelope: Envelope,
                upstream: dict[str, Reply], reply: Reply, started: float,

@@ -33,7 +33,8 @@ from relist.edge.smtp_in import RelayHandler
 from relist.edge.smtp_session import RelistLMTP, RelistSMTP
 from relist.edge.store import check as check_store
 from relist.edge.store import open_store, redact
-from relist.workers import EXIT_GRACE, SPREAD_POLL, SPREAD_WAIT, Control, Load, counted, readable, supervise
+from relist.workers import (EXIT_GRACE, SPREAD_POLL, SPREAD_WAIT, Control, Load, counted, pin_mmap_threshold,
+                            readable, supervise)
 
 __all__ = ["Server", "ThreadedServer", "bind", "serve", "setup_logging", "to_journal"]
 
@@ -338,6 +339,7 @@ def _run(coro) -> None:
 def serve(config: Config) -> int:
     """``relist serve``: run until SIGTERM/SIGINT."""
     setup_logging(config.log["level"])
+    pin_mmap_threshold()   # a large post's memory goes back when it is done (relist.workers)
     for warning in check_signing(config.relay):   # ConfigError (exit 2) for a list that cannot sign
         log.warning("%s", warning)
     # Fail before binding or forking: a missing or group/world-readable key file stops

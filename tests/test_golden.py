@@ -512,15 +512,15 @@ def test_fidelity_check_sees_a_refolded_field_a_changed_body_and_a_rewritten_sub
     assert fidelity_problems(raw, out) == []
     refolded = out.message.replace(b"Message-ID: <", b"Message-ID:\r\n <", 1)
     assert refolded != out.message
-    problems = fidelity_problems(raw, replace(out, message=refolded))
+    problems = fidelity_problems(raw, replace(out, output=RawMessage.parse(refolded)))
     assert len(problems) == 1 and "Message-ID" in problems[0]
-    assert fidelity_problems(raw, replace(out, message=out.message + b"x")) == [
+    assert fidelity_problems(raw, replace(out, output=RawMessage.parse(out.message + b"x"))) == [
         "body changed although no body-changing step applied"]
     out = outcome(name, "resign")                                 # prefix and footer added
     assert fidelity_problems(raw, out) == []
     requoted = out.message.replace(b"Subject: [Plain] Post with Cc", b"Subject: [Plain] \"Post with Cc\"")
     assert requoted != out.message
-    problems = fidelity_problems(raw, replace(out, message=requoted))
+    problems = fidelity_problems(raw, replace(out, output=RawMessage.parse(requoted)))
     assert len(problems) == 1 and problems[0].startswith("subject-prefix: the Subject's bytes")
 
 

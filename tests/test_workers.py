@@ -146,3 +146,37 @@ def test_load_is_shared_across_a_fork():
     assert load.busier()
     load.retire(1)                    # worker 1 exited: never the less busy one again
     assert not load.busier()
+
+
+_RETAINED = """
+import sys
+from relist.workers import pin_mmap_threshold
+
+def rss():
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) * 1024
+
+if sys.argv[1] == "pin":
+    assert pin_mmap_threshold()
+big = b"x" * (25 << 20)
+del big                      # unpinned, glibc now serves blocks up to 25 MiB from its heap
+before = rss()
+blocks = [b"y" * (1 << 20) for _ in range(20)]   # one post's 1 MiB pieces
+keep = [b"z" * 300 for _ in range(1000)]         # small blocks above them on the heap
+del blocks
+print(rss() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_pinned_mmap_threshold_gives_a_large_posts_memory_back():
+    """After a large block is freed, glibc serves the next post's pieces from its heap,
+    where they stay resident once freed; relist serve pins the threshold, so they go
+    back (relist.workers.pin_mmap_threshold).  The unpinned run shows the check can fail."""
+    def retained(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _RETAINED, mode], capture_output=True, text=True,
+                             timeout=60, env={"PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+    assert retained("pin") < 4 << 20
+    assert retained("no") > 15 << 20

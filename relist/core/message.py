@@ -140,6 +140,16 @@ class RawMessage:
     def to_bytes(self) -> bytes:
         return b"".join(f.raw for f in self.fields) + self.separator + self.body
 
+    def header_bytes(self) -> bytes:
+        """``to_bytes()`` up to the body: the fields and the empty line.  With ``body``,
+        the message as two parts, written or hashed without joining a large post."""
+        return b"".join(f.raw for f in self.fields) + self.separator
+
+    @property
+    def size(self) -> int:
+        """``len(to_bytes())``, without making the bytes."""
+        return sum(len(f.raw) for f in self.fields) + len(self.separator) + len(self.body)
+
     def is_ascii(self) -> bool:
         """``to_bytes().isascii()``, without making the bytes (a large post is not copied)."""
         return self.body.isascii() and self.separator.isascii() and all(f.raw.isascii() for f in self.fields)

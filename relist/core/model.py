@@ -197,8 +197,15 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the core decided: ``message`` is None when relist refuses (see ``reply``)."""
+    """What the core decided: ``output``, the message to relay, is None when relist
+    refuses (see ``reply``).  The edge writes it as its header and its body, so a
+    large post is never joined into one more copy; ``message`` joins it (tests, tools)."""
 
-    message: bytes | None
+    output: RawMessage | None
     record: Record
     reply: Reply | None
+
+    @property
+    def message(self) -> bytes | None:
+        """The bytes to relay, joined anew on each call (the edge writes ``output``)."""
+        return None if self.output is None else self.output.to_bytes()

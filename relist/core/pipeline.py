@@ -132,10 +132,15 @@ def plan(raw: bytes | RawMessage, policy: RelayPolicy, facts: Facts, steps=STEPS
     return frozenset(q for q in wanted if q not in facts.answers)
 
 
-def process(raw: bytes, ctx: Context, steps=STEPS, parsed: RawMessage | None = None) -> Outcome:
-    """Run ``steps`` over ``raw``; return what to relay, what to record, how to reply.
-    ``parsed``: ``RawMessage.parse(raw)`` when the caller has it already (``plan``)."""
+def process(raw: bytes | RawMessage, ctx: Context, steps=STEPS, parsed: RawMessage | None = None) -> Outcome:
+    """Run ``steps`` over ``raw`` (the bytes, or the message parsed from them); return
+    what to relay, what to record, how to reply.  ``parsed``: ``RawMessage.parse(raw)``
+    when the caller has it already (``plan``).  The output stays a ``RawMessage``: the
+    edge writes its header and body without joining them (``Outcome``)."""
+    if isinstance(raw, RawMessage):
+        parsed = raw
     work = Work(parsed if parsed is not None else RawMessage.parse(raw))
+    size_in = len(raw) if isinstance(raw, bytes) else raw.size
     reply = None
     for step in steps:
         try:
@@ -143,15 +148,15 @@ def process(raw: bytes, ctx: Context, steps=STEPS, parsed: RawMessage | None = N
         except (RejectMessage, DeferMessage) as refusal:
             reply = refusal.reply
             break
-    out = None if reply is not None else work.message.to_bytes()
+    out = None if reply is not None else work.message
     record = Record(
         relist_id=ctx.relist_id,
         time=ctx.now,
         envelope=ctx.envelope,
         message_id=work.known.message_id,
         list_address=work.known.list_address,
-        size_in=len(raw),
-        size_out=len(out) if out is not None else 0,
+        size_in=size_in,
+        size_out=out.size if out is not None else 0,
         steps=work.notes,
         reply=reply,
         verdict=work.known.verdict,

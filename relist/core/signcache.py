@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 
 from relist.core import pipeline
 from relist.core.errors import DeferMessage, RejectMessage
-from relist.core.message import RawMessage
+from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, Outcome, Record, StepNote, Work
 from relist.core.steps import identify, trace
 
@@ -42,18 +42,21 @@ NAME = "sign-cache"
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One post's output, split around relist's Received field."""
+    """One post's output, split around relist's Received field: header fields and the
+    body, shared with the output (a replay builds no copy of the body)."""
 
-    head: bytes                 # output bytes before the Received field
-    tail: bytes                 # output bytes after it (b"" and received=False: no field)
+    head: tuple[HeaderField, ...]   # the output's fields before the Received field
+    tail: tuple[HeaderField, ...]   # the fields after it (() and received=False: no field)
     received: bool
     eol: bytes
     record: Record              # the first transaction's record
     expires: datetime
+    separator: bytes = b""
+    body: bytes = b""
 
     @property
     def size(self) -> int:
-        return len(self.head) + len(self.tail)
+        return sum(len(f.raw) for f in self.head + self.tail) + len(self.separator) + len(self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,14 @@ class SignCache:
         return replace(self, entries=tuple(kept))
 
 
-def _list_of(raw: bytes, ctx: Context, parsed: RawMessage | None = None):
+def _parsed(raw: bytes | RawMessage, parsed: RawMessage | None = None) -> RawMessage:
+    return raw if isinstance(raw, RawMessage) else parsed if parsed is not None else RawMessage.parse(raw)
+
+
+def _list_of(raw: bytes | RawMessage, ctx: Context, parsed: RawMessage | None = None):
     """The list policy ``identify`` would choose (None for an unknown list)."""
     try:
-        work = identify.apply(Work(parsed if parsed is not None else RawMessage.parse(raw)), ctx)
+        work = identify.apply(Work(_parsed(raw, parsed)), ctx)
     except (DeferMessage, RejectMessage):
         return None
     except MemoryError:
@@ -95,10 +102,21 @@ def _list_of(raw: bytes, ctx: Context, parsed: RawMessage | None = None):
     return work.known.list_policy
 
 
-def cache_key(raw: bytes, ctx: Context, steps=pipeline.STEPS, parsed: RawMessage | None = None) -> str:
+def _sha256(raw: bytes | RawMessage) -> str:
+    """sha256 of the input bytes (a parsed message hashed as its two parts, unjoined)."""
+    if isinstance(raw, bytes):
+        return hashlib.sha256(raw).hexdigest()
+    digest = hashlib.sha256(raw.header_bytes())
+    digest.update(raw.body)
+    return digest.hexdigest()
+
+
+def cache_key(raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS,
+              parsed: RawMessage | None = None) -> str:
     """sha256(input) + fingerprint (list, policy, keys, steps, upstream 8BITMIME, the
-    ingress copies by relist id: a stored copy never changes).  ``parsed``:
-    ``RawMessage.parse(raw)`` when the caller has it."""
+    ingress copies by relist id: a stored copy never changes).  ``raw``: the bytes or
+    the message parsed from them; ``parsed``: ``RawMessage.parse(raw)`` when the caller
+    has it."""
     keys = ctx.keys or {}
     fingerprint = repr((
         _list_of(raw, ctx, parsed), ctx.policy,
@@ -107,44 +125,43 @@ def cache_key(raw: bytes, ctx: Context, steps=pipeline.STEPS, parsed: RawMessage
         getattr(ctx, "upstream_8bitmime", True),
         tuple(getattr(c, "relist_id", "") for c in getattr(ctx, "ingress", ())),
     ))
-    return (hashlib.sha256(raw).hexdigest() + ":"
+    return (_sha256(raw) + ":"
             + hashlib.sha256(fingerprint.encode("utf-8", "surrogateescape")).hexdigest())
 
 
-def _received(ctx: Context, eol: bytes) -> bytes:
-    return RawMessage((), b"", b"", eol).make_field("Received", trace.received_value(ctx)).raw
+def _received(ctx: Context, eol: bytes) -> HeaderField:
+    return RawMessage((), b"", b"", eol).make_field("Received", trace.received_value(ctx))
 
 
-def entry_for(outcome: Outcome, raw: bytes, ctx: Context, ttl: int) -> Entry | None:
+def entry_for(outcome: Outcome, raw: bytes | RawMessage, ctx: Context, ttl: int) -> Entry | None:
     """What to keep of a finished transaction; None when it must not be reused
     (relist refused it, or its Received field cannot be found exactly once)."""
-    if outcome.message is None or outcome.reply is not None:
+    out = outcome.output
+    if out is None or outcome.reply is not None:
         return None
     lp = _list_of(raw, ctx)
     if lp is not None and lp.signature_ttl > 0:
         ttl = min(ttl, lp.signature_ttl // 2)
     if ttl <= 0:
         return None
-    out = outcome.message
-    eol = RawMessage.parse(raw).eol
+    eol = _parsed(raw).eol
     expires = ctx.now + timedelta(seconds=ttl)
     ran_trace = any(n.step == trace.NAME and n.action == Action.APPLIED for n in outcome.record.steps)
     if not ran_trace:
-        return Entry(out, b"", False, eol, outcome.record, expires)
-    field = _received(ctx, eol)
-    at = out.find(field)
-    if at < 0 or out.find(field, at + 1) >= 0:
+        return Entry(out.fields, (), False, eol, outcome.record, expires, out.separator, out.body)
+    field = _received(ctx, eol).raw
+    at = [i for i, f in enumerate(out.fields) if f.raw == field]
+    if len(at) != 1:
         return None
-    return Entry(out[:at], out[at + len(field):], True, eol, outcome.record, expires)
+    return Entry(out.fields[:at[0]], out.fields[at[0] + 1:], True, eol, outcome.record, expires,
+                 out.separator, out.body)
 
 
-def replay(entry: Entry, raw: bytes, ctx: Context, key: str = "") -> Outcome:
+def replay(entry: Entry, raw: bytes | RawMessage, ctx: Context, key: str = "") -> Outcome:
     """This transaction's outcome from ``entry``: a fresh Received field and record."""
     first = entry.record
-    if entry.received:
-        out = entry.head + _received(ctx, entry.eol) + entry.tail
-    else:
-        out = entry.head
+    fields = entry.head + ((_received(ctx, entry.eol),) + entry.tail if entry.received else ())
+    out = RawMessage(fields, entry.separator, entry.body, entry.eol)
     age = int((ctx.now - first.time).total_seconds())
     reused = StepNote(NAME, Action.RECORDED,
                       f"reused the signed result of {first.relist_id} ({age} s ago; "
@@ -152,11 +169,12 @@ def replay(entry: Entry, raw: bytes, ctx: Context, key: str = "") -> Outcome:
     notes = tuple(StepNote(n.step, n.action, "" if n.step == trace.NAME else n.detail)
                   for n in first.steps) + (reused,)
     record = replace(first, relist_id=ctx.relist_id, time=ctx.now, envelope=ctx.envelope,
-                     size_in=len(raw), size_out=len(out), steps=notes)
+                     size_in=len(raw) if isinstance(raw, bytes) else raw.size, size_out=out.size,
+                     steps=notes)
     return Outcome(out, record, None)
 
 
-def lookup(cache: SignCache, raw: bytes, ctx: Context, steps=pipeline.STEPS,
+def lookup(cache: SignCache, raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS,
            parsed: RawMessage | None = None) -> Outcome | None:
     """The replayed outcome when ``cache`` holds this post, else None (no DNS needed:
     the edge can call this before resolving anything)."""
@@ -165,7 +183,7 @@ def lookup(cache: SignCache, raw: bytes, ctx: Context, steps=pipeline.STEPS,
     return None if entry is None else replay(entry, raw, ctx, key)
 
 
-def process_with(cache: SignCache, raw: bytes, ctx: Context, steps=pipeline.STEPS,
+def process_with(cache: SignCache, raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS,
                  parsed: RawMessage | None = None) -> tuple[Outcome, SignCache]:
     """``pipeline.process`` through the cache: (outcome, the cache to keep)."""
     key = cache_key(raw, ctx, steps, parsed)

@@ -30,6 +30,7 @@ from typing import Protocol
 
 from aiosmtpd.lmtp import LMTP
 
+from relist.core.message import RawMessage
 from relist.core.model import Envelope, Outcome, Record, Reply
 from relist.core.safety import log_safe
 from relist.edge.smtp_out import Capabilities, Connection, Pool, UpstreamError
@@ -70,7 +71,7 @@ class Relay(Protocol):
     lmtp: bool
     counters: dict[str, int]
 
-    async def run(self, raw: bytes, envelope: Envelope, relist_id: str,
+    async def run(self, raw: bytes | RawMessage, envelope: Envelope, relist_id: str,
                   upstream_8bitmime: bool = True) -> Outcome: ...
 
     def finish(self, relist_id: str, record: Record | None, envelope: Envelope,
@@ -337,7 +338,16 @@ class RelayHandler:
     async def handle_DATA(self, server, session, envelope):
         started = time.monotonic()
         relist_id = session.relist_id
+        # Parsed here, and the bytes let go (the session's envelope too): from now on the
+        # parse's fields and body are the only copy of a large post (issue 17: memory).
         raw = envelope.original_content
+        size = len(raw)
+        try:
+            content: bytes | RawMessage = RawMessage.parse(raw)
+        except Exception:  # noqa: BLE001 - a parser bug: the relay meets it again, and records
+            content = raw  # what the bytes show (Message-ID) before the 451 below
+        envelope.content = envelope.original_content = b""   # (not None: "in DATA", handle_exception)
+        raw = None
         env = Envelope(
             mail_from="" if envelope.mail_from == NULL_PATH else envelope.mail_from,
             rcpt_tos=tuple(envelope.rcpt_tos),
@@ -356,7 +366,7 @@ class RelayHandler:
             if conn is None or conn.broken:
                 raise UpstreamError(Reply(451, "4.4.2",
                                           "relist: connection to upstream MTA lost; try again later"))
-            outcome = await self.relay.run(raw, env, relist_id, upstream_8bitmime=conn.caps.eightbitmime)
+            outcome = await self.relay.run(content, env, relist_id, upstream_8bitmime=conn.caps.eightbitmime)
             record = outcome.record
             if outcome.reply is not None:
                 replies = [outcome.reply] * n
@@ -374,12 +384,12 @@ class RelayHandler:
                     await self.relay.pool.release(conn, clean=False)
                 elif rerouted:
                     # The client hears the one recipient's final reply for each of its own.
-                    final = await conn.data(outcome.message, len(rerouted))
+                    final = await conn.data(outcome.output, len(rerouted))
                     upstream.update({f"DATA {r}": rep for r, rep in zip(rerouted, final)})
                     replies = [_summary(final)] * n
                     await self.relay.pool.release(conn, clean=True)
                 else:
-                    replies = await conn.data(outcome.message, n)
+                    replies = await conn.data(outcome.output, n)
                     if lmtp and len(replies) != n:
                         # An LMTP client (the ingress leg) with an SMTP next hop
                         # ([ingress] deliver_to = "smtp:..."): the one final reply is
@@ -413,8 +423,8 @@ class RelayHandler:
                 conn.close()
         reply = _summary(replies)
         if record is None:
-            record = Record(relist_id, datetime.now(timezone.utc), env, "", None, len(raw), 0, (), reply)
-        self.relay.finish(relist_id, record, env, upstream, reply, started, len(raw))
+            record = Record(relist_id, datetime.now(timezone.utc), env, "", None, size, 0, (), reply)
+        self.relay.finish(relist_id, record, env, upstream, reply, started, size)
         return "\r\n".join(r.line() for r in replies)
 
     async def handle_RSET(self, server, session, envelope):

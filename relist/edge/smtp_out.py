@@ -22,10 +22,11 @@ import re
 import time
 from dataclasses import dataclass
 
+from relist.core.message import RawMessage
 from relist.core.model import Reply
 
 __all__ = ["WRITE_CHUNK", "Capabilities", "UpstreamError", "Connection", "Pool", "dot_stuff",
-           "dot_stuff_parts"]
+           "dot_stuffed"]
 
 log = logging.getLogger("relist.upstream")
 
@@ -86,20 +87,34 @@ def parse_reply(code: int, lines: list[str]) -> Reply:
 
 def dot_stuff(data: bytes) -> bytes:
     """RFC 5321 §4.5.2 transparency, CRLF line ends, and the terminating dot."""
-    content, end = dot_stuff_parts(data)
-    return content + end
+    return b"".join(dot_stuffed([data]))
 
 
-def dot_stuff_parts(data: bytes) -> tuple[bytes, bytes]:
-    """``dot_stuff(data)`` as (the content, what follows it: CRLF when the content does not
-    end a line, and the dot): a large message goes out without being copied once more
-    just to append three bytes (``data`` itself when nothing needed stuffing)."""
-    if data.count(b"\n") != data.count(b"\r\n"):  # bare LF somewhere: SMTP wants CRLF
-        data = _BARE_LF.sub(b"\r\n", data)
-    if data.startswith(b"."):
-        data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")   # (the same object when there is none)
-    return data, (b".\r\n" if not data or data.endswith(b"\r\n") else b"\r\n.\r\n")
+def dot_stuffed(parts: list[bytes]) -> list[bytes]:
+    """``dot_stuff(b"".join(parts))`` as pieces to write one after the other, the last
+    one the terminating dot: a message goes out as its header and its body without
+    being joined or copied once more (a part is itself when nothing needed stuffing).
+
+    Each part that begins a line is stuffed on its own, which is the same as stuffing
+    the whole: a part after one that ends inside a line (never the body of a parsed
+    message, whose header ends with a line ending) is joined to it first."""
+    merged: list[bytes] = []
+    for part in parts:
+        if not part:
+            continue
+        if merged and not merged[-1].endswith(b"\n"):
+            merged[-1] += part
+        else:
+            merged.append(part)
+    out: list[bytes] = []
+    for part in merged:
+        if part.count(b"\n") != part.count(b"\r\n"):  # bare LF somewhere: SMTP wants CRLF
+            part = _BARE_LF.sub(b"\r\n", part)
+        if part.startswith(b"."):
+            out.append(b".")
+        out.append(part.replace(b"\r\n.", b"\r\n.."))   # (the same object when there is none)
+    out.append(b".\r\n" if not out or out[-1].endswith(b"\r\n") else b"\r\n.\r\n")
+    return out
 
 
 # A message larger than this is written in slices of this size, each one waiting until the
@@ -256,20 +271,22 @@ class Connection:
             self.broken = True      # RSET refused: the session's state is unknown
         return replies
 
-    async def data(self, content: bytes, n_rcpts: int = 1) -> list[Reply]:
-        """Send DATA and the content; return the final reply (one per recipient in LMTP)."""
+    async def data(self, content: bytes | RawMessage, n_rcpts: int = 1) -> list[Reply]:
+        """Send DATA and the content (bytes, or a message written as its header and its
+        body, never joined); return the final reply (one per recipient in LMTP)."""
         reply = await self.command("DATA")
         if reply.code != 354:
             return [reply] * (n_rcpts if self.lmtp else 1)
         self.final_pending = True    # from here on, the MTA may queue the message
-        body, end = dot_stuff_parts(content)
-        if len(body) <= WRITE_CHUNK:
-            await self._send(body + end, "during DATA")
+        pieces = dot_stuffed([content] if isinstance(content, bytes)
+                             else [content.header_bytes(), content.body])
+        if sum(map(len, pieces)) <= WRITE_CHUNK:
+            await self._send(b"".join(pieces), "during DATA")
         else:
-            view = memoryview(body)
-            for at in range(0, len(view), WRITE_CHUNK):
-                await self._send(view[at:at + WRITE_CHUNK], "during DATA")
-            await self._send(end, "during DATA")
+            for piece in pieces:
+                view = memoryview(piece)
+                for at in range(0, len(view), WRITE_CHUNK):
+                    await self._send(view[at:at + WRITE_CHUNK], "during DATA")
         self.transactions += 1
         # RFC 5321 §4.5.3.2.6 suggests 10 minutes for the final reply ([upstream]
         # data_timeout): giving up earlier risks a duplicate if the MTA did queue it.

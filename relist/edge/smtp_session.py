@@ -149,6 +149,7 @@ class RelistSMTP(SMTP):
             await self.push(reply)
             return
         self.envelope.content = self.envelope.original_content = content
+        del content    # the handler lets go of the bytes once parsed: so must this frame
         if self.reply_wait > self._timeout_duration:
             self._reset_timeout(self.reply_wait)   # the next command restores the idle timer
         status = await self._call_handler_hook("DATA")
