@@ -170,7 +170,10 @@ class RawMessage:
     def _edit(self, **changes) -> RawMessage:
         """``replace(self, **changes)``, keeping the body memo when the body and the
         empty line before it stay."""
-        new = replace(self, **changes)
+        new = RawMessage(changes.pop("fields", self.fields), changes.pop("separator", self.separator),
+                         changes.pop("body", self.body), changes.pop("eol", self.eol))
+        if changes:
+            raise TypeError(f"RawMessage has no field {next(iter(changes))!r}")
         if self._memo is not None and new.body is self.body and new.separator == self.separator:
             object.__setattr__(new, "_memo", self._memo)
         return new

@@ -144,9 +144,12 @@ class Work:
     known: Known = field(default_factory=Known)
     notes: tuple[StepNote, ...] = ()
 
-    def note(self, step: str, action: Action, detail: str = "", **changes) -> Work:
-        """Return a new Work with a note appended and fields (message, known) replaced."""
-        return replace(self, notes=self.notes + (StepNote(step, action, detail),), **changes)
+    def note(self, step: str, action: Action, detail: str = "", *, message: RawMessage | None = None,
+             known: Known | None = None) -> Work:
+        """Return a new Work with a note appended and fields (message, known) replaced.
+        (Built directly: ``dataclasses.replace`` was a tenth of the core's Python time.)"""
+        return Work(self.message if message is None else message, self.known if known is None else known,
+                    self.notes + (StepNote(step, action, detail),))
 
     def learn(self, **facts) -> Known:
         return replace(self.known, **facts)
