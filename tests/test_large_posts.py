@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relist.core.message import RawMessage
+from relist.core.policy import ListPolicy
 from relist.core.sign.signing_keys import dns_record
+from relist.core.steps import footer
 from relist.edge.key_files import generate, write_private_key
 from relist.edge.smtp_out import WRITE_CHUNK, dot_stuff, dot_stuffed
 from relist.sandbox.dnsserver import split_txt
@@ -42,6 +44,28 @@ def test_a_message_written_as_header_and_body_is_the_joined_message_stuffed(mess
     assert b"".join(dot_stuffed([msg.header_bytes(), msg.body])) == _stuffed_whole(msg.to_bytes())
     assert b"".join(dot_stuffed(parts)) == _stuffed_whole(b"".join(parts))
     assert dot_stuff(message) == _stuffed_whole(message)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts, st.sampled_from(["-- \nlist\n", "footer", "a\r\nb", ".dot\n"]),
+       st.sampled_from([b"7bit", b"8bit", b"quoted-printable", None]), st.booleans())
+def test_a_body_known_crlf_has_no_bare_lf(body, text, cte, memo_first):
+    """``crlf_known`` (which lets the DKIM hashes and the SMTP writer skip looking for a
+    bare LF) is never claimed of a body that has one: after the footer too."""
+    head = b"From: a@example.org\r\nContent-Type: text/plain\r\n"
+    head += b"Content-Transfer-Encoding: " + cte + b"\r\n" if cte else b""
+    msg = RawMessage.parse(head + b"\r\n" + body)
+    if memo_first:
+        msg.body_memo()
+    out, _ = footer.transform(msg, ListPolicy(address=LIST, footer=text))
+    for m in (msg, out) if out is not None else (msg,):
+        if m.crlf_known():
+            assert m.body.count(b"\n") == m.body.count(b"\r\n")
+        m.body_memo()
+        assert m.crlf_known() == (m.body.count(b"\n") == m.body.count(b"\r\n"))
+    if out is not None:
+        stuffed = dot_stuffed([out.header_bytes(), out.body], (False, out.crlf_known()))
+        assert b"".join(stuffed) == _stuffed_whole(out.to_bytes())
 
 
 def test_the_body_goes_out_as_itself_when_nothing_needs_stuffing():

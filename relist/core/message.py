@@ -308,9 +308,26 @@ class RawMessage:
             return self._edit(fields=tuple(out)).append(field)
         return self._edit(fields=tuple(out), separator=self.separator or (self.eol if self.body else b""))
 
-    def with_body(self, body: bytes) -> RawMessage:
+    def with_body(self, body: bytes, *, crlf: bool = False) -> RawMessage:
+        """This message with ``body``.  ``crlf``: the caller knows that every line end
+        in ``body`` is CRLF (it appended CRLF lines to a body known so, ``crlf_known``):
+        its DKIM hashes and the SMTP writer then skip looking for a bare LF, two scans
+        of the body each."""
         sep = self.separator or self.eol
-        return replace(self, body=body, separator=sep, fields=_closed(self.fields, self.eol))
+        new = RawMessage(_closed(self.fields, self.eol), sep, body, self.eol)
+        if crlf:
+            object.__setattr__(new, "_memo", BodyMemo(body))
+        return new
+
+    def with_fields(self, fields) -> RawMessage:
+        """This message with these header fields; the body, and its memo, kept."""
+        return self._edit(fields=tuple(fields))
+
+    def crlf_known(self) -> bool:
+        """True when the body is known to have no bare LF (its body memo, made, found
+        none; or ``with_body(crlf=True)``); False: not known either way."""
+        memo = self._memo
+        return memo is not None and memo.body is self.body
 
 
 def _edges_differ(raw: bytes) -> bool:

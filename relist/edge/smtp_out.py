@@ -90,25 +90,26 @@ def dot_stuff(data: bytes) -> bytes:
     return b"".join(dot_stuffed([data]))
 
 
-def dot_stuffed(parts: list[bytes]) -> list[bytes]:
+def dot_stuffed(parts: list[bytes], crlf: tuple[bool, ...] = ()) -> list[bytes]:
     """``dot_stuff(b"".join(parts))`` as pieces to write one after the other, the last
     one the terminating dot: a message goes out as its header and its body without
     being joined or copied once more (a part is itself when nothing needed stuffing).
 
     Each part that begins a line is stuffed on its own, which is the same as stuffing
     the whole: a part after one that ends inside a line (never the body of a parsed
-    message, whose header ends with a line ending) is joined to it first."""
-    merged: list[bytes] = []
-    for part in parts:
+    message, whose header ends with a line ending) is joined to it first.  ``crlf[i]``
+    True: part ``i`` is known to have no bare LF (not looked for: two scans of it)."""
+    merged: list[tuple[bytes, bool]] = []
+    for i, part in enumerate(parts):
         if not part:
             continue
-        if merged and not merged[-1].endswith(b"\n"):
-            merged[-1] += part
+        if merged and not merged[-1][0].endswith(b"\n"):
+            merged[-1] = (merged[-1][0] + part, False)
         else:
-            merged.append(part)
+            merged.append((part, i < len(crlf) and crlf[i]))
     out: list[bytes] = []
-    for part in merged:
-        if part.count(b"\n") != part.count(b"\r\n"):  # bare LF somewhere: SMTP wants CRLF
+    for part, known in merged:
+        if not known and part.count(b"\n") != part.count(b"\r\n"):  # bare LF: SMTP wants CRLF
             part = _BARE_LF.sub(b"\r\n", part)
         if part.startswith(b"."):
             out.append(b".")
@@ -278,8 +279,10 @@ class Connection:
         if reply.code != 354:
             return [reply] * (n_rcpts if self.lmtp else 1)
         self.final_pending = True    # from here on, the MTA may queue the message
-        pieces = dot_stuffed([content] if isinstance(content, bytes)
-                             else [content.header_bytes(), content.body])
+        if isinstance(content, bytes):
+            pieces = dot_stuffed([content])
+        else:
+            pieces = dot_stuffed([content.header_bytes(), content.body], (False, content.crlf_known()))
         if sum(map(len, pieces)) <= WRITE_CHUNK:
             await self._send(b"".join(pieces), "during DATA")
         else:

@@ -183,7 +183,7 @@ def _from_fields(msg: RawMessage) -> tuple[list[Header], bytes, dict[bytes, list
     if b"" in names or b"".join(names).translate(None, _NAME_CHARS):
         return None
     headers = [(n, v) for n, _, v in parts]
-    return headers, _canon.crlf_lines(msg.body), index(headers), crlf == len(headers)
+    return headers, msg.body_memo().body, index(headers), crlf == len(headers)   # (CRLF separator: a memo)
 
 
 @functools.lru_cache(maxsize=8)

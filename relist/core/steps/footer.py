@@ -159,7 +159,9 @@ def _append_text(msg: RawMessage, info: mime.ContentInfo, text: str):
         new_body = mime.qp_encode(content + sep + add, eol)
     else:
         new_body = mime.b64_encode(content + sep + add, eol)
-    out = msg.with_body(new_body)
+    # Lines appended with CRLF to a body known to have no bare LF: the new body has none.
+    crlf = new_cte == cte and new_cs == cs and cte in _INLINE and le == b"\r\n" and msg.crlf_known()
+    out = msg.with_body(new_body, crlf=crlf)
     if new_cs != cs:
         out = _set_field(out, "Content-Type", _charset_field(msg, new_cs, info))
     if new_cte != cte:

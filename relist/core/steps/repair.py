@@ -103,7 +103,7 @@ def _repair_headers(post: RawMessage, msg: RawMessage, names: dict[str, int]):
                         f"{signed}, the post had {len(orig)})")
         swap = {id(new): old for old, new in pairs if old.raw != new.raw}
         if swap:
-            msg = replace(msg, fields=tuple(swap.get(id(f), f) for f in msg.fields))
+            msg = msg.with_fields(swap.get(id(f), f) for f in msg.fields)
             done.append(f"{title}: poster's bytes restored (Mailman refolded, renamed or "
                         "re-encoded it)")
     return msg, done, refused

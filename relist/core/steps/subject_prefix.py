@@ -18,7 +18,6 @@ Mailman's "%d" post-number prefixes are not supported (relist has no post counte
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 from relist.core import mime
 from relist.core.message import HeaderField, RawMessage
@@ -110,7 +109,7 @@ def _encode(text: str, prefix: str = "") -> str:
 def _replace_first(msg: RawMessage, old: HeaderField, new: HeaderField) -> RawMessage:
     fields = list(msg.fields)
     fields[fields.index(old)] = new
-    return replace(msg, fields=tuple(fields))
+    return msg.with_fields(fields)
 
 
 def _put(msg: RawMessage, field: HeaderField, text: str, what: str, prefix: str = ""):
