@@ -20,12 +20,13 @@ under the list's domain (RFC 8058 §4 asks for both fields to be DKIM-signed).
 
 from __future__ import annotations
 
+import functools
 import re
 
 from relist.core import mime
 from relist.core.addresses import unusable
 from relist.core.guard import oversigning
-from relist.core.message import RawMessage
+from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Context, Work
 from relist.core.policy import LIST_HEADER_NAMES, ListPolicy
 from relist.core.steps import apply_transform
@@ -84,6 +85,14 @@ def fields_for(lp: ListPolicy) -> dict[str, str]:
     return {k: v for k, v in values.items() if v}
 
 
+@functools.lru_cache(maxsize=64)
+def _built(lp: ListPolicy, eol: bytes) -> dict[str, HeaderField]:
+    """``fields_for(lp)`` as folded fields ending with ``eol``: the same for every post
+    of the list (cached, as the configuration they come from)."""
+    proto = RawMessage((), b"", b"", eol)
+    return {name: proto.make_field(name, mime.fold(name, value)) for name, value in fields_for(lp).items()}
+
+
 def transform(msg: RawMessage, lp: ListPolicy, absent: frozenset[str] = frozenset()
               ) -> tuple[RawMessage | None, str]:
     """The message with the list fields, or None and the reason nothing changed.
@@ -109,12 +118,11 @@ def transform(msg: RawMessage, lp: ListPolicy, absent: frozenset[str] = frozense
             if out.get(name) is not None:
                 removed.append(name)
                 out = out.remove(name)
-    added: list[str] = []
     held = [name for name in ours if name.lower() in absent and out.get(name) is None]
-    for name, value in ours.items():
-        if out.get(name) is None and name not in held:
-            out = out.append(out.make_field(name, mime.fold(name, value)))
-            added.append(name)
+    added = [name for name in ours if out.get(name) is None and name not in held]
+    if added:
+        built = _built(lp, out.eol)
+        out = out.append(*(built[name] for name in added))
     unsub = out.get("list-unsubscribe")
     if (out.get("list-unsubscribe-post") is None and unsub is not None
             and _HTTPS.search(unsub.text())):
