@@ -356,6 +356,14 @@ def test_cache_never_keeps_a_refusal_and_bounds_its_size():
     for i in range(4):
         _, small = signcache.process_with(small, raw + b"%d\r\n" % i, ctx, FULL)
     assert len(small.entries) == 2
+    outcome, one = signcache.process_with(signcache.SignCache(), raw + b"0\r\n", ctx, FULL)
+    size = one.entries[0][1].size
+    ours = next(f for f in outcome.output.fields if f.name == "received" and b"by relist" in f.raw)
+    assert size == outcome.output.size - len(ours.raw)   # the output it holds, less its Received
+    by_bytes = signcache.SignCache(max_bytes=4 * size + 40)    # room for four
+    for i in range(6):
+        _, by_bytes = signcache.process_with(by_bytes, raw + b"%d\r\n" % i, ctx, FULL)
+    assert len(by_bytes.entries) == 4 and sum(e.size for _, e in by_bytes.entries) <= 4 * size + 40
 
 
 # -- the real pipeline ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ are not in the key: within the ttl the first transaction's verdict stands.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from relist.core import pipeline
@@ -53,10 +53,14 @@ class Entry:
     expires: datetime
     separator: bytes = b""
     body: bytes = b""
+    size: int = field(default=0, init=False)   # the bytes it holds (SignCache.max_bytes)
 
-    @property
-    def size(self) -> int:
-        return sum(len(f.raw) for f in self.head + self.tail) + len(self.separator) + len(self.body)
+    def __post_init__(self):
+        # Once, here: the cache sums its entries' sizes on every store (256 entries of
+        # some 15 fields each were most of a pass-through transaction's CPU when summed
+        # over the fields every time).
+        object.__setattr__(self, "size", sum(len(f.raw) for f in self.head + self.tail)
+                           + len(self.separator) + len(self.body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +153,8 @@ def entry_for(outcome: Outcome, raw: bytes | RawMessage, ctx: Context, ttl: int)
     ran_trace = any(n.step == trace.NAME and n.action == Action.APPLIED for n in outcome.record.steps)
     if not ran_trace:
         return Entry(out.fields, (), False, eol, outcome.record, expires, out.separator, out.body)
-    field = _received(ctx, eol).raw
-    at = [i for i, f in enumerate(out.fields) if f.raw == field]
+    ours = _received(ctx, eol).raw
+    at = [i for i, f in enumerate(out.fields) if f.raw == ours]
     if len(at) != 1:
         return None
     return Entry(out.fields[:at[0]], out.fields[at[0] + 1:], True, eol, outcome.record, expires,
