@@ -391,3 +391,14 @@ def test_signing_in_the_real_pipeline(mode, mitigated):
     again, cache = signcache.process_with(cache, raw, replace(ctx, relist_id="R2"), steps)
     assert note(again, "sign-cache").action == Action.RECORDED
     assert again.message == first.message.replace(b"with ESMTP id R1", b"with ESMTP id R2")
+
+
+def test_the_configuration_part_of_the_cache_key_is_digested_once_and_unhashable_values_still_key():
+    relay = policy()
+    signcache._configured_cached.cache_clear()
+    first = signcache._configured(relay, (), FULL)
+    assert signcache._configured(relay, (), FULL) == first
+    assert signcache._configured_cached.cache_info().hits == 1
+    assert signcache._configured(policy(subject_prefix="[x] "), (), FULL) != first
+    odd = {"not": ["hashable"]}
+    assert signcache._configured(odd, (), FULL) == signcache._digest_configured(odd, (), FULL)

@@ -24,6 +24,7 @@ are not in the key: within the ttl the first transaction's verdict stands.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -123,14 +124,32 @@ def cache_key(raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS,
     has it."""
     keys = ctx.keys or {}
     fingerprint = repr((
-        _list_of(raw, ctx, parsed), ctx.policy,
-        sorted((path, getattr(k, "algorithm", ""), getattr(k, "bits", 0)) for path, k in keys.items()),
-        tuple(getattr(s, "NAME", repr(s)) for s in steps),
+        _list_of(raw, ctx, parsed),
+        _configured(ctx.policy, tuple(sorted((path, getattr(k, "algorithm", ""), getattr(k, "bits", 0))
+                                             for path, k in keys.items())), tuple(steps)),
         getattr(ctx, "upstream_8bitmime", True),
         tuple(getattr(c, "relist_id", "") for c in getattr(ctx, "ingress", ())),
     ))
     return (_sha256(raw) + ":"
             + hashlib.sha256(fingerprint.encode("utf-8", "surrogateescape")).hexdigest())
+
+
+def _configured(policy, keys: tuple, steps: tuple) -> str:
+    """The part of the key the configuration decides (the relay policy, the keys, the
+    steps), digested once per configuration: its repr was half a reused transaction's
+    key.  (A value that cannot be hashed is digested every time.)"""
+    try:
+        return _configured_cached(policy, keys, steps)
+    except TypeError:
+        return _digest_configured(policy, keys, steps)
+
+
+def _digest_configured(policy, keys: tuple, steps: tuple) -> str:
+    names = tuple(getattr(s, "NAME", None) or repr(s) for s in steps)   # (a step without a NAME: its repr)
+    return hashlib.sha256(repr((policy, keys, names)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+_configured_cached = functools.lru_cache(maxsize=16)(_digest_configured)
 
 
 def _received(ctx: Context, eol: bytes) -> HeaderField:
