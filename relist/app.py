@@ -191,6 +191,8 @@ class Relay:
             outcome = core.process(msg, ctx, self.steps)
         if self.leg != "ingress" or outcome.output is None:
             return outcome
+        if not self.config.relay.lists and self.store is None:
+            return outcome          # no bounce to read, no copy to keep: the post goes on
         data = raw if isinstance(raw, bytes) else msg.to_bytes()   # the post as it arrived
         if outcome.reply is None:
             try:

@@ -396,9 +396,13 @@ def test_signing_in_the_real_pipeline(mode, mitigated):
 def test_the_configuration_part_of_the_cache_key_is_digested_once_and_unhashable_values_still_key():
     relay = policy()
     signcache._configured_cached.cache_clear()
+    signcache._LAST[0] = None
     first = signcache._configured(relay, (), FULL)
-    assert signcache._configured(relay, (), FULL) == first
+    assert signcache._configured(relay, (), FULL) == first          # the same objects: no hashing
+    assert signcache._configured_cached.cache_info().hits == 0
+    assert signcache._configured(policy(), (), FULL) == first        # an equal policy: by value
     assert signcache._configured_cached.cache_info().hits == 1
     assert signcache._configured(policy(subject_prefix="[x] "), (), FULL) != first
+    assert signcache._configured(relay, (("k", "rsa", 2048),), FULL) != first   # other keys
     odd = {"not": ["hashable"]}
     assert signcache._configured(odd, (), FULL) == signcache._digest_configured(odd, (), FULL)

@@ -180,3 +180,18 @@ def test_a_pinned_mmap_threshold_gives_a_large_posts_memory_back():
         return int(out.stdout)
     assert retained("pin") < 4 << 20
     assert retained("no") > 15 << 20
+
+
+_PIN = "from relist.workers import pin_mmap_threshold as pin; print(pin())"
+
+
+@pytest.mark.parametrize("env, pinned", [
+    ({}, "True"),                                            # the control: nothing set
+    ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "False"),
+    ({"MALLOC_TRIM_THRESHOLD_": "1048576"}, "False"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "False"),
+])
+def test_an_administrators_malloc_settings_are_left_alone(env, pinned):
+    out = subprocess.run([sys.executable, "-c", _PIN], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", **env})
+    assert out.stdout.strip() == pinned, out.stderr
