@@ -99,7 +99,7 @@ class Relay:
         """Resolve every DNS question the core asks for ``raw``."""
         if self.resolver is None:
             return Facts()
-        msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)
+        msg = RawMessage.of(raw)
         return await self.resolver.settle(lambda facts: core.plan(msg, self.config.relay, facts, self.steps))
 
     async def ingress_copies(self, msg: RawMessage) -> tuple[IngressCopy, ...]:
@@ -145,7 +145,7 @@ class Relay:
         """The Message-ID and (egress leg) the list of ``raw``, read cheaply and never
         raising: for the log line and record of a transaction the core did not finish."""
         try:
-            msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)
+            msg = RawMessage.of(raw)
             message_id = msg.header_text("message-id") or ""
         except Exception:  # noqa: BLE001 - the parser itself may be what failed
             if isinstance(raw, RawMessage):
@@ -164,7 +164,7 @@ class Relay:
     async def _run(self, raw: bytes | RawMessage, envelope: Envelope, relist_id: str,
                    upstream_8bitmime: bool) -> Outcome:
         now = datetime.now(timezone.utc)
-        msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)   # once, for every use below
+        msg = RawMessage.of(raw)   # once, for every use below
         large = msg.size > 256 * 1024
         ctx = Context(envelope=envelope, policy=self.config.relay, now=now, relist_id=relist_id,
                       keys=self.keys, ingress=await self.ingress_copies(msg),

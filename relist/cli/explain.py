@@ -101,7 +101,7 @@ def dry_run(raw: bytes, cfg, list_address: str, nameservers, *, name: str = "",
     keys, stand_ins = _stand_in_keys(cfg.relay, lp)
     ctx = Context(envelope=envelope, policy=cfg.relay, now=datetime.now(UTC), relist_id="(dry run)",
                   facts=facts, keys=keys)
-    outcome = core.process(raw, ctx, parsed=msg)
+    outcome = core.process(msg, ctx)
     record = outcome.record
     verdict = record.verdict
     facts_doc = {k: list(v) if isinstance(v, tuple) else v for k, v in record.extra}

@@ -137,6 +137,11 @@ class RawMessage:
             fields.append(HeaderField(raw[current_start:pos], current_name))
         return cls(tuple(fields), b"", b"", eol)
 
+    @classmethod
+    def of(cls, message: bytes | RawMessage) -> RawMessage:
+        """``message`` parsed, or itself when it already is a ``RawMessage``."""
+        return message if isinstance(message, RawMessage) else cls.parse(message)
+
     def to_bytes(self) -> bytes:
         return b"".join(f.raw for f in self.fields) + self.separator + self.body
 

@@ -127,20 +127,18 @@ def plan(raw: bytes | RawMessage, policy: RelayPolicy, facts: Facts, steps=STEPS
     The edge calls this until it returns nothing (the DMARC tree walk asks its next
     question only once it has the previous answer), resolving each round.
     """
-    msg = raw if isinstance(raw, RawMessage) else RawMessage.parse(raw)
+    msg = RawMessage.of(raw)
     wanted = ask_steps(steps, msg, policy, facts)
     return frozenset(q for q in wanted if q not in facts.answers)
 
 
-def process(raw: bytes | RawMessage, ctx: Context, steps=STEPS, parsed: RawMessage | None = None) -> Outcome:
-    """Run ``steps`` over ``raw`` (the bytes, or the message parsed from them); return
-    what to relay, what to record, how to reply.  ``parsed``: ``RawMessage.parse(raw)``
-    when the caller has it already (``plan``).  The output stays a ``RawMessage``: the
-    edge writes its header and body without joining them (``Outcome``)."""
-    if isinstance(raw, RawMessage):
-        parsed = raw
-    work = Work(parsed if parsed is not None else RawMessage.parse(raw))
-    size_in = len(raw) if isinstance(raw, bytes) else raw.size
+def process(raw: bytes | RawMessage, ctx: Context, steps=STEPS) -> Outcome:
+    """Run ``steps`` over ``raw`` (the bytes, or the message parsed from them, as the
+    edge and ``plan``'s caller have it); return what to relay, what to record, how to
+    reply.  The output stays a ``RawMessage``: the edge writes its header and body
+    without joining them (``Outcome``)."""
+    work = Work(RawMessage.of(raw))
+    size_in = work.message.size
     reply = None
     for step in steps:
         try:

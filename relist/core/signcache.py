@@ -90,14 +90,10 @@ class SignCache:
         return replace(self, entries=tuple(kept))
 
 
-def _parsed(raw: bytes | RawMessage, parsed: RawMessage | None = None) -> RawMessage:
-    return raw if isinstance(raw, RawMessage) else parsed if parsed is not None else RawMessage.parse(raw)
-
-
-def _list_of(raw: bytes | RawMessage, ctx: Context, parsed: RawMessage | None = None):
+def _list_of(msg: RawMessage, ctx: Context):
     """The list policy ``identify`` would choose (None for an unknown list)."""
     try:
-        work = identify.apply(Work(_parsed(raw, parsed)), ctx)
+        work = identify.apply(Work(msg), ctx)
     except (DeferMessage, RejectMessage):
         return None
     except MemoryError:
@@ -107,31 +103,28 @@ def _list_of(raw: bytes | RawMessage, ctx: Context, parsed: RawMessage | None = 
     return work.known.list_policy
 
 
-def _sha256(raw: bytes | RawMessage) -> str:
-    """sha256 of the input bytes (a parsed message hashed as its two parts, unjoined)."""
-    if isinstance(raw, bytes):
-        return hashlib.sha256(raw).hexdigest()
-    digest = hashlib.sha256(raw.header_bytes())
-    digest.update(raw.body)
+def _sha256(msg: RawMessage) -> str:
+    """sha256 of the input bytes, hashed as the message's two parts (never joined)."""
+    digest = hashlib.sha256(msg.header_bytes())
+    digest.update(msg.body)
     return digest.hexdigest()
 
 
-def cache_key(raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS,
-              parsed: RawMessage | None = None) -> str:
+def cache_key(raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS) -> str:
     """sha256(input) + fingerprint (list, policy, keys, steps, upstream 8BITMIME, the
     ingress copies by relist id: a stored copy never changes).  ``raw``: the bytes or
-    the message parsed from them; ``parsed``: ``RawMessage.parse(raw)`` when the caller
-    has it."""
+    the message parsed from them."""
+    msg = RawMessage.of(raw)
     keys = ctx.keys or {}
     fingerprint = repr((
-        _list_of(raw, ctx, parsed),
+        _list_of(msg, ctx),
         _configured(ctx.policy, tuple(sorted((path, getattr(k, "algorithm", ""), getattr(k, "bits", 0))
                                              for path, k in keys.items())),
                     steps if isinstance(steps, tuple) else tuple(steps)),
         getattr(ctx, "upstream_8bitmime", True),
         tuple(getattr(c, "relist_id", "") for c in getattr(ctx, "ingress", ())),
     ))
-    return (_sha256(raw) + ":"
+    return (_sha256(msg) + ":"
             + hashlib.sha256(fingerprint.encode("utf-8", "surrogateescape")).hexdigest())
 
 
@@ -171,12 +164,13 @@ def entry_for(outcome: Outcome, raw: bytes | RawMessage, ctx: Context, ttl: int)
     out = outcome.output
     if out is None or outcome.reply is not None:
         return None
-    lp = _list_of(raw, ctx)
+    msg = RawMessage.of(raw)
+    lp = _list_of(msg, ctx)
     if lp is not None and lp.signature_ttl > 0:
         ttl = min(ttl, lp.signature_ttl // 2)
     if ttl <= 0:
         return None
-    eol = _parsed(raw).eol
+    eol = msg.eol
     expires = ctx.now + timedelta(seconds=ttl)
     ran_trace = any(n.step == trace.NAME and n.action == Action.APPLIED for n in outcome.record.steps)
     if not ran_trace:
@@ -201,27 +195,28 @@ def replay(entry: Entry, raw: bytes | RawMessage, ctx: Context, key: str = "") -
     notes = tuple(StepNote(n.step, n.action, "" if n.step == trace.NAME else n.detail)
                   for n in first.steps) + (reused,)
     record = replace(first, relist_id=ctx.relist_id, time=ctx.now, envelope=ctx.envelope,
-                     size_in=len(raw) if isinstance(raw, bytes) else raw.size, size_out=out.size,
+                     size_in=RawMessage.of(raw).size, size_out=out.size,
                      steps=notes)
     return Outcome(out, record, None)
 
 
-def lookup(cache: SignCache, raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS,
-           parsed: RawMessage | None = None) -> Outcome | None:
+def lookup(cache: SignCache, raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS) -> Outcome | None:
     """The replayed outcome when ``cache`` holds this post, else None (no DNS needed:
     the edge can call this before resolving anything)."""
-    key = cache_key(raw, ctx, steps, parsed)
+    msg = RawMessage.of(raw)
+    key = cache_key(msg, ctx, steps)
     entry = cache.lookup(key, ctx.now)
-    return None if entry is None else replay(entry, raw, ctx, key)
+    return None if entry is None else replay(entry, msg, ctx, key)
 
 
-def process_with(cache: SignCache, raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS,
-                 parsed: RawMessage | None = None) -> tuple[Outcome, SignCache]:
+def process_with(cache: SignCache, raw: bytes | RawMessage, ctx: Context,
+                 steps=pipeline.STEPS) -> tuple[Outcome, SignCache]:
     """``pipeline.process`` through the cache: (outcome, the cache to keep)."""
-    key = cache_key(raw, ctx, steps, parsed)
+    msg = RawMessage.of(raw)
+    key = cache_key(msg, ctx, steps)
     entry = cache.lookup(key, ctx.now)
     if entry is not None:
-        return replay(entry, raw, ctx, key), cache
-    outcome = pipeline.process(raw, ctx, steps, parsed)
-    new = entry_for(outcome, raw, ctx, cache.ttl)
+        return replay(entry, msg, ctx, key), cache
+    outcome = pipeline.process(msg, ctx, steps)
+    new = entry_for(outcome, msg, ctx, cache.ttl)
     return outcome, (cache if new is None else cache.store(key, new, ctx.now))
