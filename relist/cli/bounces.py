@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from relist.config import load
+from relist.edge.history import scope
 from relist.edge.store import Reader, StoreError, open_reader, redact
 
 __all__ = ["add_parser", "duration", "query"]
@@ -44,13 +45,7 @@ def duration(text: str) -> timedelta:
 def query(reader: Reader, *, list_address: str | None = None, since: datetime | None = None,
           cause: str | None = None) -> list[dict]:
     """The recorded bounces, newest first, as dicts with ``KEYS``."""
-    where, params = [], []
-    if list_address:
-        where.append("list_address = ?")
-        params.append(list_address.lower())
-    if since is not None:
-        where.append("time >= ?")
-        params.append(since.isoformat())
+    where, params = scope(list_address, since)
     if cause:
         where.append("cause = ?")
         params.append(cause.lower())

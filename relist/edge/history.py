@@ -18,7 +18,7 @@ from typing import Any
 
 from relist.core.report.aggregate import Aggregator
 
-__all__ = ["TX_COLUMNS", "bounces_for", "find_post", "load_report", "other_lists", "signatures_of",
+__all__ = ["TX_COLUMNS", "bounces_for", "find_post", "load_report", "other_lists", "scope", "signatures_of",
            "verdict_of"]
 
 TX_COLUMNS = ("relist_id", "time", "client_ip", "client_helo", "mail_from", "rcpt_tos", "message_id",
@@ -59,18 +59,25 @@ def _windows(count: int, lo: Any, hi: Any) -> list[tuple[str, str]]:
     return [(edges[i].isoformat(), edges[i + 1].isoformat()) for i in range(n)]
 
 
-def load_report(reader, *, list_address: str | None = None, since: datetime | None = None,
-                progress: Progress = _none) -> Aggregator:
-    """An :class:`Aggregator` fed with everything a report needs."""
-    agg = Aggregator()
-    where, params = ["list_address IS NOT NULL"], []
+def scope(list_address: str | None, since: datetime | None) -> tuple[list[str], list]:
+    """SQL conditions (joined by the caller with AND) and their parameters for rows of
+    one list and from a time on, as ``relist report`` and ``relist bounces`` take them."""
+    where, params = [], []
     if list_address:
         where.append("list_address = ?")
         params.append(list_address.lower())
     if since is not None:
         where.append("time >= ?")
         params.append(since.isoformat())
-    cond = " AND ".join(where)
+    return where, params
+
+
+def load_report(reader, *, list_address: str | None = None, since: datetime | None = None,
+                progress: Progress = _none) -> Aggregator:
+    """An :class:`Aggregator` fed with everything a report needs."""
+    agg = Aggregator()
+    where, params = scope(list_address, since)
+    cond = " AND ".join(["list_address IS NOT NULL", *where])
     lo, hi, count = reader.query(f"SELECT MIN(time), MAX(time), COUNT(*) FROM transactions WHERE {cond}",
                                  params)[0]
     total = count + count // 4
