@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_relay import _RELAYED, _override, free_port, resign_setup, wait_port  # noqa: E402
+from bench_relay import (  # noqa: E402
+    _RELAYED, _override, free_port, resign_setup, start_sink, tools_missing, wait_port,
+)
 from relist.sandbox.dnsserver import DNSServer  # noqa: E402
 
 __all__ = ["main"]
@@ -76,16 +76,11 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--concurrent", type=int, default=4)
     args = ap.parse_args()
-    for tool in ("smtp-source", "smtp-sink"):
-        if not shutil.which(tool):
-            print(f"{tool} not found: apt-get install postfix", file=sys.stderr)
-            return 2
+    if tools_missing():
+        return 2
     with tempfile.TemporaryDirectory(prefix="relist-mem-") as tmp:
         sink_port, relist_port = free_port(), free_port()
-        user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        sink = subprocess.Popen(["smtp-sink", *user, "-c", "-8", f"127.0.0.1:{sink_port}", "64"],
-                                stdout=subprocess.DEVNULL)
-        wait_port(sink_port)
+        sink = start_sink(sink_port, 64)
         base, zone, post = resign_setup(Path(tmp), args.size)
         size = Path(post).stat().st_size        # LF lines: smtp-source sends CRLF, one more a line
         lines = Path(post).read_bytes().count(b"\n")

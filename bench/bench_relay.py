@@ -50,6 +50,24 @@ from relist.sandbox.dnsserver import DNSServer  # noqa: E402
 _RELAYED = re.compile(r"relist\[(\d+)\]: \S+: message-id=")
 
 
+def tools_missing(tools=("smtp-source", "smtp-sink")) -> bool:
+    """True, after saying which, when Postfix's load tools are not installed."""
+    missing = [tool for tool in tools if not shutil.which(tool)]
+    for tool in missing:
+        print(f"{tool} not found: apt-get install postfix", file=sys.stderr)
+    return bool(missing)
+
+
+def start_sink(port: int, backlog: int = 1024) -> subprocess.Popen:
+    """Postfix's smtp-sink on 127.0.0.1:``port`` (8BITMIME offered, as nobody when root),
+    listening once this returns."""
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen(["smtp-sink", *user, "-c", "-8", f"127.0.0.1:{port}", str(backlog)],
+                            stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return sink
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -148,16 +166,11 @@ def main() -> int:
                     help="end-to-end re-sign: signed post, verify, footer, prefix, DKIM, ARC (see above)")
     ap.add_argument("--sign-once", action="store_true", help="with --resign: keep [server] sign_once on")
     args = ap.parse_args()
-    for tool in ("smtp-source", "smtp-sink"):
-        if not shutil.which(tool):
-            print(f"{tool} not found: apt-get install postfix", file=sys.stderr)
-            return 2
+    if tools_missing():
+        return 2
     with tempfile.TemporaryDirectory(prefix="relist-bench-") as tmp:
         sink_port, relist_port = free_port(), free_port()
-        user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        sink = subprocess.Popen(["smtp-sink", *user, "-c", "-8", f"127.0.0.1:{sink_port}", "1024"],
-                                stdout=subprocess.DEVNULL)
-        wait_port(sink_port)
+        sink = start_sink(sink_port)
         base = Path(args.config).read_text() if args.config else ""
         zone = json.loads(Path(args.zone).read_text()) if args.zone else {}
         sign_once = args.sign_once or not args.resign

@@ -134,10 +134,7 @@ def relay_rate(store_toml: str, messages: int) -> str:
                         timeout=600)
     with tempfile.TemporaryDirectory(prefix="relist-bench-") as tmp:
         sink_port, relist_port = br.free_port(), br.free_port()
-        user = ["-u", "nobody"] if os.geteuid() == 0 else []
-        sink = subprocess.Popen(["smtp-sink", *user, "-c", "-8", f"127.0.0.1:{sink_port}", "1024"],
-                                stdout=subprocess.DEVNULL)
-        br.wait_port(sink_port)
+        sink = br.start_sink(sink_port)
         dns = DNSServer({}).start()
         db = Path(tmp) / "relist.db"
         conf = Path(tmp) / "relist.toml"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_relay import free_port, wait_port  # noqa: E402
+from bench.bench_relay import free_port, tools_missing, wait_port  # noqa: E402
 
 ACCEPTING = re.compile(r"relist\[(\d+)\]: worker (\d+) accepting")
 RELAYED = re.compile(r'reply="2\d\d ')
@@ -109,10 +108,8 @@ def main() -> int:
     ap.add_argument("--recipients", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    for tool in ("smtp-source", "smtp-sink"):
-        if not shutil.which(tool):
-            print(f"{tool} not found: apt-get install postfix", file=sys.stderr)
-            return 2
+    if tools_missing():
+        return 2
     started = time.monotonic()
     deadline = started + args.max_seconds
     with tempfile.TemporaryDirectory(prefix="relist-soak-") as tmp:
