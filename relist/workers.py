@@ -138,11 +138,10 @@ def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     at 128 KiB once the mmap threshold is set, goes to 32 MiB: at 128 KiB the heap was
     given back and grown again around each small message, 0.6 ms of CPU per message
     (bench/bench_relay.py pass-through: 1.5 -> 2.2 ms).  Called before the fork; the
-    workers inherit it.  Not done
-    when ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or a malloc tunable in
-    ``GLIBC_TUNABLES`` is set (the administrator's choice), under a preloaded
-    jemalloc/tcmalloc/mimalloc, or off glibc.
-    True when the threshold was set."""
+    workers inherit it.  Not done when ``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TRIM_THRESHOLD_`` or a malloc tunable in ``GLIBC_TUNABLES`` is set (the
+    administrator's choice), under a preloaded jemalloc/tcmalloc/mimalloc, or off
+    glibc.  True when the thresholds were set."""
     env = os.environ
     if (not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in env
             or "MALLOC_TRIM_THRESHOLD_" in env or "malloc" in env.get("GLIBC_TUNABLES", "")
