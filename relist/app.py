@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 
 from relist import core
@@ -29,7 +28,7 @@ from relist.core.facts import Facts
 from relist.core.ingress import IngressCopy, fingerprint
 from relist.core.message import RawMessage
 from relist.core.safety import log_safe
-from relist.core.model import Context, Envelope, Outcome, Record, Reply, Work
+from relist.core.model import Context, Envelope, Outcome, Record, Reply, Work, replace
 from relist.core.steps import identify
 from relist.edge import metrics
 from relist.edge.smtp_out import Pool

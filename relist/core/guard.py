@@ -25,7 +25,7 @@ known risk (RFC 6376 §8.2: content outside l= is unsigned).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from relist.core.verify.dkim_verify import Checker, open_message, verify_signature
@@ -34,7 +34,7 @@ from relist.core.dkim import canon
 from relist.core.dkim.tags import TagError, b_chars, parse_tags
 from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField, RawMessage
-from relist.core.model import Action, Context, StepNote, Work
+from relist.core.model import Action, Context, StepNote, Work, replace
 
 __all__ = ["UNGUARDED", "aligned_passing", "arrival_valid", "attributed", "oversigning", "b_value",
            "catch_up", "covers_change", "guarded", "label", "recheck", "same_body", "same_header_input",

@@ -30,7 +30,11 @@ def small_lru_cache(maxsize: int, max_len: int):
 
         @functools.wraps(fn)
         def call(*args):
-            if sum(_size(a) for a in args) > max_len:
+            # (a loop, not sum() over a generator: these calls are many per post)
+            size = 0
+            for a in args:
+                size += len(a) if type(a) is str or type(a) is bytes else _size(a)
+            if size > max_len:
                 return fn(*args)
             return cached(*args)
         call.cache_info = cached.cache_info

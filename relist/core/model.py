@@ -8,8 +8,10 @@ with an ``Outcome``: the bytes to relay (or none), the ``Record`` to store and t
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from dataclasses import dataclass, field, fields, replace
+import functools
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +24,39 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Action", "Context", "Envelope", "Findings", "Known", "Outcome", "Record", "Reply",
-    "StepNote", "Work",
+    "StepNote", "Work", "replace",
 ]
+
+
+@functools.cache
+def _replacer(cls: type):
+    """A function ``(obj, changes) -> copy of obj with changes`` for a frozen dataclass
+    whose fields are all ``__init__`` parameters and that has no ``__post_init__``,
+    compiled once per class (as ``dataclasses`` compiles ``__init__``); None for any
+    other class, which ``dataclasses.replace`` then handles."""
+    fs = fields(cls)
+    if hasattr(cls, "__post_init__") or any(not f.init for f in fs):
+        return None
+    lines = ["def replacer(obj, changes):", "    new = new_object(cls)", "    pop = changes.pop"]
+    for f in fs:
+        n = f.name
+        lines.append(f"    set_attr(new, {n!r}, pop({n!r}) if {n!r} in changes else obj.{n})")
+    lines += ["    if changes:",
+              "        raise TypeError(f'{cls.__name__} has no field {next(iter(changes))!r}')",
+              "    return new"]
+    scope = {"cls": cls, "new_object": object.__new__, "set_attr": object.__setattr__}
+    exec("\n".join(lines), scope)   # noqa: S102 - field names of relist's own classes
+    return scope["replacer"]
+
+
+def replace(obj, /, **changes):
+    """``dataclasses.replace`` for the core's frozen values, at a third of its cost: the
+    new object gets each field directly instead of through ``replace``'s look-ups and
+    the generated ``__init__`` (a few of these per step, every post)."""
+    replacer = _replacer(type(obj))
+    if replacer is None:
+        return dataclasses.replace(obj, **changes)
+    return replacer(obj, changes)
 
 
 @dataclass(frozen=True, slots=True)

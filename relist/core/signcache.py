@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from relist.core import pipeline
 from relist.core.errors import DeferMessage, RejectMessage
 from relist.core.message import HeaderField, RawMessage
-from relist.core.model import Action, Context, Outcome, Record, StepNote, Work
+from relist.core.model import Action, Context, Outcome, Record, StepNote, Work, replace
 from relist.core.steps import identify, trace
 
 __all__ = ["Entry", "NAME", "SignCache", "cache_key", "entry_for", "lookup", "process_with",

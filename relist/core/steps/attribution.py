@@ -15,10 +15,9 @@ between preserve and resign for a list.
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 from relist.core.guard import UNGUARDED, arrival_valid, catch_up, label, track
-from relist.core.model import Action, Context, Work
+from relist.core.model import Action, Context, Work, replace
 
 NAME = "attribution"
 SURVIVED = "survived"

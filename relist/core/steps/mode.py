@@ -24,10 +24,10 @@ p=none it is still the only DMARC pass the poster's domain can have).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from relist.core.guard import aligned_passing, label, surviving
-from relist.core.model import Action, Context, StepNote, Work
+from relist.core.model import Action, Context, StepNote, Work, replace
 from relist.core.safety import ask_steps, run_step
 
 __all__ = ["NAME", "PRESERVE", "RESIGN", "Decided", "aligned_on_arrival", "decided"]

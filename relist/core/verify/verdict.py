@@ -29,10 +29,10 @@ def questions(msg: RawMessage, max_signatures: int, facts: Facts) -> set[Questio
     wanted: set[Question] = set()
     domains = []
     for f in _dkim_fields(msg)[:max_signatures]:
-        q = _key_question(f.value)
-        if q is not None:
-            wanted.add(q)
-            domains.append(signature_question(f.value)[1])
+        found = signature_question(f.value)
+        if found is not None:
+            wanted.add(Question.txt(f"{found[0]}._domainkey.{found[1]}"))
+            domains.append(found[1])
     for f in msg.get_all(domainkeys.FIELD)[:max_signatures]:
         q = _key_question(f.value)
         if q is not None:
