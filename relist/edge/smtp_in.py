@@ -1,7 +1,9 @@
 """The SMTP front end: aiosmtpd hooks that relay in lock-step with the upstream MTA.
 
 Before-queue proxy semantics: MAIL FROM opens (or reuses) an upstream connection
-and is forwarded; each RCPT is forwarded and the MTA's reply becomes relist's reply;
+and is forwarded (to an MTA that offers PIPELINING: in one write with the first RCPT,
+whose reply is then the MAIL's refusal if the MTA refused it); each RCPT is forwarded
+and the MTA's reply becomes relist's reply;
 at the end of DATA the core runs, the result goes upstream, and the MTA's final
 reply is relist's reply.  relist answers 250 only after the MTA did, and anything it
 cannot finish is a 4xx.  The hooks only translate between SMTP and ``relist.app``.
@@ -178,6 +180,9 @@ class RelayHandler:
     async def _drop_upstream(self, session, *, clean: bool = False) -> None:
         conn: Connection | None = getattr(session, "upstream", None)
         session.upstream = None
+        if getattr(session, "pending_mail", None) is not None:
+            session.pending_mail = None
+            clean = True      # the deferred MAIL never went upstream: nothing to reset
         if conn is not None:
             await self.relay.pool.release(conn, clean=clean)
 
@@ -267,10 +272,28 @@ class RelayHandler:
         self.relay.finish(session.relist_id, record, env, upstream, reply, started, 0)
         return reply.line()
 
+    @staticmethod
+    def _upstream_options(conn: Connection, mail_options) -> list[str] | Reply:
+        """The client's MAIL parameters the MTA on ``conn`` takes (SMTPUTF8 only when
+        it offers it, BODY with 8BITMIME, SIZE with SIZE), or relist's refusal."""
+        options = []
+        for opt in mail_options:
+            key = opt.split("=", 1)[0].upper()
+            if key == "SMTPUTF8":
+                if not conn.caps.smtputf8:
+                    return Reply(555, "5.6.7", "relist: the upstream MTA does not offer SMTPUTF8")
+                options.append(opt)
+            elif key == "BODY" and conn.caps.eightbitmime:
+                options.append(opt)
+            elif key == "SIZE" and conn.caps.size is not None:
+                options.append(opt)
+        return options
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         await self._drop_upstream(session)  # e.g. after an oversize DATA left one open
         session.relist_id = new_relist_id()
         session.upstream_replies = {}
+        session.mail_refusal = None
         started = time.monotonic()
         pool = self.relay.pool
         # A pooled connection the MTA closed while it was idle (``421 ... timeout
@@ -283,20 +306,20 @@ class RelayHandler:
                 log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, log_safe(address),
                             exc.reply)
                 return self._ended_at_mail(session, address, mail_options, exc.reply, started, own=True)
-            options = []
-            for opt in mail_options:
-                key = opt.split("=", 1)[0].upper()
-                if key == "SMTPUTF8":
-                    if not conn.caps.smtputf8:
-                        await pool.release(conn, clean=True)
-                        reply = Reply(555, "5.6.7", "relist: the upstream MTA does not offer SMTPUTF8")
-                        return self._ended_at_mail(session, address, mail_options, reply, started,
-                                                   own=True)
-                    options.append(opt)
-                elif key == "BODY" and conn.caps.eightbitmime:
-                    options.append(opt)
-                elif key == "SIZE" and conn.caps.size is not None:
-                    options.append(opt)
+            options = self._upstream_options(conn, mail_options)
+            if isinstance(options, Reply):
+                await pool.release(conn, clean=True)
+                return self._ended_at_mail(session, address, mail_options, options, started, own=True)
+            if conn.caps.pipelining:
+                # The MTA pipelines: MAIL goes up with the first RCPT, in one round trip
+                # (``_mail_with_first_rcpt``), and a refusal of it is that RCPT's reply,
+                # as Postfix itself gives it (smtpd_delay_reject).
+                session.upstream = conn
+                session.upstream_mail_options = options
+                session.pending_mail = (address, tuple(mail_options), started)
+                envelope.mail_from = address
+                envelope.mail_options.extend(mail_options)
+                return "250 2.1.0 Ok"
             try:
                 reply = await conn.mail("" if address == NULL_PATH else address, options)
             except UpstreamError as exc:
@@ -320,15 +343,74 @@ class RelayHandler:
         envelope.mail_options.extend(mail_options)
         return reply.line()
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        conn: Connection | None = getattr(session, "upstream", None)
-        if conn is None or conn.broken:
-            reply = Reply(451, "4.4.2", "relist: connection to upstream MTA lost; try again later")
-        else:
+    async def _mail_with_first_rcpt(self, session, recipient: str) -> Reply:
+        """The MAIL ``handle_MAIL`` deferred and the first RCPT, in one round trip: the
+        RCPT's reply for the client, or, when the MTA refused the MAIL (or cannot be
+        reached), that refusal, which then answers every RCPT of this transaction.  A
+        pooled connection found closed here is replaced once, as at MAIL."""
+        address, mail_options, started = session.pending_mail
+        session.pending_mail = None
+        pool = self.relay.pool
+        conn: Connection = session.upstream
+        session.upstream = None
+        sender = "" if address == NULL_PATH else address
+        options = session.upstream_mail_options
+        for attempt in (1, 2):
             try:
-                reply = await conn.rcpt(address)
+                mail, rcpt = await conn.mail_rcpt(sender, options, recipient)
             except UpstreamError as exc:
-                reply = exc.reply
+                conn.close()
+                if not (exc.lost and conn.pooled and attempt == 1):
+                    log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, log_safe(address),
+                                exc.reply)
+                    return self._refused_at_mail(session, address, mail_options, exc.reply, started, own=True)
+                pool.discard_stale(conn, str(exc.reply), session.relist_id)
+            else:
+                if not (mail.code == 421 and conn.pooled and attempt == 1):
+                    break
+                pool.discard_stale(conn, str(mail), session.relist_id)
+            try:
+                conn = await pool.acquire()
+            except UpstreamError as exc:
+                log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, log_safe(address),
+                            exc.reply)
+                return self._refused_at_mail(session, address, mail_options, exc.reply, started, own=True)
+            options = self._upstream_options(conn, mail_options)
+            if isinstance(options, Reply):
+                await pool.release(conn, clean=True)
+                return self._refused_at_mail(session, address, mail_options, options, started, own=True)
+            session.upstream_mail_options = options
+        if mail.code >= 300 or rcpt is None:
+            await pool.release(conn, clean=True)
+            return self._refused_at_mail(session, address, mail_options, mail, started, own=False)
+        session.upstream = conn
+        return rcpt
+
+    def _refused_at_mail(self, session, address: str, mail_options, reply: Reply, started: float,
+                         *, own: bool) -> Reply:
+        """The deferred MAIL ended the transaction: recorded like a refusal at MAIL, and
+        kept as the reply to every RCPT that follows."""
+        self._ended_at_mail(session, address, mail_options, reply, started, own=own)
+        session.mail_refusal = reply
+        return reply
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        refusal: Reply | None = getattr(session, "mail_refusal", None)
+        if refusal is not None:
+            return refusal.line()
+        if getattr(session, "pending_mail", None) is not None:
+            reply = await self._mail_with_first_rcpt(session, address)
+            if getattr(session, "mail_refusal", None) is not None:
+                return reply.line()
+        else:
+            conn: Connection | None = getattr(session, "upstream", None)
+            if conn is None or conn.broken:
+                reply = Reply(451, "4.4.2", "relist: connection to upstream MTA lost; try again later")
+            else:
+                try:
+                    reply = await conn.rcpt(address)
+                except UpstreamError as exc:
+                    reply = exc.reply
         session.upstream_replies[address] = reply
         if reply.code < 300:
             envelope.rcpt_tos.append(address)

@@ -245,6 +245,25 @@ class Connection:
         opts = "".join(" " + o for o in options)
         return await self.command(f"RCPT TO:<{recipient}>{opts}")
 
+    async def mail_rcpt(self, sender: str, options: list[str], recipient: str) -> tuple[Reply, Reply | None]:
+        """MAIL FROM with ``options`` and the first RCPT: the two replies, the second None
+        when the MAIL was refused.  With PIPELINING (RFC 2920: MAIL and RCPT may stand
+        anywhere in a group) both go out in one write and the replies are read together:
+        one round trip where lock-step takes two.  Without it, one command at a time."""
+        mail = f"MAIL FROM:<{sender}>{''.join(' ' + o for o in options)}"
+        rcpt = f"RCPT TO:<{recipient}>"
+        if not self.caps.pipelining:
+            reply = await self.command(mail)
+            return reply, (await self.command(rcpt) if reply.code < 300 else None)
+        await self._send(f"{mail}\r\n{rcpt}\r\n".encode("utf-8"), "after MAIL")
+        reply = await self._read_reply("after MAIL")
+        if reply.code == 421:
+            return reply, None      # closing the channel: no RCPT reply follows
+        # After a refused MAIL the RCPT's reply (503) is read too: the next command's
+        # reply must be the next one read.
+        rcpt_reply = await self._read_reply("after RCPT")
+        return reply, (rcpt_reply if reply.code < 300 else None)
+
     async def reissue(self, sender: str, options: list[str], recipients: list[str]) -> list[Reply]:
         """RSET the open transaction, then MAIL FROM with ``options`` and a RCPT per
         recipient: the replies in order (RSET, MAIL, each RCPT).
