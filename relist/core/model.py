@@ -85,8 +85,10 @@ class Reply:
 
     def line(self) -> str:
         """The reply as SMTP lines joined by CRLF (no final CRLF)."""
-        lines = self.text.split("\n")
         enh = f"{self.enhanced} " if self.enhanced else ""
+        if "\n" not in self.text:     # nearly every reply: one line
+            return f"{self.code} {enh}{self.text}"
+        lines = self.text.split("\n")
         last = len(lines) - 1
         return "\r\n".join(
             f"{self.code}{'-' if i < last else ' '}{enh}{text}" for i, text in enumerate(lines)
