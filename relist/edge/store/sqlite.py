@@ -9,6 +9,7 @@ never holds a transaction open and never waits for the writer (WAL).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -76,6 +77,19 @@ def _insert(table: str, replace: bool = True) -> str:
 
 INSERT = {table: _insert(table, table != "bounces") for table in COLUMNS}
 
+# Rows per INSERT statement in a batch: each statement is one sqlite3_step, and Python's
+# sqlite3 releases and takes back the GIL around every step.  executemany (a step per
+# row) made the writer thread and the event loop hand the GIL to each other for every
+# row, a context switch each; multi-row VALUES make it one per statement (issue 17).
+ROWS_PER_STATEMENT = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(table: str, n: int) -> str:
+    """``INSERT[table]`` for ``n`` rows in one statement (VALUES (...),(...)...)."""
+    one = "(" + ",".join("?" * len(COLUMNS[table])) + ")"
+    return INSERT[table].rsplit(" VALUES ", 1)[0] + " VALUES " + ",".join([one] * n)
+
 # The egress transaction of a bounced post: the latest one with a list, and what
 # verification found of its From domain.  Ingress records carry their list too; their
 # facts say leg = "ingress" (relist.core.steps.ingress_list).
@@ -95,6 +109,9 @@ class SQLiteBackend:
     def __init__(self, path: str | Path):
         self.path = str(path)
         self.conn = connect(path)      # the writer thread's; fails loudly at start-up
+        # SQLite's limit on ? parameters in one statement (999 before 3.32, 32766 after,
+        # as the build sets it): a multi-row INSERT stays below it.
+        self.max_variables = self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._local = threading.local()
 
     # -- the writer thread ------------------------------------------------------------
@@ -111,8 +128,15 @@ class SQLiteBackend:
         conn.execute("BEGIN")
         try:
             for table, rows in tables.items():
-                if rows:
-                    conn.executemany(INSERT[table], rows)
+                step = max(1, min(ROWS_PER_STATEMENT, self.max_variables // len(COLUMNS[table])))
+                for at in range(0, len(rows), step):
+                    chunk = rows[at:at + step]
+                    if len(chunk) == 1:
+                        conn.execute(INSERT[table], chunk[0])
+                    else:
+                        # (rows are inserted in order: a later row replaces an earlier one
+                        # with its key, as executemany did)
+                        conn.execute(_insert_rows(table, len(chunk)), [v for row in chunk for v in row])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
