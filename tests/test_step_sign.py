@@ -406,3 +406,24 @@ def test_the_configuration_part_of_the_cache_key_is_digested_once_and_unhashable
     assert signcache._configured(relay, (("k", "rsa", 2048),), FULL) != first   # other keys
     odd = {"not": ["hashable"]}
     assert signcache._configured(odd, (), FULL) == signcache._digest_configured(odd, (), FULL)
+
+
+def test_the_cache_key_names_the_list_the_same_bytes_go_to():
+    """The key carries which list (its settings are in the configuration's part): the
+    same bytes for two configured lists, or for a list and an address relist does not
+    know, never share a signed result."""
+    other = replace(LP, address="other@lists.example.org")
+    relay = RelayPolicy(hostname="relist.test", authserv_id="relist.test", lists=(LP, other))
+    raw = (b"From: a@example.net\r\nTo: x@example.org\r\nSubject: s\r\n"
+           b"Message-ID: <k@example.net>\r\n\r\nbody\r\n")
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def key(sender: str) -> str:
+        ctx = Context(envelope=Envelope(sender, ("m@example.com",)), policy=relay, now=now,
+                      relist_id="R1", keys={})
+        return signcache.cache_key(raw, ctx, FULL)
+
+    dev, dev_again = key("dev-bounces@lists.example.org"), key("dev-bounces@lists.example.org")
+    others, unknown = key("other-bounces@lists.example.org"), key("nobody-bounces@lists.example.org")
+    assert dev == dev_again
+    assert len({dev, others, unknown}) == 3

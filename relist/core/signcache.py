@@ -116,8 +116,12 @@ def cache_key(raw: bytes | RawMessage, ctx: Context, steps=pipeline.STEPS) -> st
     the message parsed from them."""
     msg = RawMessage.of(raw)
     keys = ctx.keys or {}
+    lp = _list_of(msg, ctx)
     fingerprint = repr((
-        _list_of(msg, ctx),
+        # Which list: its settings are the relay policy's (``_configured``), configured
+        # or the defaults for that address (RelayPolicy.list_for_address); its repr
+        # was a third of a reused transaction's key.
+        None if lp is None else (lp.address, lp.configured),
         _configured(ctx.policy, tuple(sorted((path, getattr(k, "algorithm", ""), getattr(k, "bits", 0))
                                              for path, k in keys.items())),
                     steps if isinstance(steps, tuple) else tuple(steps)),
