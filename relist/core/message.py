@@ -313,15 +313,24 @@ class RawMessage:
             return self._edit(fields=tuple(out)).append(field)
         return self._edit(fields=tuple(out), separator=self.separator or (self.eol if self.body else b""))
 
-    def with_body(self, body: bytes, *, crlf: bool = False) -> RawMessage:
+    def with_body(self, body: bytes, *, crlf: bool = False, appended: int = 0) -> RawMessage:
         """This message with ``body``.  ``crlf``: the caller knows that every line end
         in ``body`` is CRLF (it appended CRLF lines to a body known so, ``crlf_known``):
         its DKIM hashes and the SMTP writer then skip looking for a bare LF, two scans
-        of the body each."""
+        of the body each.  ``appended`` (with ``crlf``): ``body`` is this body, which
+        ends with a line end, followed by that many octets of lines: the DKIM hashes
+        already made of this body are carried on to it (``BodyMemo.appended``), not
+        made again over the whole."""
         sep = self.separator or self.eol
         new = RawMessage(_closed(self.fields, self.eol), sep, body, self.eol)
         if crlf:
-            object.__setattr__(new, "_memo", BodyMemo(body))
+            memo = self._memo
+            if (appended and memo is not None and memo.body is self.body and self.separator
+                    and self.body.endswith(b"\n") and len(body) == len(self.body) + appended):
+                memo = memo.appended(body, appended)
+            else:
+                memo = BodyMemo(body)
+            object.__setattr__(new, "_memo", memo)
         return new
 
     def with_fields(self, fields) -> RawMessage:

@@ -297,13 +297,24 @@ class BodyMemo:
     ask of the same body (the same c= body and algorithm, the same l=) is one
     canonicalization and one hash.  Held by the message value (``RawMessage.body_memo``)
     for that body only.  The canonical text itself is not kept (a large body would be
-    held twice)."""
+    held twice).
 
-    __slots__ = ("body", "_digest")
+    A footer appended to the body need not be hashed with all that comes before it
+    again: every rule of both canonicalizations is local to a line but the last (the
+    empty lines at the end go), so the canonical form of ``body + lines`` is the
+    canonical ``body`` up to its last text, its empty lines, then the canonical
+    ``lines``.  ``appended`` hands on each hash the memo has made that way, from the
+    hash state it kept (``_open``) at the end of that text."""
+
+    __slots__ = ("body", "_digest", "_open")
 
     def __init__(self, body: bytes):
         self.body = body                                  # CRLF line ends
         self._digest: dict[tuple[str, str, int | None], tuple[bytes, int]] = {}
+        # (c_body, hash_name) -> (hash state over the canonical body up to the end of
+        # its last text, the CRLFs after it, that text's canonical length): whole
+        # bodies up to STREAM_CHUNK that end with a line end.
+        self._open: dict[tuple[str, str], tuple[object, int, int]] = {}
 
     def digest(self, c_body: str, hash_name: str, length: int | None = None) -> tuple[bytes, int]:
         """(hash of the body canonicalized ``c_body``, cut at ``length`` when given;
@@ -311,8 +322,47 @@ class BodyMemo:
         key = (c_body, hash_name, length)
         out = self._digest.get(key)
         if out is None:
-            out = self._digest[key] = body_digest(self.body, c_body, hash_name, length)
+            if length is None and len(self.body) <= STREAM_CHUNK:
+                out = self._whole(c_body, hash_name)
+            else:
+                out = body_digest(self.body, c_body, hash_name, length)
+            self._digest[key] = out
         return out
+
+    def _whole(self, c_body: str, hash_name: str) -> tuple[bytes, int]:
+        """``body_digest`` of the whole body, keeping the hash state at the end of its
+        last text for ``appended``."""
+        lines = relaxed_lines(self.body) if c_body == "relaxed" else self.body
+        k = _trailing_crlfs(lines)
+        text = lines[:len(lines) - 2 * k] if k else lines
+        if not text:     # no text (an empty body or empty lines): as body_digest has it
+            return body_digest(self.body, c_body, hash_name)
+        h = HASHERS[hash_name](text)
+        if k:
+            self._open[(c_body, hash_name)] = (h.copy(), k, len(text))
+        h.update(b"\r\n")
+        return h.digest(), len(text) + 2
+
+    def appended(self, body: bytes, added: int) -> BodyMemo:
+        """The memo of ``body``, which is this memo's body followed by ``added`` octets
+        of CRLF lines (the body ended with a line end), with the hashes this memo can
+        hand on already made."""
+        new = BodyMemo(body)
+        extra = body[len(body) - added:]
+        for (c_body, hash_name), (state, k, size) in self._open.items():
+            lines = relaxed_lines(extra) if c_body == "relaxed" else extra
+            j = _trailing_crlfs(lines)
+            text = lines[:len(lines) - 2 * j] if j else lines
+            if not text:
+                continue     # empty lines only: the canonical body is the old one; rare
+            h = state.copy()
+            h.update(b"\r\n" * k + text)
+            size += 2 * k + len(text)
+            if j and len(body) <= STREAM_CHUNK:
+                new._open[(c_body, hash_name)] = (h.copy(), j, size)
+            h.update(b"\r\n")
+            new._digest[(c_body, hash_name, None)] = (h.digest(), size + 2)
+        return new
 
 
 class Canon:

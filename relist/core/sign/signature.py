@@ -83,7 +83,14 @@ class Prepared:
         """bh= for ``canon``'s body canonicalization, computed on first use."""
         bh = self._bh.get(canon.body)
         if bh is None:
-            bh = self._bh[canon.body] = body_hash(self.body, canon)
+            # The message's body memo when it is this body: a hash the verifier made, or
+            # one carried on past an appended footer (BodyMemo.appended), is not made again.
+            memo = self.split.body_memo() if self.split is not None else None
+            if memo is not None and memo.body is self.body:
+                bh = base64.b64encode(memo.digest(canon.body, "sha256")[0])
+            else:
+                bh = body_hash(self.body, canon)
+            self._bh[canon.body] = bh
         return bh
 
 

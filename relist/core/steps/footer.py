@@ -161,7 +161,8 @@ def _append_text(msg: RawMessage, info: mime.ContentInfo, text: str):
         new_body = mime.b64_encode(content + sep + add, eol)
     # Lines appended with CRLF to a body known to have no bare LF: the new body has none.
     crlf = new_cte == cte and new_cs == cs and cte in _INLINE and le == b"\r\n" and msg.crlf_known()
-    out = msg.with_body(new_body, crlf=crlf)
+    # The footer's lines after the body as it was: its DKIM hashes are carried on.
+    out = msg.with_body(new_body, crlf=crlf, appended=len(add) if crlf and not sep else 0)
     if new_cs != cs:
         out = _set_field(out, "Content-Type", _charset_field(msg, new_cs, info))
     if new_cte != cte:
