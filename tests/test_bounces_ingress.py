@@ -8,6 +8,7 @@ import email
 import json
 import re
 import smtplib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -166,9 +167,9 @@ def test_owner_action_routes_authentication_bounces_to_the_owner(tmp_path, sink,
     assert actions == {"dmarc": "owner", "mailbox": "mailman"}
 
 
-def test_owner_refused_is_a_4xx(tmp_path, sink, mailman, dns_server):
+def test_owner_refused_for_now_is_a_4xx(tmp_path, sink, mailman, dns_server):
     srv, _ = start(tmp_path, sink, mailman, dns_server, auth_bounces="owner")
-    mailman.inject("RCPT", "550 5.1.1 <plain-owner@lists.example.org> no such list",
+    mailman.inject("RCPT", "452 4.3.1 <plain-owner@lists.example.org> try later",
                    "plain-owner@lists.example.org")
     try:
         dmarc = (BOUNCES / "postfix" / "gmail-dmarc.eml").read_bytes()
@@ -176,6 +177,29 @@ def test_owner_refused_is_a_4xx(tmp_path, sink, mailman, dns_server):
     finally:
         srv.stop()
     assert code == 451 and mailman.messages == []
+
+
+def test_owner_refused_for_good_delivers_the_bounce_as_addressed(tmp_path, sink, mailman, dns_server):
+    """A 5xx for LIST-owner@ would come back on every retry: the bounce goes to the
+    bounce address as it arrived (Mailman's bounce processing), never a 451 loop."""
+    srv, conf = start(tmp_path, sink, mailman, dns_server, auth_bounces="owner")
+    mailman.inject("RCPT", "550 5.1.1 <plain-owner@lists.example.org> no such list",
+                   "plain-owner@lists.example.org")
+    try:
+        dmarc = (BOUNCES / "postfix" / "gmail-dmarc.eml").read_bytes()
+        code, _ = lmtp_bounce(srv.ingress_port, "plain-bounces@lists.example.org", dmarc)
+        assert srv.relay.store.wait_handled(2)
+    finally:
+        srv.stop()
+    assert code == 250
+    (delivered,) = mailman.messages
+    assert delivered.rcpt_tos == ["plain-bounces@lists.example.org"]
+    assert delivered.data.replace(b"\r\n", b"\n") == on_the_wire(dmarc).replace(b"\r\n", b"\n")
+    with sqlite3.connect(str(tmp_path / "relist.db")) as db:
+        (facts,) = [json.loads(f) for (f,) in db.execute(
+            "select facts from transactions where facts like '%reroute_refused%'")]
+    assert facts["bounce"] == "mailman" and "550 5.1.1" in facts["reroute_refused"]
+    assert "deliver_rcpts" not in facts
 
 
 def test_a_bounce_relist_cannot_read_still_reaches_mailman(tmp_path, sink, mailman, dns_server, monkeypatch):

@@ -132,6 +132,8 @@ class Findings:
     bounce: str = ""                     # a bounce transaction: the action taken (mailman|owner)
     deliver_rcpts: tuple[str, ...] = ()  # the edge delivers to these instead (bounce re-route)
     mail_reissued: str = ""              # the edge re-issued MAIL upstream with this parameter
+    reroute_refused: str = ""            # the bounce re-route refused for good (who: what: reply);
+                                         # the bounce went as addressed instead
 
     def items(self) -> tuple[tuple[str, Any], ...]:
         """(name, value) for every field that is set, in declaration order."""

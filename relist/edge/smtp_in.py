@@ -220,19 +220,46 @@ class RelayHandler:
                                    f"BODY=8BITMIME ({what}: {why}); try again later")
 
     async def _reroute(self, session, conn: Connection, env: Envelope, recipients: list[str],
-                       upstream: dict[str, Reply]) -> Reply | None:
+                       upstream: dict[str, Reply]) -> tuple[str, Reply] | None:
         """Re-issue the upstream transaction to ``recipients`` instead of the client's
         (a bounce for ``LIST-owner@``, relist.app ``Relay.bounce``): None when Mailman
-        accepted them, else the 4xx for the client (nothing is dropped)."""
+        accepted them, else what refused and how (``_rerouted_or_not`` decides)."""
         failed = await self._reissue(conn, env, list(session.upstream_mail_options), recipients,
                                      "MAIL", "re-route", upstream)
+        if failed is not None:
+            log.warning("%s: bounce re-routed to %s refused: %s (re-route): %s", session.relist_id,
+                        ",".join(recipients), failed[0], failed[1])
+        return failed
+
+    async def _rerouted_or_not(self, session, conn: Connection, env: Envelope, record: Record,
+                               upstream: dict[str, Reply]) -> tuple[Reply | None, Record, bool]:
+        """The re-route of a bounce to ``LIST-owner@`` (``record.findings.deliver_rcpts``):
+        (refusal for the client or None, the record, whether the re-route stands).
+
+        Refused for now (4xx): the client hears 451 and the MTA tries again.  Refused
+        for good (5xx: no such list, say): a retry would meet the same refusal for days,
+        so the bounce goes where it was addressed, as it arrived, to Mailman's bounce
+        processing, and the record says so (``reroute_refused``)."""
+        rerouted = list(record.findings.deliver_rcpts)
+        failed = await self._reroute(session, conn, env, rerouted, upstream)
         if failed is None:
-            return None
+            return None, record, True
         what, why = failed
-        log.warning("%s: bounce re-routed to %s refused: %s (re-route): %s", session.relist_id,
-                    ",".join(recipients), what, why)
-        return Reply(451, "4.4.2", f"relist: Mailman refused the bounce re-routed to {', '.join(recipients)} "
-                                   f"({what}: {why}); try again later")
+        if why.code < 500:
+            return (Reply(451, "4.4.2", f"relist: Mailman refused the bounce re-routed to "
+                                        f"{', '.join(rerouted)} ({what}: {why}); try again later"),
+                    record, True)
+        record = record.found(bounce="mailman", deliver_rcpts=(),
+                              reroute_refused=f"{', '.join(rerouted)}: {what}: {why}")
+        log.warning("%s: %s refused the bounce for good; delivered to %s as it arrived instead",
+                    session.relist_id, ",".join(rerouted), log_safe(",".join(env.rcpt_tos)))
+        failed = await self._reissue(conn, env, list(session.upstream_mail_options), list(env.rcpt_tos),
+                                     "MAIL", "after re-route refused", upstream)
+        if failed is None:
+            return None, record, False
+        what, why = failed
+        return (Reply(451, "4.4.2", f"relist: Mailman refused the bounce, re-routed and as addressed "
+                                    f"({what}: {why}); try again later"), record, False)
 
     # -- hooks --------------------------------------------------------------------
 
@@ -455,9 +482,13 @@ class RelayHandler:
                 await self.relay.pool.release(conn, clean=False)
             else:
                 refusal = None
+                output = outcome.output
                 rerouted = record.findings.deliver_rcpts
                 if rerouted:
-                    refusal = await self._reroute(session, conn, env, list(rerouted), upstream)
+                    refusal, record, stands = await self._rerouted_or_not(session, conn, env, record,
+                                                                          upstream)
+                    if not stands:
+                        rerouted, output = (), content   # the bounce as it arrived, as addressed
                 elif must_declare_8bitmime(record, conn.caps, session.upstream_mail_options):
                     record = record.found(mail_reissued="BODY=8BITMIME")
                     refusal = await self._reissue_8bitmime(session, conn, env, upstream)
@@ -466,12 +497,12 @@ class RelayHandler:
                     await self.relay.pool.release(conn, clean=False)
                 elif rerouted:
                     # The client hears the one recipient's final reply for each of its own.
-                    final = await conn.data(outcome.output, len(rerouted))
+                    final = await conn.data(output, len(rerouted))
                     upstream.update({f"DATA {r}": rep for r, rep in zip(rerouted, final)})
                     replies = [_summary(final)] * n
                     await self.relay.pool.release(conn, clean=True)
                 else:
-                    replies = await conn.data(outcome.output, n)
+                    replies = await conn.data(output, n)
                     if lmtp and len(replies) != n:
                         # An LMTP client (the ingress leg) with an SMTP next hop
                         # ([ingress] deliver_to = "smtp:..."): the one final reply is
