@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import logging
 import smtplib
+import sqlite3
 import time
 from dataclasses import dataclass, field
 
@@ -205,16 +206,29 @@ def test_line_over_a_mebibyte_is_relayed(relist_server, sink):
     assert data.endswith(b"\r\n\r\n" + body)
 
 
-def test_oversize_with_long_lines_is_552_after_the_data(relist_factory, sink):
+def test_oversize_with_long_lines_is_552_after_the_data(relist_factory, sink, caplog):
+    caplog.set_level(logging.INFO, logger="relist")
     srv = relist_factory({"server": {"max_message_size": 100_000}})
     with client(srv.port) as c:
         c.mail(SENDER)
         c.rcpt("a@example.com")
         code, text = c.data(message("big", b"z" * 2_000_000 + b"\r\n"))
         assert code == 552 and text.startswith(b"5.3.4")
+        # The MTA's transaction is reset at once, not left open until the next MAIL.
+        assert wait_for(lambda: "RSET" in sink.commands, 5)
         # The session is in step: the next message goes through.
         assert c.sendmail(SENDER, ["a@example.com"], message("small")) == {}
     assert [message_id(m.data) for m in sink.messages] == ["<fault-small@poster.example>"]
+    # The refusal is counted, logged and recorded like any transaction, with its size.
+    assert srv.relay.counters["rejected"] == 1 and srv.relay.counters["relayed"] == 1
+    (line,) = [r.getMessage() for r in caplog.records if "reply=\"552" in r.getMessage()]
+    assert f"from=<{SENDER}>" in line and "nrcpt=1" in line and "size=20" in line
+    size = int(line.split(" size=")[1].split()[0])
+    assert size > 2_000_000
+    assert srv.relay.store.wait_handled(2)
+    with sqlite3.connect(srv.relay.store.path) as db:
+        rows = db.execute("select reply, size_in from transactions where reply like '552%'").fetchall()
+    assert len(rows) == 1 and rows[0][1] == size
 
 
 def test_long_command_goes_to_the_mta(relist_server, sink):

@@ -540,6 +540,29 @@ class RelayHandler:
         self.relay.finish(relist_id, record, env, upstream, reply, started, size)
         return "\r\n".join(r.line() for r in replies)
 
+    async def too_big(self, session, envelope, line: str, size: int, started: float) -> None:
+        """The content (``size`` octets) was over ``[server] max_message_size``
+        (relist.edge.smtp_session answers 552): the upstream transaction is reset, and the
+        transaction is counted, recorded and logged like any other.  Never raises: the
+        552 stands."""
+        try:
+            await self._drop_upstream(session)
+            code, enhanced, text = line.split(" ", 2)
+            reply = Reply(int(code), enhanced, text)
+            env = Envelope(
+                mail_from="" if envelope.mail_from in (None, NULL_PATH) else envelope.mail_from,
+                rcpt_tos=tuple(envelope.rcpt_tos),
+                mail_options=tuple(envelope.mail_options),
+                client_ip=str(session.peer[0]) if session.peer else "",
+                client_helo=session.host_name or "",
+            )
+            relist_id = getattr(session, "relist_id", "") or new_relist_id()
+            record = Record(relist_id, datetime.now(timezone.utc), env, "", None, size, 0, (), reply)
+            self.relay.finish(relist_id, record, env, dict(getattr(session, "upstream_replies", {})), reply,
+                              started, size)
+        except Exception:  # noqa: BLE001 - accounting is secondary to the reply
+            log.exception("recording an oversize message failed; the 552 stands")
+
     async def handle_RSET(self, server, session, envelope):
         await self._drop_upstream(session)
         return "250 2.0.0 Ok"

@@ -12,8 +12,9 @@ import asyncio
 import collections
 import functools
 import ipaddress
-import re
 import logging
+import re
+import time
 from typing import TYPE_CHECKING
 
 from aiosmtpd.lmtp import LMTP
@@ -72,6 +73,7 @@ class RelistSMTP(SMTP):
         self.command_size_limits = collections.defaultdict(lambda: COMMAND_SIZE_LIMIT)
         self.command_size_limit = COMMAND_SIZE_LIMIT
         self.busy = False   # a command is being handled
+        self.oversize = 0   # the size of content read past max_message_size (552)
         self._idle_deadline = 0.0   # the idle timer's (``_reset_timeout``)
         self._idle_timer_at = 0.0
         # After the content: how long the session may wait for relist's final reply
@@ -169,13 +171,16 @@ class RelistSMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        started = time.monotonic()
         try:
             content = await self._read_content(self.data_size_limit)
         except asyncio.CancelledError:
             self._writer.close()
             raise
         if content is None:
-            reply = self.final_reply(TOO_BIG.format(limit=self.data_size_limit))
+            line = TOO_BIG.format(limit=self.data_size_limit)
+            reply = self.final_reply(line)     # (one per recipient in LMTP: before the reset)
+            await self.relay_handler.too_big(self.session, self.envelope, line, self.oversize, started)
             self._set_post_data_state()
             await self.push(reply)
             return
@@ -239,6 +244,7 @@ class RelistSMTP(SMTP):
             if limit and size > limit:
                 lines.clear()
         if limit and size > limit:
+            self.oversize = size
             return None
         bulk = b"".join(pieces)
         pieces.clear()
