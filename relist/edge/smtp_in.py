@@ -316,8 +316,25 @@ class RelayHandler:
                 options.append(opt)
         return options
 
+    async def _connection_for(self, session, address: str,
+                              mail_options) -> tuple[Connection, list[str]] | Reply:
+        """A pooled (or new) upstream connection and the MAIL parameters it takes, or
+        relist's own reply when there is none (it cannot connect: logged as deferred;
+        the client's SMTPUTF8 the MTA does not offer)."""
+        pool = self.relay.pool
+        try:
+            conn = await pool.acquire()
+        except UpstreamError as exc:
+            log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, log_safe(address), exc.reply)
+            return exc.reply
+        options = self._upstream_options(conn, mail_options)
+        if isinstance(options, Reply):
+            await pool.release(conn, clean=True)
+            return options
+        return conn, options
+
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
-        await self._drop_upstream(session)  # e.g. after an oversize DATA left one open
+        await self._drop_upstream(session)  # a transaction left open upstream, if any
         session.relist_id = new_relist_id()
         session.upstream_replies = {}
         session.mail_refusal = None
@@ -327,16 +344,10 @@ class RelayHandler:
         # exceeded``, or just gone) is found out at MAIL at the latest: nothing is
         # committed then, so MAIL goes again on a new connection (relist.edge.smtp_out).
         for attempt in (1, 2):
-            try:
-                conn = await pool.acquire()
-            except UpstreamError as exc:
-                log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, log_safe(address),
-                            exc.reply)
-                return self._ended_at_mail(session, address, mail_options, exc.reply, started, own=True)
-            options = self._upstream_options(conn, mail_options)
-            if isinstance(options, Reply):
-                await pool.release(conn, clean=True)
-                return self._ended_at_mail(session, address, mail_options, options, started, own=True)
+            got = await self._connection_for(session, address, mail_options)
+            if isinstance(got, Reply):
+                return self._ended_at_mail(session, address, mail_options, got, started, own=True)
+            conn, options = got
             if conn.caps.pipelining:
                 # The MTA pipelines: MAIL goes up with the first RCPT, in one round trip
                 # (``_mail_with_first_rcpt``), and a refusal of it is that RCPT's reply,
@@ -396,16 +407,10 @@ class RelayHandler:
                 if not (mail.code == 421 and conn.pooled and attempt == 1):
                     break
                 pool.discard_stale(conn, str(mail), session.relist_id)
-            try:
-                conn = await pool.acquire()
-            except UpstreamError as exc:
-                log.warning("%s: MAIL from=<%s> deferred: %s", session.relist_id, log_safe(address),
-                            exc.reply)
-                return self._refused_at_mail(session, address, mail_options, exc.reply, started, own=True)
-            options = self._upstream_options(conn, mail_options)
-            if isinstance(options, Reply):
-                await pool.release(conn, clean=True)
-                return self._refused_at_mail(session, address, mail_options, options, started, own=True)
+            got = await self._connection_for(session, address, mail_options)
+            if isinstance(got, Reply):
+                return self._refused_at_mail(session, address, mail_options, got, started, own=True)
+            conn, options = got
             session.upstream_mail_options = options
         if mail.code >= 300 or rcpt is None:
             await pool.release(conn, clean=True)
