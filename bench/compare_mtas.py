@@ -429,6 +429,9 @@ def print_grid(results: dict, systems: dict, args) -> None:
     head = ["size, recipients", "relist", "Postfix + OpenDKIM answered", "Postfix + OpenDKIM delivered"]
     head += ["amavisd-new"] if am else []
     head += ["relist/Postfix answered", "relist/Postfix delivered"] + (["relist/amavisd-new"] if am else [])
+    # The ratio of the medians above, and beside it the same round's ratio, round by round
+    # (min / median / max): how much of a margin the noise of the machine leaves.
+    head += ["relist/Postfix delivered by round (min / median / max)"]
     head += ["relist CPU ms/msg", "OpenDKIM's", "Postfix's (approx.)"]
     head += ["amavisd-new's (approx.)"] if am else []
     print("| " + " | ".join(head) + " |")
@@ -438,6 +441,8 @@ def print_grid(results: dict, systems: dict, args) -> None:
         row = [f"{size // 1024} KiB, {r}", f"{a:.0f}", f"{b:.0f}", f"{bd:.0f}"]
         row += [f"{med(cell['am']):.0f}"] if am else []
         row += [f"{a / b:.2f}x", f"{a / bd:.2f}x"] + ([f"{a / med(cell['am']):.2f}x"] if am else [])
+        rounds = [x / y for x, y in zip(cell["relist"], cell["pf_delivered"])]
+        row += [f"{min(rounds):.2f} / {med(rounds):.2f} / {max(rounds):.2f}"]
         row += [f"{med(cell[k]):.2f}" for k in ("relist_cpu", "odkim_cpu", "pf_cpu")]
         row += [f"{med(cell['am_cpu']):.2f}"] if am else []
         print("| " + " | ".join(row) + " |")
