@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
+from relist.edge.deadline import Deadline
+from relist.edge.smtp_out import LINE_DOT
+
 if TYPE_CHECKING:
     from relist.edge.smtp_in import RelayHandler
 
@@ -37,11 +40,6 @@ COMMAND_SIZE_LIMIT = 4096
 # "<dot-atom@domain>" and what follows: the form Mailman and MTAs always use.
 _SIMPLE_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                           r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)\Z", re.DOTALL)
-
-
-# A line of the content that begins with a dot (transparency, RFC 5321 §4.5.2): a regex
-# finds one in half the time of "in" over a large post.
-_LINE_DOT = re.compile(rb"\r\n\.")
 
 
 def is_allowed(peer, networks) -> bool:
@@ -74,8 +72,7 @@ class RelistSMTP(SMTP):
         self.command_size_limit = COMMAND_SIZE_LIMIT
         self.busy = False   # a command is being handled
         self.oversize = 0   # the size of content read past max_message_size (552)
-        self._idle_deadline = 0.0   # the idle timer's (``_reset_timeout``)
-        self._idle_timer_at = 0.0
+        self._idle: Deadline | None = None   # the idle timer (``_reset_timeout``)
         # After the content: how long the session may wait for relist's final reply
         # (the core, then the MTA's final reply, up to [upstream] data_timeout) before
         # aiosmtpd's idle timer closes it; set by the server.  A close there would
@@ -130,26 +127,14 @@ class RelistSMTP(SMTP):
     # -- the idle timer -------------------------------------------------------------
 
     def _reset_timeout(self, duration: float | None = None) -> None:
-        """aiosmtpd's idle timer, restarted at every command: here a deadline moved and
-        one timer that re-arms itself when it fires early, instead of a timer cancelled
-        and made anew per command (issue 17: a few µs a command, 14 commands a
-        10-recipient transaction).  A shorter deadline than the armed one (the idle
-        timeout after DATA's ``reply_wait``) re-arms it at once."""
-        deadline = self.loop.time() + (duration or self._timeout_duration)
-        self._idle_deadline = deadline
-        if self._timeout_handle is None or deadline < self._idle_timer_at:
-            if self._timeout_handle is not None:
-                self._timeout_handle.cancel()
-            self._idle_timer_at = deadline
-            self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
-
-    def _idle_check(self) -> None:
-        deadline = self._idle_deadline
-        if self.loop.time() < deadline:
-            self._idle_timer_at = deadline
-            self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
-        else:
-            self._timeout_cb()    # (the fired handle stays: aiosmtpd cancels it at close)
+        """aiosmtpd's idle timer, restarted at every command: here a deadline moved
+        (relist.edge.deadline), not a timer cancelled and made anew per command.  A
+        shorter deadline than the one set (the idle timeout after DATA's
+        ``reply_wait``) takes effect at once."""
+        if self._idle is None:
+            self._idle = Deadline(self.loop, self._timeout_cb)
+            self._timeout_handle = self._idle   # what aiosmtpd cancels when the connection is lost
+        self._idle.set(duration or self._timeout_duration)
 
     # -- DATA ---------------------------------------------------------------------
 
@@ -180,7 +165,7 @@ class RelistSMTP(SMTP):
         if content is None:
             line = TOO_BIG.format(limit=self.data_size_limit)
             reply = self.final_reply(line)     # (one per recipient in LMTP: before the reset)
-            await self.relay_handler.too_big(self.session, self.envelope, line, self.oversize, started)
+            await self.relay_handler.too_big(self, self.session, self.envelope, line, self.oversize, started)
             self._set_post_data_state()
             await self.push(reply)
             return
@@ -248,7 +233,7 @@ class RelistSMTP(SMTP):
             return None
         bulk = b"".join(pieces)
         pieces.clear()
-        if _LINE_DOT.search(bulk):
+        if LINE_DOT.search(bulk):
             bulk = bulk.replace(b"\r\n.", b"\r\n")
         if lines:
             return b"".join(lines) + bulk
