@@ -23,6 +23,7 @@ import re
 import dkim as dkimpy
 
 from relist.core.verify.dkim_verify import ALGORITHMS, body_hash
+from relist.core.verify.key_records import key_question
 from relist.core.verify.results import ArcResult, ArcSet, Result, SignatureResult
 from relist.core.dkim.tags import TagError, b_chars, parse_tags, strip_ws, valid_domain
 from relist.core.facts import Facts, Question, Status
@@ -50,7 +51,7 @@ def key_questions(msg: RawMessage) -> set[Question]:
             continue
         d, s = valid_domain(tags.get("d", "")), valid_domain(tags.get("s", ""))
         if d and s:
-            out.add(Question.txt(f"{s}._domainkey.{d}"))
+            out.add(key_question(s, d))
     return out
 
 

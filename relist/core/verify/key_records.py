@@ -19,7 +19,7 @@ from relist.core.dkim.tags import TagError, parse_tags, strip_ws
 from relist.core.facts import Facts, Question, Status
 from relist.core.memo import small_lru_cache
 
-__all__ = ["KeyProblem", "KeyRecord", "key_name", "lookup_key", "parse_key_record"]
+__all__ = ["KeyProblem", "KeyRecord", "key_name", "key_question", "lookup_key", "parse_key_record"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +112,12 @@ def _key_question(selector: str, domain: str) -> tuple[str, Question]:
     """The key's name and DNS question (cached: the same signers, post after post)."""
     name = key_name(selector, domain)
     return name, Question.txt(name)
+
+
+def key_question(selector: str, domain: str) -> Question:
+    """The DNS question for the key of ``selector``/``domain``: the one ``lookup_key``
+    reads the answer of (what the verifiers ask ``plan`` for)."""
+    return _key_question(selector, domain)[1]
 
 
 def lookup_key(facts: Facts, selector: str, domain: str) -> KeyRecord | KeyProblem:

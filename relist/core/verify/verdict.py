@@ -7,6 +7,7 @@ from datetime import datetime
 
 from relist.core.verify import arc_verify as arc, dmarc, domainkeys
 from relist.core.verify.dkim_verify import Checker, open_message, signature_question, verify_signature
+from relist.core.verify.key_records import key_question
 from relist.core.verify.results import Result, SignatureResult, Verdict
 from relist.core.dkim.tags import TagError, parse_tags
 from relist.core.facts import Facts, Question
@@ -19,11 +20,6 @@ def _dkim_fields(msg: RawMessage):
     return msg.get_all("dkim-signature")
 
 
-def _key_question(value: bytes) -> Question | None:
-    found = signature_question(value)
-    return Question.txt(f"{found[0]}._domainkey.{found[1]}") if found else None
-
-
 def questions(msg: RawMessage, max_signatures: int, facts: Facts) -> set[Question]:
     """Every DNS name verification needs that ``facts`` may not answer yet."""
     wanted: set[Question] = set()
@@ -31,12 +27,12 @@ def questions(msg: RawMessage, max_signatures: int, facts: Facts) -> set[Questio
     for f in _dkim_fields(msg)[:max_signatures]:
         found = signature_question(f.value)
         if found is not None:
-            wanted.add(Question.txt(f"{found[0]}._domainkey.{found[1]}"))
+            wanted.add(key_question(*found))
             domains.append(found[1])
     for f in msg.get_all(domainkeys.FIELD)[:max_signatures]:
-        q = _key_question(f.value)
-        if q is not None:
-            wanted.add(q)
+        found = signature_question(f.value)
+        if found is not None:
+            wanted.add(key_question(*found))
     wanted |= arc.key_questions(msg)
     wanted |= dmarc.questions(msg, facts, None, tuple(domains))
     return wanted
