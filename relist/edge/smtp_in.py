@@ -108,6 +108,23 @@ def must_declare_8bitmime(record: Record, caps: Capabilities, sent_options: list
     return not any(o.upper() in ("BODY=8BITMIME", "BODY=BINARYMIME") for o in sent_options)
 
 
+def _protocol(server) -> str:
+    """RFC 3848's protocol type of the client's session (the Received field's "with")."""
+    return "LMTP" if isinstance(server, LMTP) else "ESMTP"
+
+
+def _envelope(session, mail_from: str | None, rcpt_tos, mail_options, protocol: str = "ESMTP") -> Envelope:
+    """relist's Envelope of the client's transaction (the null reverse-path as "")."""
+    return Envelope(
+        mail_from="" if mail_from in (None, NULL_PATH) else mail_from,
+        rcpt_tos=tuple(rcpt_tos),
+        mail_options=tuple(mail_options),
+        client_ip=str(session.peer[0]) if session.peer else "",
+        client_helo=session.host_name or "",
+        protocol=protocol,
+    )
+
+
 def _summary(replies: list[Reply]) -> Reply:
     """One reply for the log and the record: the first failure, else the first reply."""
     for r in replies:
@@ -286,13 +303,7 @@ class RelayHandler:
         counters), recorded and logged like any other transaction.  ``own``: the reply
         is relist's, not the MTA's."""
         self.relay.counters["mail_deferred" if reply.code < 500 else "mail_refused"] += 1
-        env = Envelope(
-            mail_from="" if address == NULL_PATH else address,
-            rcpt_tos=(),
-            mail_options=tuple(mail_options),
-            client_ip=str(session.peer[0]) if session.peer else "",
-            client_helo=session.host_name or "",
-        )
+        env = _envelope(session, address, (), mail_options)
         record = Record(session.relist_id, datetime.now(timezone.utc), env, "", None, 0, 0, (),
                         reply if own else None)
         upstream = {} if own else {"MAIL": reply}
@@ -462,14 +473,8 @@ class RelayHandler:
             content = raw  # what the bytes show (Message-ID) before the 451 below
         envelope.content = envelope.original_content = b""   # (not None: "in DATA", handle_exception)
         raw = None
-        env = Envelope(
-            mail_from="" if envelope.mail_from == NULL_PATH else envelope.mail_from,
-            rcpt_tos=tuple(envelope.rcpt_tos),
-            mail_options=tuple(envelope.mail_options),
-            client_ip=str(session.peer[0]) if session.peer else "",
-            client_helo=session.host_name or "",
-            protocol="LMTP" if isinstance(server, LMTP) else "ESMTP",   # RFC 3848
-        )
+        env = _envelope(session, envelope.mail_from, envelope.rcpt_tos, envelope.mail_options,
+                        _protocol(server))   # RFC 3848
         conn: Connection | None = getattr(session, "upstream", None)
         session.upstream = None
         record = None
@@ -545,7 +550,7 @@ class RelayHandler:
         self.relay.finish(relist_id, record, env, upstream, reply, started, size)
         return "\r\n".join(r.line() for r in replies)
 
-    async def too_big(self, session, envelope, line: str, size: int, started: float) -> None:
+    async def too_big(self, server, session, envelope, line: str, size: int, started: float) -> None:
         """The content (``size`` octets) was over ``[server] max_message_size``
         (relist.edge.smtp_session answers 552): the upstream transaction is reset, and the
         transaction is counted, recorded and logged like any other.  Never raises: the
@@ -554,13 +559,8 @@ class RelayHandler:
             await self._drop_upstream(session)
             code, enhanced, text = line.split(" ", 2)
             reply = Reply(int(code), enhanced, text)
-            env = Envelope(
-                mail_from="" if envelope.mail_from in (None, NULL_PATH) else envelope.mail_from,
-                rcpt_tos=tuple(envelope.rcpt_tos),
-                mail_options=tuple(envelope.mail_options),
-                client_ip=str(session.peer[0]) if session.peer else "",
-                client_helo=session.host_name or "",
-            )
+            env = _envelope(session, envelope.mail_from, envelope.rcpt_tos, envelope.mail_options,
+                            _protocol(server))
             relist_id = getattr(session, "relist_id", "") or new_relist_id()
             record = Record(relist_id, datetime.now(timezone.utc), env, "", None, size, 0, (), reply)
             self.relay.finish(relist_id, record, env, dict(getattr(session, "upstream_replies", {})), reply,

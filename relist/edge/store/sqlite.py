@@ -86,7 +86,8 @@ ROWS_PER_STATEMENT = 256
 
 @functools.lru_cache(maxsize=64)
 def _insert_rows(table: str, n: int) -> str:
-    """``INSERT[table]`` for ``n`` rows in one statement (VALUES (...),(...)...)."""
+    """``INSERT[table]`` for ``n`` rows in one statement (VALUES (...),(...)...; for one
+    row, ``INSERT[table]`` itself)."""
     one = "(" + ",".join("?" * len(COLUMNS[table])) + ")"
     return INSERT[table].rsplit(" VALUES ", 1)[0] + " VALUES " + ",".join([one] * n)
 
@@ -130,13 +131,10 @@ class SQLiteBackend:
             for table, rows in tables.items():
                 step = max(1, min(ROWS_PER_STATEMENT, self.max_variables // len(COLUMNS[table])))
                 for at in range(0, len(rows), step):
+                    # (rows are inserted in order: a later row replaces an earlier one with
+                    # its key, as executemany did)
                     chunk = rows[at:at + step]
-                    if len(chunk) == 1:
-                        conn.execute(INSERT[table], chunk[0])
-                    else:
-                        # (rows are inserted in order: a later row replaces an earlier one
-                        # with its key, as executemany did)
-                        conn.execute(_insert_rows(table, len(chunk)), [v for row in chunk for v in row])
+                    conn.execute(_insert_rows(table, len(chunk)), [v for row in chunk for v in row])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
