@@ -167,30 +167,33 @@ def test_owner_action_routes_authentication_bounces_to_the_owner(tmp_path, sink,
     assert actions == {"dmarc": "owner", "mailbox": "mailman"}
 
 
-def test_owner_refused_for_now_is_a_4xx(tmp_path, sink, mailman, dns_server):
+def owner_refused(tmp_path, sink, mailman, dns_server, reply: str, records: int = 0) -> tuple[int, bytes]:
+    """A DMARC bounce for plain-bounces@ with ``auth_bounces = "owner"``, Mailman answering
+    ``reply`` for plain-owner@: the ingress leg's reply code and the bounce as sent
+    (``records``: how many store items to wait for before relist stops)."""
     srv, _ = start(tmp_path, sink, mailman, dns_server, auth_bounces="owner")
-    mailman.inject("RCPT", "452 4.3.1 <plain-owner@lists.example.org> try later",
-                   "plain-owner@lists.example.org")
+    mailman.inject("RCPT", reply, "plain-owner@lists.example.org")
     try:
         dmarc = (BOUNCES / "postfix" / "gmail-dmarc.eml").read_bytes()
         code, _ = lmtp_bounce(srv.ingress_port, "plain-bounces@lists.example.org", dmarc)
+        if records:
+            assert srv.relay.store.wait_handled(records)
     finally:
         srv.stop()
+    return code, dmarc
+
+
+def test_owner_refused_for_now_is_a_4xx(tmp_path, sink, mailman, dns_server):
+    code, _ = owner_refused(tmp_path, sink, mailman, dns_server,
+                            "452 4.3.1 <plain-owner@lists.example.org> try later")
     assert code == 451 and mailman.messages == []
 
 
 def test_owner_refused_for_good_delivers_the_bounce_as_addressed(tmp_path, sink, mailman, dns_server):
     """A 5xx for LIST-owner@ would come back on every retry: the bounce goes to the
     bounce address as it arrived (Mailman's bounce processing), never a 451 loop."""
-    srv, conf = start(tmp_path, sink, mailman, dns_server, auth_bounces="owner")
-    mailman.inject("RCPT", "550 5.1.1 <plain-owner@lists.example.org> no such list",
-                   "plain-owner@lists.example.org")
-    try:
-        dmarc = (BOUNCES / "postfix" / "gmail-dmarc.eml").read_bytes()
-        code, _ = lmtp_bounce(srv.ingress_port, "plain-bounces@lists.example.org", dmarc)
-        assert srv.relay.store.wait_handled(2)
-    finally:
-        srv.stop()
+    code, dmarc = owner_refused(tmp_path, sink, mailman, dns_server,
+                                "550 5.1.1 <plain-owner@lists.example.org> no such list", records=2)
     assert code == 250
     (delivered,) = mailman.messages
     assert delivered.rcpt_tos == ["plain-bounces@lists.example.org"]

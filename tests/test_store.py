@@ -139,13 +139,18 @@ def test_close_writes_what_is_queued_without_waiting_for_the_linger(where, read)
     assert [r[0] for r in read("select relist_id from transactions order by 1")] == ["R0", "R1", "R2"]
 
 
+def save_records(store: Store, n: int, prefix: str = "R") -> None:
+    """``n`` copies of ``real_record()``, each with its own relist id (PREFIX + number)."""
+    record = real_record()
+    for i in range(n):
+        store.save(replace(record, relist_id=f"{prefix}{i:05d}"), UPSTREAM, REPLY, 1.0)
+
+
 def test_records_are_written_in_few_transactions(where, read):
     # The writer lingers 60 s for more records; a full batch and close() cut that short.
     store = Store(where, batch=256, linger=60)
     commits = transactions_of(store)
-    record = real_record()
-    for i in range(300):
-        store.save(replace(record, relist_id=f"R{i:05d}"), UPSTREAM, REPLY, 1.0)
+    save_records(store, 300)
     store.close()
     assert not store._thread.is_alive()
     assert (store.written, store.failures) == (300, 0)

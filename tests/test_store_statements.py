@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from relist.edge.store import Store
 from relist.edge.store import sqlite as sqlite_backend
-from tests.test_store import REPLY, UPSTREAM, real_record
+from tests.test_store import REPLY, UPSTREAM, real_record, save_records
 
 
 def _traced(store: Store) -> list[str]:
@@ -32,9 +32,7 @@ def test_a_batch_is_a_few_statements_with_every_row(tmp_path):
     path = str(tmp_path / "relist.db")
     store = Store(path, batch=300, linger=60)
     inserts = _traced(store)
-    record = real_record()
-    for i in range(300):
-        store.save(replace(record, relist_id=f"R{i:05d}"), UPSTREAM, REPLY, 1.0)
+    save_records(store, 300)
     store.close()
     assert (store.written, store.failures) == (300, 0)
     assert (_count(path, "transactions"), _count(path, "signatures"), _count(path, "verdicts")) == \
@@ -48,9 +46,7 @@ def test_a_small_parameter_limit_still_writes_every_row(tmp_path):
     path = str(tmp_path / "relist.db")
     store = Store(path, batch=50, linger=60)
     store.backend.max_variables = 40      # fewer than two transactions rows a statement
-    record = real_record()
-    for i in range(50):
-        store.save(replace(record, relist_id=f"S{i:03d}"), UPSTREAM, REPLY, 1.0)
+    save_records(store, 50, "S")
     store.close()
     assert (store.written, store.failures) == (50, 0)
     assert _count(path, "transactions") == 50 and _count(path, "verdicts") == 50
