@@ -33,8 +33,8 @@ from relist.edge.smtp_in import RelayHandler
 from relist.edge.smtp_session import RelistLMTP, RelistSMTP
 from relist.edge.store import check as check_store
 from relist.edge.store import open_store, redact
-from relist.workers import (EXIT_GRACE, SPREAD_POLL, SPREAD_WAIT, Control, Load, counted, pin_mmap_threshold,
-                            readable, supervise)
+from relist.workers import (DRAIN_GRACE, EXIT_GRACE, SPREAD_POLL, SPREAD_WAIT, Control, Load, counted,
+                            pin_mmap_threshold, readable, supervise)
 
 __all__ = ["Server", "ThreadedServer", "bind", "serve", "setup_logging", "to_journal"]
 
@@ -305,7 +305,7 @@ async def _run_until_signal(config: Config, sock: socket.socket, ingress_sock,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     await stopping.wait()
-    timeout = config.upstream["data_timeout"]
+    timeout = config.upstream["data_timeout"] + DRAIN_GRACE
     log.info("stopping: no new transactions; %s", server.counters())
     drained = await server.stop(timeout, cut)
     _exit_guard()

@@ -34,8 +34,8 @@ from typing import Callable
 
 from relist.edge import metrics
 
-__all__ = ["CUT_GRACE", "EXIT_GRACE", "SPREAD_POLL", "SPREAD_WAIT", "Control", "Load", "counted", "readable",
-           "supervise"]
+__all__ = ["CUT_GRACE", "DRAIN_GRACE", "EXIT_GRACE", "SPREAD_POLL", "SPREAD_WAIT", "Control", "Load",
+           "counted", "readable", "supervise"]
 
 log = logging.getLogger("relist")
 
@@ -48,6 +48,10 @@ RESPAWN_DELAYS = (1, 2, 5, 10, 30, 60)   # s before replacing a worker, by failu
 RESPAWN_STABLE = 60    # s a worker must run for its slot's failure count to start over
 EXIT_GRACE = 15        # s a stopped process may take to exit before it is forced
 CUT_GRACE = 30         # s past data_timeout before the parent kills workers still running
+# s past data_timeout a worker's drain waits: a transaction waiting for the MTA's final
+# reply when the stop came times out within data_timeout, and its own 451 must reach
+# the client before the drain cuts (both clocks started within milliseconds).
+DRAIN_GRACE = 2
 
 
 class Load:
@@ -262,7 +266,7 @@ def supervise(child: Callable[[Load, Control], None], socks: list, workers: int,
                     for sock in socks:
                         sock.close()
                     log.info("stopping (%s): %d worker(s) finish the transactions in flight (up to %g s); "
-                             "%s again cuts them", name, len(running), data_timeout, name)
+                             "%s again cuts them", name, len(running), data_timeout + DRAIN_GRACE, name)
                 elif control.intent != Control.CUT:
                     control.intent = Control.CUT
                     log.warning("stopping now (%s again): workers cut the transactions in flight", name)
