@@ -270,10 +270,11 @@ class Relay:
                      log_safe(b.where.list_address),
                      log_safe(",".join(e.recipient or "-" for e in b.entries)),
                      ",".join(e.cause for e in b.entries), egress.relist_id if egress else "-", act)
-        if self.store is not None:
-            self.store.save_bounces(rows)
-        # A bounce transaction has no list of its own (the bounces rows name it).
-        record = replace(outcome.record.found(bounce=actions[0]), list_address=None)
+        # A bounce transaction has no list of its own (the bounces rows name it).  The
+        # rows are stored with the transaction's record, when it ends: the re-route to
+        # LIST-owner@ may yet be refused (relist.edge.smtp_in), and the action they
+        # show is the one taken.
+        record = replace(outcome.record.found(bounce=actions[0]), list_address=None, bounces=tuple(rows))
         if actions[0] != "owner":
             return replace(outcome, record=record)
         b = found[0][1]

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -192,9 +193,11 @@ def test_environment_password_is_used_when_there_is_no_file(pg_url):
 
 def test_relist_bounces_reads_the_shared_store(pg_url, tmp_path):
     store = Store(pg_url)
-    store.save_bounces([("2026-12-01T12:00:00+00:00", "dev@lists.example.org", "m@example.com", "dmarc", 1,
-                         "5.7.1", "550 5.7.1 DMARC", "dmarc-text", "<p@x>", None, "poster.example", "mailman",
-                         "mx.example.com", "BOUNCE1")])
+    bounce = replace(real_record("BOUNCE1"), bounces=(
+        ("2026-12-01T12:00:00+00:00", "dev@lists.example.org", "m@example.com", "dmarc", 1, "5.7.1",
+         "550 5.7.1 DMARC", "dmarc-text", "<p@x>", None, "poster.example", "mailman", "mx.example.com",
+         "BOUNCE1"),))
+    store.save(bounce, UPSTREAM, REPLY, 1.0)
     store.close()
     assert store.written == 1
     conf = tmp_path / "relist.toml"

@@ -221,6 +221,9 @@ class Record:
     reply: Reply | None = None   # relist's own refusal, if any
     verdict: Any = None          # verification results (see Known.verdict)
     findings: Findings = Findings()
+    # A bounce on the ingress leg: its ``bounces`` rows (relist.edge.store.rows), stored
+    # with the transaction; their action is ``findings.bounce`` as the transaction ended.
+    bounces: tuple[tuple, ...] = ()
 
     def found(self, **facts: Any) -> Record:
         """A Record with these findings set (``Findings`` field names)."""

@@ -12,7 +12,11 @@ from typing import Any
 
 from relist.core.model import Record, Reply
 
-__all__ = ["compress", "decompress", "ingress_row", "record_row", "storable", "verdict_rows"]
+from .migrations import COLUMNS
+
+__all__ = ["bounce_rows", "compress", "decompress", "ingress_row", "record_row", "storable", "verdict_rows"]
+
+_ACTION = COLUMNS["bounces"].index("action")
 
 
 def _jsonable(value: Any) -> Any:
@@ -81,6 +85,17 @@ def verdict_rows(record: Record) -> tuple[list[tuple], tuple | None]:
            d.policy_domain, d.record, json.dumps([x.as_dict() for x in d.alignment]), d.reason,
            a.cv, a.oldest_pass, a.reason)
     return rows, row
+
+
+def bounce_rows(record: Record, reply: Reply | None) -> tuple[tuple, ...]:
+    """The ``bounces`` rows of a bounce transaction, with the action it ended with
+    (``findings.bounce``: "mailman" when the re-route to LIST-owner@ was refused for
+    good).  None when relist answered 4xx: the MTA brings the bounce again, and it is
+    recorded when it is taken."""
+    if not record.bounces or (reply is not None and 400 <= reply.code < 500):
+        return ()
+    action = record.findings.bounce
+    return tuple(row[:_ACTION] + (action,) + row[_ACTION + 1:] if action else row for row in record.bounces)
 
 
 def compress(raw: bytes) -> bytes:

@@ -17,7 +17,7 @@ there (locked, disk full) costs the records of that batch, logged and counted, a
 before.
 
 Counters (for tests, ``wait_handled`` and the metrics): ``written`` (items stored: a
-transaction's record, an ingress copy, a bounce's rows), ``failures`` (items the
+transaction's record with a bounce's rows, an ingress copy), ``failures`` (items the
 database refused, each logged), ``dropped`` (items never attempted: queue full, or the
 store still down at ``close()``), ``outages`` and ``down_since`` (``time.monotonic()``
 of the current outage's start, None when up).  Failures and drops are also reported to
@@ -35,7 +35,7 @@ from typing import Any
 from relist.core.model import Record, Reply
 from relist.edge import metrics
 
-from .rows import decompress, ingress_row, record_row, storable, verdict_rows
+from .rows import bounce_rows, decompress, ingress_row, record_row, storable, verdict_rows
 from .target import Target, password_for, target_of
 
 __all__ = ["Store", "StoreError", "open_backend"]
@@ -73,14 +73,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _ident(rows: tuple) -> str:
-    """The id an item's rows are known by in the log: a relist id, or for a bounce
-    ("bounce " + the ingress relist id, its rows' last column)."""
-    record, _, _, ingress, bounces = rows
+    """The relist id an item's rows are known by in the log."""
+    record, _, _, ingress, _ = rows
     if record is not None:
         return str(record[0])
-    if ingress is not None:
-        return str(ingress[0])
-    return f"bounce {bounces[0][-1]}" if bounces else "?"
+    return str(ingress[0]) if ingress is not None else "?"
 
 
 class Store:
@@ -154,11 +151,6 @@ class Store:
         # batches.  ``upstream`` is the caller's dict: a copy, in case it changes.
         if self._put((record, dict(upstream), reply, duration_ms)) and self._queue.qsize() >= self.batch:
             self._flush.set()
-
-    def save_bounces(self, rows: list[tuple]) -> None:
-        """Record a bounce: one ``bounces`` row per failed recipient, in the column order
-        of ``schema.COLUMNS["bounces"]`` (written by the writer thread; never blocks)."""
-        self._put(("bounces", tuple(rows)))
 
     def save_ingress(self, relist_id: str, now: float, time_iso: str, retention: float,
                      message_id: str, fingerprint: str, raw: bytes) -> None:
@@ -417,19 +409,15 @@ class Store:
         out = []
         for item in items:
             try:
-                kind = item[0]
-                if kind == "bounces":   # ("bounces", rows)
-                    out.append((None, (), None, None, item[1]))
-                elif kind == "ingress":   # ("ingress", (relist_id, now, ..., raw))
+                if item[0] == "ingress":   # ("ingress", (relist_id, now, ..., raw))
                     with self._lock:
                         self._copy_bytes -= len(item[1][-1])
                     out.append((None, (), None, ingress_row(*item[1]), ()))
                 else:
                     sigs, verdict = verdict_rows(item[0])
-                    out.append((record_row(*item), sigs, verdict, None, ()))
+                    out.append((record_row(*item), sigs, verdict, None, bounce_rows(item[0], item[2])))
             except Exception as exc:  # noqa: BLE001 - the record is secondary to delivery
-                ident = (item[1][0] if item[0] == "ingress" else f"bounce {item[1][0][-1]}"
-                         if item[0] == "bounces" and item[1] else getattr(item[0], "relist_id", "?"))
+                ident = item[1][0] if item[0] == "ingress" else getattr(item[0], "relist_id", "?")
                 with self._lock:
                     self.failures += 1
                 metrics.store_failed(1)
