@@ -261,8 +261,6 @@ class Relay:
             returned = b.report.returned
             poster = (egress.poster_domain if egress and egress.poster_domain else returned.from_domain)
             for e in b.entries:
-                if self.metrics is not None:
-                    self.metrics.bounce(b.where.list_address, e.cause, act)
                 rows.append((now.isoformat(), b.where.list_address, e.recipient, e.cause, int(e.permanent),
                              e.status, e.diagnostic, e.rule, returned.message_id,
                              egress.relist_id if egress else None, poster, act, e.remote_mta, relist_id))

@@ -35,6 +35,7 @@ from relist.core.guard import UNGUARDED
 from relist.core.model import Action, Record, Reply
 from relist.core.policy import RelayPolicy
 from relist.core.steps import dmarc_mitigation, mode
+from relist.edge.store.rows import bounce_counts
 
 __all__ = ["Exporter", "Recorder", "forked", "process_dead", "recorder", "start", "store_failed"]
 
@@ -297,6 +298,8 @@ class Recorder:
             self._at(m.upstream, leg).observe(max(0.0, seconds - (pipeline_s or 0.0)))
         if record is None:
             return
+        for list_address, cause, action in bounce_counts(record, reply):
+            self.bounce(list_address, cause, action)
         if record.findings.internal_error:
             self._at(m.errors, leg).inc()
         if outcome != "relayed" or record.list_address is None:

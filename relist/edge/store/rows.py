@@ -14,9 +14,10 @@ from relist.core.model import Record, Reply
 
 from .migrations import COLUMNS
 
-__all__ = ["bounce_rows", "compress", "decompress", "ingress_row", "record_row", "storable", "verdict_rows"]
+__all__ = ["bounce_counts", "bounce_rows", "compress", "decompress", "ingress_row", "record_row", "storable",
+           "verdict_rows"]
 
-_ACTION = COLUMNS["bounces"].index("action")
+_LIST, _CAUSE, _ACTION = (COLUMNS["bounces"].index(c) for c in ("list_address", "cause", "action"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -96,6 +97,11 @@ def bounce_rows(record: Record, reply: Reply | None) -> tuple[tuple, ...]:
         return ()
     action = record.findings.bounce
     return tuple(row[:_ACTION] + (action,) + row[_ACTION + 1:] if action else row for row in record.bounces)
+
+
+def bounce_counts(record: Record, reply: Reply | None) -> list[tuple[str, str, str]]:
+    """(list, cause, action) of each row ``bounce_rows`` stores (the metrics count them)."""
+    return [(row[_LIST], row[_CAUSE], row[_ACTION]) for row in bounce_rows(record, reply)]
 
 
 def compress(raw: bytes) -> bytes:
