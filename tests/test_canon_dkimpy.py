@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 
 import dkim
 from dkim.canonicalization import CanonicalizationPolicy, Relaxed
@@ -88,6 +89,17 @@ def test_relaxed_headers_are_dkimpys(fields):
     assert canon.relaxed_headers(fields) == [tuple(h) for h in Relaxed.canonicalize_headers(fields)]
     hashed = b"".join(n + b":" + v for n, v in Relaxed.canonicalize_headers(fields))
     assert Canon("relaxed", "simple").hash_input(fields) == hashed
+
+
+@SETTINGS
+@given(chunks)
+def test_crlf_lines_is_dkimpys_split_and_join(data):
+    """dkimpy splits a message's lines on CR? LF and joins them with CRLF; unchanged
+    data comes back as the same object (no copy)."""
+    want = b"\r\n".join(re.split(rb"\r?\n", data))
+    got = canon.crlf_lines(data)
+    assert got == want
+    assert (got is data) == (want == data)
 
 
 @SETTINGS

@@ -22,6 +22,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from relist.core.dkim.canon import crlf_lines
 from relist.core.message import RawMessage
 from relist.core.model import Reply
 from relist.edge.deadline import Deadline
@@ -35,7 +36,6 @@ log = logging.getLogger("relist.upstream")
 # the MTA's idle timeout rarely closes one first (when it does, see the module doc).
 IDLE_MAX = 60.0
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 # A line that begins with a dot, after the first (RFC 5321 §4.5.2 transparency: stuffed
 # here, unstuffed by relist.edge.smtp_session): a regex finds one in half the time of
 # bytes.replace or "in", which scan the whole of a large body when there is none.
@@ -114,8 +114,8 @@ def dot_stuffed(parts: list[bytes], crlf: tuple[bool, ...] = ()) -> list[bytes]:
             merged.append((part, i < len(crlf) and crlf[i]))
     out: list[bytes] = []
     for part, known in merged:
-        if not known and part.count(b"\n") != part.count(b"\r\n"):  # bare LF: SMTP wants CRLF
-            part = _BARE_LF.sub(b"\r\n", part)
+        if not known:
+            part = crlf_lines(part)     # a bare LF: SMTP wants CRLF
         if part.startswith(b"."):
             out.append(b".")
         out.append(part.replace(b"\r\n.", b"\r\n..") if LINE_DOT.search(part) else part)
