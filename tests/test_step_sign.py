@@ -350,20 +350,21 @@ def test_cache_never_keeps_a_refusal_and_bounds_its_size():
     raw = signed_post()
     ctx = context(raw, keys={})
     outcome, cache = signcache.process_with(signcache.SignCache(), raw, ctx, FULL)
-    assert outcome.reply.code == 451 and cache.entries == ()
+    assert outcome.reply.code == 451 and len(cache.entries) == 0
     small = signcache.SignCache(max_entries=2)
     ctx = context(raw)
     for i in range(4):
         _, small = signcache.process_with(small, raw + b"%d\r\n" % i, ctx, FULL)
     assert len(small.entries) == 2
     outcome, one = signcache.process_with(signcache.SignCache(), raw + b"0\r\n", ctx, FULL)
-    size = one.entries[0][1].size
+    (size,) = [e.size for e in one.entries.values()]
     ours = next(f for f in outcome.output.fields if f.name == "received" and b"by relist" in f.raw)
     assert size == outcome.output.size - len(ours.raw)   # the output it holds, less its Received
     by_bytes = signcache.SignCache(max_bytes=4 * size + 40)    # room for four
     for i in range(6):
         _, by_bytes = signcache.process_with(by_bytes, raw + b"%d\r\n" % i, ctx, FULL)
-    assert len(by_bytes.entries) == 4 and sum(e.size for _, e in by_bytes.entries) <= 4 * size + 40
+    assert len(by_bytes.entries) == 4 and sum(e.size for e in by_bytes.entries.values()) <= 4 * size + 40
+    assert by_bytes.total == sum(e.size for e in by_bytes.entries.values())
 
 
 # -- the real pipeline ----------------------------------------------------------------------

