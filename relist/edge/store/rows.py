@@ -91,8 +91,8 @@ def verdict_rows(record: Record) -> tuple[list[tuple], tuple | None]:
 def bounce_rows(record: Record, reply: Reply | None) -> tuple[tuple, ...]:
     """The ``bounces`` rows of a bounce transaction, with the action it ended with
     (``findings.bounce``: "mailman" when the re-route to LIST-owner@ was refused for
-    good).  None when relist answered 4xx: the MTA brings the bounce again, and it is
-    recorded when it is taken."""
+    good).  No rows when relist answered 4xx: the MTA brings the bounce again, and it
+    is recorded when it is taken."""
     if not record.bounces or (reply is not None and 400 <= reply.code < 500):
         return ()
     action = record.findings.bounce
