@@ -37,8 +37,8 @@ from relist.core.message import HeaderField, RawMessage
 from relist.core.model import Action, Context, StepNote, Work, replace
 
 __all__ = ["UNGUARDED", "aligned_passing", "arrival_valid", "attributed", "oversigning", "b_value",
-           "catch_up", "covers_change", "guarded", "label", "recheck", "same_body", "same_header_input",
-           "surviving", "track", "why_broken"]
+           "catch_up", "changed_fields", "covers_change", "guarded", "label", "recheck", "same_body",
+           "same_header_input", "surviving", "track", "why_broken"]
 
 MAILMAN = "mailman"          # attribution: broken before relist saw it again (egress leg)
 UNGUARDED = "unguarded step"  # attribution: broken by a step outside the guard (downgrade)
@@ -183,24 +183,40 @@ def why_broken(result: SignatureResult) -> str:
     return ", ".join(parts) or result.reason
 
 
-def _raws(msg: RawMessage, name: str) -> tuple[bytes, ...]:
-    return tuple(f.raw for f in msg.get_all(name))
-
-
 def same_body(a: RawMessage, b: RawMessage) -> bool:
     return a.body == b.body and a.separator == b.separator
 
 
-def covers_change(before: RawMessage, after: RawMessage, sig: SignatureResult) -> bool:
+def changed_fields(before: RawMessage, after: RawMessage) -> frozenset[str]:
+    """The names (lower case) whose fields differ between the two messages, in bytes,
+    number or order: the sequence of same-named fields is what a verifier selects from
+    (RFC 6376 §5.4.2).  One pass over each message, however many signatures ask."""
+    if before.fields == after.fields:
+        return frozenset()
+    old: dict[str, list[bytes]] = {}
+    new: dict[str, list[bytes]] = {}
+    for f in before.fields:
+        old.setdefault(f.name, []).append(f.raw)
+    for f in after.fields:
+        new.setdefault(f.name, []).append(f.raw)
+    return frozenset(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
+
+
+def covers_change(before: RawMessage, after: RawMessage, sig: SignatureResult,
+                  changed: frozenset[str] | None = None) -> bool:
     """True when ``after`` differs from ``before`` in bytes ``sig`` covers: the body, a
     field named in its h= (RFC 6376 §5.4.2: the verifier selects fields by name from
-    the bottom, so the sequence of same-named fields decides), or its own field."""
+    the bottom, so the sequence of same-named fields decides), or its own field.
+    ``changed``: ``changed_fields(before, after)``, when the caller has it."""
     if not same_body(before, after):
         return True
-    if any(_raws(before, n) != _raws(after, n) for n in set(sig.headers)):
+    if changed is None:
+        changed = changed_fields(before, after)
+    if not changed:
+        return False
+    if not changed.isdisjoint(sig.headers):
         return True
-    own = _raws(before, "dkim-signature")
-    if own == _raws(after, "dkim-signature"):
+    if "dkim-signature" not in changed:
         return False
     return not any(b_value(f) == sig.b for f in after.get_all("dkim-signature"))
 
@@ -236,7 +252,8 @@ def catch_up(work: Work, ctx: Context) -> Work:
         return work
     tracked = set(k.intact)
     alive = [s for s in arrival_valid(k) if s.b in tracked]
-    changed = [s for s in alive if covers_change(base, work.message, s)]
+    names = changed_fields(base, work.message)
+    changed = [s for s in alive if covers_change(base, work.message, s, names)]
     results = recheck(work.message, changed, ctx, same_body(base, work.message), base) if changed else {}
     late = {s.b for s in changed if not results[s.b].passed}
     known = replace(k, intact=tuple(b for b in k.intact if b not in late), intact_on=work.message,
@@ -254,7 +271,8 @@ def settle(before: Work, after: Work, ctx: Context, name: str, protect: bool = T
         return after     # nothing left to guard: a broken signature never comes back
     valid = {s.b: s for s in arrival_valid(k)}
     tracked = [valid[b] for b in (k.intact or ()) if b in valid]
-    affected = [s for s in tracked if covers_change(before.message, after.message, s)]
+    names = changed_fields(before.message, after.message) if tracked else frozenset()
+    affected = [s for s in tracked if covers_change(before.message, after.message, s, names)]
     same = same_body(before.message, after.message)
     results = recheck(after.message, affected, ctx, same, before.message) if affected else {}
     broken = [s for s in affected if not results[s.b].passed]
