@@ -15,18 +15,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from relist.core.verify import questions, verify_message
-from relist.core.facts import Facts
-from relist.core.message import RawMessage
-from relist.edge.dns import Resolver
-from relist.sandbox.dnsserver import DNSServer
+# This tree's relist, not the one the virtualenv has installed (a worktree of another
+# revision, compared against this one, must measure its own code).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from relist.core.verify import questions, verify_message  # noqa: E402
+from relist.core.facts import Facts  # noqa: E402
+from relist.core.message import RawMessage  # noqa: E402
+from relist.edge.dns import Resolver  # noqa: E402
+from relist.sandbox.dnsserver import DNSServer  # noqa: E402
 
 
 def post() -> tuple[bytes, dict]:
