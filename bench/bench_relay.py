@@ -114,6 +114,15 @@ def source(port: int, args) -> float:
     return time.monotonic() - started
 
 
+def measured(port: int, pid: int, args) -> tuple[float, float]:
+    """(seconds, CPU seconds of ``pid`` and its children) of one smtp-source run of
+    ``args`` into ``port``, after a warm-up of 200 messages."""
+    source(port, argparse.Namespace(**{**vars(args), "messages": 200}))
+    cpu0 = cpu_seconds(pid)
+    took = source(port, args)
+    return took, cpu_seconds(pid) - cpu0
+
+
 def signed_post(size: int, poster_key) -> bytes:
     """A text/plain post of about ``size`` bytes to bench@lists.example.org, signed by
     poster.example/s1 (rsa-sha256, by dkimpy), CRLF line endings."""
@@ -186,11 +195,8 @@ def main() -> int:
                                   stderr=open(Path(tmp) / "relist.log", "w"))
         try:
             wait_port(relist_port)
-            source(relist_port, argparse.Namespace(**{**vars(args), "messages": 200}))  # warm up
             direct = source(sink_port, args)
-            cpu0 = cpu_seconds(relist.pid)
-            through = source(relist_port, args)
-            cpu = cpu_seconds(relist.pid) - cpu0
+            through, cpu = measured(relist_port, relist.pid, args)
         finally:
             relist.send_signal(signal.SIGTERM)
             relist.wait(30)

@@ -42,8 +42,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_relay import (_override, cpu_seconds, free_port, resign_setup, source, start_sink,  # noqa: E402
-                         tools_missing, wait_port)
+from bench_relay import (_override, free_port, measured, resign_setup, start_sink, tools_missing,  # noqa: E402
+                         wait_port)
 from relist.edge.smtp_out import Connection  # noqa: E402
 
 _PATH = re.compile(r"^(?:FROM|TO):\s*<([^<>]*)>", re.IGNORECASE)
@@ -211,10 +211,7 @@ def main() -> int:
                     port = free_port()
                     proc = _start(kind, tmp, port, sink_port, dns)
                     try:
-                        source(port, argparse.Namespace(**{**vars(load), "messages": 200}))   # warm up
-                        before = cpu_seconds(proc.pid)
-                        took = source(port, load)
-                        used = cpu_seconds(proc.pid) - before
+                        took, used = measured(port, proc.pid, load)
                     finally:
                         proc.send_signal(signal.SIGTERM)
                         proc.wait(30)
