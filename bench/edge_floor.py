@@ -4,14 +4,18 @@
 
 Four servers relay the same smtp-source load (4 sessions, 1 recipient, the post
 ``bench_relay --resign`` sends) into one smtp-sink, each a single process on 127.0.0.1,
-in interleaved rounds; the table gives the medians of CPU ms per message (utime+stime
-of the server process) and messages per second:
+in interleaved rounds, on the event loop ``relist serve`` runs on (uvloop when it is
+installed); the table gives the medians of CPU ms per message (utime+stime of the
+server process) and messages per second:
 
 * **lean**: a hand-written command loop over asyncio streams (no aiosmtpd), relaying
   with relist's own upstream client (``relist.edge.smtp_out.Connection``) as relist
   does: MAIL and the first RCPT pipelined when the client's RCPT comes, the client
   answered after the MTA, DATA and the content after the client's end of data.
 * **aiosmtpd**: aiosmtpd's stock ``SMTP`` with a handler doing the same relaying.
+* **relist's session**: relist's own ``SMTP`` subclass (``RelistSMTP``: DATA read in
+  blocks, plain paths by a regex, the idle deadline, the allowed-clients check) with
+  that handler: relist's SMTP edge without the core, the DNS, the store or the log.
 * **relist, no key**: ``relist serve`` (one worker) with no list configured: the post
   is its list's at the defaults (verified, List-* fields, Sender, Received and
   Authentication-Results added, nothing signed): the edge, the store, the log line
@@ -20,10 +24,11 @@ of the server process) and messages per second:
   ``bench_relay --resign`` does (verify, footer, prefix, DKIM, ARC seal).
 
 lean's figure is what a message costs with relist's upstream client and about the
-least SMTP server Python can have.  Stock aiosmtpd reads DATA line by line and parses
-each path with the email package, which relist's session replaces
-(``relist.edge.smtp_session``), so aiosmtpd's figure is an upper bound on its part.
-``bench/profile_core.py`` gives the core's share of relist's figures.  Run by hand; the figures
+least SMTP server Python can have; relist's session minus lean is what aiosmtpd, as
+relist uses it, adds (stock aiosmtpd reads DATA line by line and parses each path
+with the email package: relist's session does neither); the relist servers minus
+the session are the core, the DNS plan, the store and the log line
+(``bench/profile_core.py`` gives the core's share).  Run by hand; the figures
 go in the closing note.  Everything binds 127.0.0.1 and stops by itself.
 """
 
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import re
 import signal
 import statistics
@@ -47,6 +53,7 @@ from bench_relay import (_override, free_port, measured, resign_setup, start_sin
 from relist.edge.smtp_out import Connection  # noqa: E402
 
 _PATH = re.compile(r"^(?:FROM|TO):\s*<([^<>]*)>", re.IGNORECASE)
+SERVERS = ("lean", "aiosmtpd", "relist's session")   # run by this script (--serve)
 
 
 def _upstream(port: int) -> Connection:
@@ -139,16 +146,45 @@ class _Relay:
         return (await session.conn.data(envelope.content))[0].line()
 
 
+class _SessionRelay(_Relay):
+    """What ``RelistSMTP`` asks of relist's handler, beyond the hooks."""
+
+    draining = False
+
+    def __init__(self, up: int):
+        super().__init__(up)
+        self.allowed = [ipaddress.ip_network("127.0.0.0/8")]
+        self.sessions: set = set()
+
+    def session_closed(self, session) -> None:
+        self.sessions.discard(session)
+        conn = getattr(session.session, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    async def too_big(self, *args) -> None:
+        pass
+
+
 async def _serve(kind: str, port: int, up: int) -> None:
+    loop = asyncio.get_running_loop()
     if kind == "lean":
         server = await asyncio.start_server(lambda r, w: _lean_session(r, w, up), "127.0.0.1", port,
                                             limit=1 << 20)
-    else:
+    elif kind == "aiosmtpd":
         from aiosmtpd.smtp import SMTP
         handler = _Relay(up)
-        loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: SMTP(handler, decode_data=False, hostname="edge-floor"),
                                           "127.0.0.1", port)
+    else:
+        from relist.edge.smtp_session import RelistSMTP
+        handler = _SessionRelay(up)
+
+        def session():
+            s = RelistSMTP(handler, hostname="edge-floor", data_size_limit=0, enable_SMTPUTF8=True, loop=loop)
+            s.reply_wait = 660
+            return s
+        server = await loop.create_server(session, "127.0.0.1", port)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with server:
@@ -162,7 +198,7 @@ def _slug(kind: str) -> str:
 
 
 def _start(kind: str, tmp: Path, port: int, sink_port: int, dns) -> subprocess.Popen:
-    if kind in ("lean", "aiosmtpd"):
+    if kind in SERVERS:
         cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port), "--upstream", str(sink_port)]
     else:
         base = (tmp / "resign.toml").read_text() if kind == "relist re-sign" else ""
@@ -182,17 +218,18 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size", type=int, default=4096)
-    ap.add_argument("--serve", choices=("lean", "aiosmtpd"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
-        asyncio.run(_serve(args.serve, args.port, args.upstream))
+        from relist.server import _run     # the event loop relist serve runs on (uvloop if there)
+        _run(_serve(args.serve, args.port, args.upstream))
         return 0
     if tools_missing():
         return 2
     from relist.sandbox.dnsserver import DNSServer
-    kinds = ("lean", "aiosmtpd", "relist, no key", "relist re-sign")
+    kinds = SERVERS + ("relist, no key", "relist re-sign")
     cpu: dict[str, list[float]] = {k: [] for k in kinds}
     rate: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(prefix="relist-edge-floor-") as tmp_name:
