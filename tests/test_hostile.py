@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import re
 import subprocess
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,10 +37,9 @@ from tests.test_golden import ED_FILE, RSA_FILE, list_keys
 from tests.helpers import needs_mail_dkim
 from tests.helpers import PERL
 from tests.modes_support import DNS as POSTER_DNS
-from tests.modes_support import facts_for
+from tests.modes_support import facts_for, now
 
 HOSTILE = Path(__file__).resolve().parent / "data" / "hostile"
-NOW = datetime.now(timezone.utc).replace(microsecond=0)   # dkimpy signs with the clock
 LIST = "ant@lists.example.org"
 DOMAIN = "lists.example.org"
 MAIL_FROM = "ant-bounces@lists.example.org"
@@ -115,7 +113,7 @@ def context(raw: bytes, config: str, ingress: bytes | None = None, eightbit: boo
     if ingress is not None:
         facts = facts.merged(facts_for(ingress, pol, zone()))
         copies = (IngressCopy("hostile0", ingress),)
-    return Context(Envelope(MAIL_FROM, ("m@example.com",)), pol, NOW, "hostile1", facts,
+    return Context(Envelope(MAIL_FROM, ("m@example.com",)), pol, now(), "hostile1", facts,
                    keys=list_keys(), ingress=copies, upstream_8bitmime=eightbit)
 
 
@@ -235,7 +233,7 @@ def check(raw: bytes, config: str, **ctx) -> Outcome:
         for index in found:
             assert d.verify(idx=index, dnsfunc=_dns), (index, sign.detail)
         assert strict_verify(out.message, found[0]) == "", sign.detail   # RFC-strict, RSA
-        verdict = verify_message(sent, facts_for(out.message, POLICIES[config], zone()), NOW)
+        verdict = verify_message(sent, facts_for(out.message, POLICIES[config], zone()), now())
         mine = [s for s in verdict.dkim if s.selector in ("golden-rsa", "golden-ed")]
         assert [s.result for s in mine] == ["pass", "pass"], [(s.result, s.reason) for s in mine]
         seal = next(n for n in notes if n.step == "arc-seal")
