@@ -308,6 +308,12 @@ class Mailman:
         for member in members:
             self.rest("POST", "members", {"list_id": list_id, "subscriber": member, "pre_verified": True,
                                           "pre_confirmed": True, "pre_approved": True})
+        # Mailman adds a list's archiver rows the first time anything asks for them
+        # (ListArchiverSet), without a lock: two runners doing that for a new list's
+        # first posts at once leave duplicate rows, and from then on every post of the
+        # list is shunted (sqlalchemy MultipleResultsFound in the decorate handler).
+        # Asking once here, in one REST request, makes them before any post arrives.
+        self.rest("GET", f"lists/{list_id}/archivers")
         return list_id
 
     # -- queues ----------------------------------------------------------------------
