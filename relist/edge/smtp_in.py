@@ -550,15 +550,13 @@ class RelayHandler:
         self.relay.finish(relist_id, record, env, upstream, reply, started, size)
         return "\r\n".join(r.line() for r in replies)
 
-    async def too_big(self, server, session, envelope, line: str, size: int, started: float) -> None:
+    async def too_big(self, server, session, envelope, reply: Reply, size: int, started: float) -> None:
         """The content (``size`` octets) was over ``[server] max_message_size``
-        (relist.edge.smtp_session answers 552): the upstream transaction is reset, and the
-        transaction is counted, recorded and logged like any other.  Never raises: the
-        552 stands."""
+        (relist.edge.smtp_session answers ``reply``, a 552): the upstream transaction is
+        reset, and the transaction is counted, recorded and logged like any other.  Never
+        raises: the 552 stands."""
         try:
             await self._drop_upstream(session)
-            code, enhanced, text = line.split(" ", 2)
-            reply = Reply(int(code), enhanced, text)
             env = _envelope(session, envelope.mail_from, envelope.rcpt_tos, envelope.mail_options,
                             _protocol(server))
             relist_id = getattr(session, "relist_id", "") or new_relist_id()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
+from relist.core.model import Reply
 from relist.edge.deadline import Deadline
 from relist.edge.smtp_out import LINE_DOT
 
@@ -31,7 +32,6 @@ __all__ = ["COMMAND_SIZE_LIMIT", "RelistLMTP", "RelistSMTP", "is_allowed"]
 log = logging.getLogger("relist.smtpd")
 
 SHUTTING_DOWN = "421 4.3.2 {host} relist: shutting down; try again later"
-TOO_BIG = "552 5.3.4 relist: message exceeds the maximum message size of {limit} octets"
 
 # aiosmtpd refuses a command line over 512 octets (RFC 5321 §4.5.3.1.4's minimum) with
 # a permanent 500; relist forwards MAIL and RCPT, so the MTA says what it accepts.
@@ -40,6 +40,11 @@ COMMAND_SIZE_LIMIT = 4096
 # "<dot-atom@domain>" and what follows: the form Mailman and MTAs always use.
 _SIMPLE_PATH = re.compile(r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                           r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)\Z", re.DOTALL)
+
+
+def _too_big(limit: int) -> Reply:
+    """RFC 5321 §4.2.5: the content was over ``[server] max_message_size``."""
+    return Reply(552, "5.3.4", f"relist: message exceeds the maximum message size of {limit} octets")
 
 
 def is_allowed(peer, networks) -> bool:
@@ -163,9 +168,9 @@ class RelistSMTP(SMTP):
             self._writer.close()
             raise
         if content is None:
-            line = TOO_BIG.format(limit=self.data_size_limit)
-            reply = self.final_reply(line)     # (one per recipient in LMTP: before the reset)
-            await self.relay_handler.too_big(self, self.session, self.envelope, line, self.oversize, started)
+            over = _too_big(self.data_size_limit)
+            reply = self.final_reply(over.line())     # (one per recipient in LMTP: before the reset)
+            await self.relay_handler.too_big(self, self.session, self.envelope, over, self.oversize, started)
             self._set_post_data_state()
             await self.push(reply)
             return
