@@ -247,6 +247,16 @@ def _trailing_crlfs(data: bytes) -> int:
     return n
 
 
+def _text_of(lines: bytes, c_body: str) -> tuple[bytes, int]:
+    """CRLF ``lines`` with ``c_body``'s line-local rules applied, up to the end of their
+    last text, and how many CRLFs follow that text (which the body rule drops or
+    keeps, depending on what comes after)."""
+    if c_body == "relaxed":
+        lines = relaxed_lines(lines)
+    k = _trailing_crlfs(lines)
+    return (lines[:len(lines) - 2 * k] if k else lines), k
+
+
 def body_digest(body: bytes, c_body: str, hash_name: str, length: int | None = None,
                 chunk: int = STREAM_CHUNK) -> tuple[bytes, int]:
     """(hash of the CRLF ``body`` canonicalized ``c_body``, cut at ``length`` when given;
@@ -339,9 +349,7 @@ class BodyMemo:
     def _whole(self, c_body: str, hash_name: str) -> tuple[bytes, int]:
         """``body_digest`` of the whole body, keeping the hash state at the end of its
         last text for ``appended``."""
-        lines = relaxed_lines(self.body) if c_body == "relaxed" else self.body
-        k = _trailing_crlfs(lines)
-        text = lines[:len(lines) - 2 * k] if k else lines
+        text, k = _text_of(self.body, c_body)
         if not text:     # no text (an empty body or empty lines): as body_digest has it
             return body_digest(self.body, c_body, hash_name)
         h = HASHERS[hash_name](text)
@@ -357,9 +365,7 @@ class BodyMemo:
         new = BodyMemo(body)
         extra = body[len(body) - added:]
         for (c_body, hash_name), (state, k, size) in self._open.items():
-            lines = relaxed_lines(extra) if c_body == "relaxed" else extra
-            j = _trailing_crlfs(lines)
-            text = lines[:len(lines) - 2 * j] if j else lines
+            text, j = _text_of(extra, c_body)
             if not text:
                 continue     # empty lines only: the canonical body is the old one; rare
             h = state.copy()
