@@ -70,16 +70,19 @@ def _b_of(raw: bytes) -> str | None:
         return None
 
 
-def _plain_fields(msg: RawMessage) -> bool:
-    """Every field is one field as dkimpy reads it: a name right before the colon,
-    a line ending at the end, and any line break inside followed by white space."""
-    for f in msg.fields:
+def _plain_positions(msg: RawMessage) -> dict[str, list[int]] | None:
+    """The fields' positions by name, top down (``canon.index``), when every field is
+    one field as dkimpy reads it: a name right before the colon, a line ending at the
+    end, and any line break inside followed by white space; else None."""
+    positions: dict[str, list[int]] = {}
+    for i, f in enumerate(msg.fields):
         name, raw = f.name, f.raw
         if not name or raw[len(name):len(name) + 1] != b":" or not raw.endswith(b"\n"):
-            return False
-        if b"\n" in raw[:-1] and _BREAK_NOT_FOLD.search(raw[:-1]):
-            return False
-    return True
+            return None
+        if raw.count(b"\n") > 1 and _BREAK_NOT_FOLD.search(raw, 0, len(raw) - 1):
+            return None
+        positions.setdefault(name, []).append(i)
+    return positions
 
 
 def _canonical_field(raw: bytes, relaxed: bool) -> bytes:
@@ -104,22 +107,25 @@ def same_header_input(before: RawMessage, after: RawMessage, sig: SignatureResul
     this cannot be decided so cheaply (own field changed, an unusual header line, a
     shortened h= name in the result): the caller verifies instead.
     """
-    if not sig.canonicalization or not _plain_fields(after) or not _plain_fields(before):
+    if not sig.canonicalization:
         return None
     if any(len(h) >= 80 or "?" in h for h in sig.headers):
         return None          # the result's h= was made printable/bounded for display
     own = [f.raw for f in before.get_all("dkim-signature") if b_value(f) == sig.b]
     if len(own) != 1 or own != [f.raw for f in after.get_all("dkim-signature") if b_value(f) == sig.b]:
         return None
+    old_at, new_at = _plain_positions(before), _plain_positions(after)
+    if old_at is None or new_at is None:
+        return None
     relaxed = sig.canonicalization.startswith("relaxed/")
-    names = tuple(h.encode("utf-8", "surrogateescape") for h in sig.headers)
-    if b"from" in names:
-        names += (b"from",)  # dkimpy's rule (its bug#644046): one more From than h= names
-    old, new = (canon.select([(f.name.encode("ascii"), f.raw) for f in m.fields], names)
-                for m in (before, after))
+    names = sig.headers
+    if "from" in names:
+        names += ("from",)  # dkimpy's rule (its bug#644046): one more From than h= names
+    old, new = canon.selected(old_at, names), canon.selected(new_at, names)
     if len(old) != len(new):
         return False
-    for (_, a), (_, b) in zip(old, new):
+    for i, j in zip(old, new):
+        a, b = before.fields[i].raw, after.fields[j].raw
         if a != b and _canonical_field(a, relaxed) != _canonical_field(b, relaxed):
             return False
     return True
@@ -315,9 +321,10 @@ class Guarded:
     def NAME(self) -> str:   # noqa: N802 - the step protocol's name
         return self.step.NAME
 
-    def questions(self, msg, policy, facts):
-        ask = getattr(self.step, "questions", None)
-        return ask(msg, policy, facts) if ask is not None else ()
+    @property
+    def questions(self):
+        """The step's own ``questions`` (None when it asks none: the planner skips it)."""
+        return getattr(self.step, "questions", None)
 
     @property
     def on_error(self):

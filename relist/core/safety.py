@@ -33,7 +33,6 @@ and what it means is decided by the step:
 
 from __future__ import annotations
 
-
 from relist.core.errors import DeferMessage, RejectMessage
 from relist.core.model import Action, Context, Work
 
@@ -106,10 +105,7 @@ def ask_steps(steps, msg, policy, facts) -> set:
     it).  A step whose ``questions`` raises on these bytes asks for nothing; its ``apply``
     meets the same bytes under ``run_step``."""
     wanted: set = set()
-    for step in steps:
-        ask = getattr(step, "questions", None)
-        if ask is None:
-            continue
+    for ask in _askers(steps):
         try:
             wanted.update(ask(msg, policy, facts))
         except MemoryError:
@@ -117,6 +113,22 @@ def ask_steps(steps, msg, policy, facts) -> set:
         except Exception:   # noqa: BLE001 - a bug on these bytes: see the docstring
             continue
     return wanted
+
+
+def _askers(steps) -> tuple:
+    """The ``questions`` functions of ``steps``, memoized for a tuple of steps by its
+    identity (the pipeline's tuples live as long as the process; hashing one costs
+    more than the look-up saves, and a missing attribute costs an exception)."""
+    hit = _ASKERS.get(id(steps))
+    if hit is not None and hit[0] is steps:
+        return hit[1]
+    askers = tuple(a for a in (getattr(s, "questions", None) for s in steps) if a is not None)
+    if type(steps) is tuple and len(_ASKERS) < 64:
+        _ASKERS[id(steps)] = (steps, askers)    # the steps kept alive: the id stays theirs
+    return askers
+
+
+_ASKERS: dict[int, tuple] = {}
 
 
 def log_safe(text: object) -> str:

@@ -109,8 +109,10 @@ def _canon(c: str) -> str | None:
     return f"{header}/{body}"
 
 
+@small_lru_cache(256, 4096)
 def signature_question(value: bytes) -> tuple[str, str] | None:
-    """(selector, domain) to look the key up under, if the tags allow it."""
+    """(selector, domain) to look the key up under, if the tags allow it (memoized:
+    each planning round and the verify step ask it of the same field)."""
     try:
         tags = parse_tags(value)
     except TagError:
