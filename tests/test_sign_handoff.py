@@ -57,6 +57,9 @@ CASES = {
     "continues-upstream-chain": (upstream_chain(signed_post()), {}),
     "folded-and-spaced-fields": (signed_post(extra=b"X-Note: folded\r\n\tvalue  with  runs\r\n"), {}),
     "lf-line-ends": (signed_post().replace(b"\r\n", b"\n"), {}),
+    # the sign step tidies these (RawMessage.signable); arc-seal takes its output as it is
+    "tidied-by-the-sign-step": (signed_post().replace(b"\r\n\r\n", b"\r\nX-Spaced : v\r\n"
+                                                      b"X-Edge: \x0bv\x0c\r\n\r\n", 1), {}),
 }
 
 
@@ -66,6 +69,8 @@ def test_arc_seal_with_the_handoff_seals_the_bytes_it_seals_without(name):
     ctx = context(raw, policy(**change))
     _, signed = until_sign(raw, ctx)
     assert signed.notes[-1].action == Action.APPLIED, signed.notes[-1]
+    # what arc-seal then takes without asking: the signed message is signable as it is
+    assert signed.message.signable() == (signed.message, ())
     # the long way: the same message as another object, which nobody handed on
     again = replace(signed, message=RawMessage.parse(signed.message.to_bytes()))
     if name == "lf-line-ends":   # an LF message is never handed on (its split is not dkimpy's)

@@ -60,10 +60,14 @@ def apply(work: Work, ctx: Context) -> Work:
     if valid_domain(domain) != domain:
         return work.note(NAME, Action.SKIPPED, f"cannot seal: the signing domain {domain!r} "
                                                "is not a domain name")
-    msg, tidied = signable(work)   # (after the sign step: nothing left to do)
+    handoff = work.known.handoff
+    if handoff is not None and handoff.message is work.message:
+        msg, tidied = work.message, ""   # the sign step's output: signable, its fields added
+    else:
+        msg, tidied = signable(work)
     cv = verdict.arc.cv or "none"
     try:
-        data = prepare(msg, work.known.handoff)   # parsed once for h= and the seal (or the sign step's)
+        data = prepare(msg, handoff)   # parsed once for h= and the seal (or the sign step's)
         dkim_count = len(data.index.get(b"dkim-signature", ()))
         h = oversigned(header_names(lp), data) + (b"dkim-signature",) * dkim_count
         seal = seal_arc(data, domain=domain, selector=lp.selector, key=key,
