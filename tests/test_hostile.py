@@ -484,3 +484,61 @@ def test_plan_asks_nothing_of_a_step_whose_questions_raise():
     steps = (Asks("verify"),) + pipeline.STEPS
     assert pipeline.plan(POST, POLICIES["resign"], Facts(), steps) == \
         pipeline.plan(POST, POLICIES["resign"], Facts())
+
+
+# -- DMARC mitigation failing: the post still leaves in a form the policy accepts ------------
+
+def test_mitigation_failing_falls_back_to_the_bare_list_address(monkeypatch):
+    from relist.core.steps import dmarc_mitigation
+    original = RawMessage.parse(POST).get("from").value
+    usual = RawMessage.parse(outcome(POST, "resign").message)       # p=reject, poster signature stripped
+    monkeypatch.setattr(dmarc_mitigation, "munge", bug)
+    out = outcome(POST, "resign")
+    note = step(out, "dmarc-mitigation")
+    assert note.action == Action.APPLIED
+    assert note.detail.startswith("internal error in step dmarc-mitigation: ValueError: boom ?? "
+                                  "on these bytes (at relist.core.steps.dmarc_mitigation:")
+    assert "; fallback: From: <" in note.detail
+    assert dict(out.record.extra)["internal_error"].startswith("dmarc-mitigation: ValueError: boom")
+    sent = RawMessage.parse(out.message)
+    lp = POLICIES["resign"].lists[0]
+    assert [f.value for f in sent.get_all("from")] == [f" <{lp.address}>".encode()]
+    assert sent.get("x-original-from").value == original
+    # the list's Reply-To stays (no Reply-To: the original From would go there)
+    assert sent.get("reply-to").value == usual.get("reply-to").value != original
+    # as a receiver reads the copy: the list's signatures verify, and DMARC passes by them
+    found = relist_signatures(out.message)
+    assert len(found) == 2 and all(dkim.DKIM(out.message, minkey=1024).verify(idx=i, dnsfunc=_dns)
+                                   for i in found)
+    verdict = verify_message(sent, facts_for(out.message, POLICIES["resign"], zone()), now())
+    mine = [s for s in verdict.dkim if s.selector in ("golden-rsa", "golden-ed")]
+    assert [s.result for s in mine] == ["pass", "pass"]
+    assert {s.domain for s in mine} == {verdict.dmarc.domain} == {lp.address.split("@")[1]}   # aligned
+
+
+def test_mitigation_failing_where_none_is_needed_is_skipped(monkeypatch):
+    from relist.core.steps import dmarc_mitigation
+    answers = iter([ValueError("boom"), (False, "no mitigation: test")])   # apply's, on_error's
+
+    def decide(*args):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    monkeypatch.setattr(dmarc_mitigation, "decide", decide)
+    out = outcome(POST, "resign")
+    note = step(out, "dmarc-mitigation")
+    assert note.action == Action.SKIPPED
+    assert note.detail.endswith("skipped: no mitigation: test")
+    assert RawMessage.parse(out.message).get("from").value == RawMessage.parse(POST).get("from").value
+
+
+def test_mitigation_and_its_fallback_failing_ship_the_post_as_it_was(monkeypatch):
+    from relist.core.steps import dmarc_mitigation
+    monkeypatch.setattr(dmarc_mitigation, "munge", bug)
+    monkeypatch.setattr(dmarc_mitigation, "bare_munge", bug)
+    out = outcome(POST, "resign")
+    note = step(out, "dmarc-mitigation")
+    assert note.action == Action.SKIPPED
+    assert "skipped, unmitigated: the fallback failed too (ValueError: boom" in note.detail
+    assert out.message is not None and out.reply is None

@@ -22,7 +22,10 @@ and what it means is decided by the step:
   signature carries DMARC alignment), attribution;
 * a step module may define ``on_error(work, ctx, exc) -> Work`` to say otherwise (it
   may raise ``RejectMessage``).  ``identify`` cannot tell the list, so the relay's
-  ``unknown_list`` answer applies (``_identify_failed``).  ``sign``
+  ``unknown_list`` answer applies (``_identify_failed``).  ``dmarc-mitigation``
+  (``relist.core.steps.dmarc_mitigation.on_error``): From munged the least way unless
+  no mitigation is needed, since skipping it would ship a copy the From domain's
+  policy refuses.  ``sign``
   (``relist.core.steps.dkim_sign.on_error``): relayed without the list's signature, unless
   the From is in the list's signing domain (DMARC mitigation rewrote it, or it was
   already): then

@@ -41,9 +41,10 @@ from relist.core.guard import surviving
 from relist.core.message import HeaderField, RawMessage, clean_text, clean_value
 from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy
+from relist.core.safety import describe, internal_error
 from relist.core.templates import display_name, expand
 
-__all__ = ["NAME", "apply", "decide", "munge", "munged_from", "surviving", "wrap"]
+__all__ = ["NAME", "apply", "bare_munge", "decide", "munge", "munged_from", "on_error", "surviving", "wrap"]
 
 NAME = "dmarc-mitigation"
 
@@ -179,6 +180,22 @@ def munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
                  f"X-Original-From added{control}")
 
 
+def bare_munge(msg: RawMessage, lp: ListPolicy) -> RawMessage:
+    """The least From munging (``on_error``'s fallback): ``From: <list address>``, the
+    original From's bytes in ``X-Original-From``, and in ``Reply-To`` when the post has
+    none; no name, no address parsing, none of the list's templates."""
+    froms = msg.get_all("from")
+    original = clean_value(froms[0].value, keep_8bit=True)[0] if froms else b""
+    out = msg.replace_field("From", msg.make_field("From", f"<{lp.address}>"))
+    if original.strip(b" \t"):
+        lead = b"" if original[:1] in (b" ", b"\t") else b" "
+        out = out.remove("x-original-from").append(
+            HeaderField(b"X-Original-From:" + lead + original + msg.eol, "x-original-from"))
+        if not msg.get_all("reply-to"):
+            out = out.append(HeaderField(b"Reply-To:" + lead + original + msg.eol, "reply-to"))
+    return out
+
+
 # -- wrapping ------------------------------------------------------------------------------
 
 def _note_text(poster: str, lp: ListPolicy, domain: str) -> str:
@@ -251,3 +268,29 @@ def apply(work: Work, ctx: Context) -> Work:
     if new is None:
         return work.note(NAME, Action.SKIPPED, f"{why}; but {detail}")
     return work.note(NAME, Action.APPLIED, f"{why}; {detail}", message=new)
+
+
+def on_error(work: Work, ctx: Context, exc: BaseException) -> Work:
+    """A bug in this step on these bytes (relist.core.safety): skipping it would ship
+    the post unmitigated to receivers that apply the From domain's policy, and a 5xx
+    would make Mailman count a bounce for every member.  So, unless the decision
+    (``decide``, taking no poster signature as surviving: the safe side) says no
+    mitigation is needed, From is munged the least way (``bare_munge``); when that
+    fails too, the post goes on as it was, as for any other step."""
+    lp = work.known.list_policy
+    what = describe(exc)
+    try:
+        act, why = decide(lp, work.known.verdict, lambda: (False, "no poster signature is known to survive"))
+    except Exception:   # noqa: BLE001 - the decision itself failed: the safe side
+        act, why = True, "mitigating: the decision failed too (safe side)"
+    if not act:
+        return internal_error(NAME, work, exc, f"skipped: {why}")
+    try:
+        new = bare_munge(work.message, lp)
+    except Exception as again:   # noqa: BLE001 - the fallback failed: see the docstring
+        return internal_error(NAME, work, exc, f"skipped, unmitigated: the fallback failed too "
+                                               f"({describe(again)})")
+    known = work.known.found(internal_error=f"{NAME}: {what}")
+    return work.note(NAME, Action.APPLIED, f"internal error in step {NAME}: {what}; {why}; fallback: "
+                                           f"From: <{_printable(lp.address)}>, the original From in "
+                                           "X-Original-From", message=new, known=known)
