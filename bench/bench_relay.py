@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from relist.sandbox.dnsserver import DNSServer  # noqa: E402
 
 
+_STOPPED = re.compile(r"relist\[\d+\]: stop(?:ping|ped)\b[^{]*\{'messages': ")
 _RELAYED = re.compile(r"relist\[(\d+)\]: \S+: message-id=")
 
 
@@ -227,9 +228,9 @@ def main() -> int:
         share = collections.Counter(m.group(1) for m in map(_RELAYED.search, log_lines) if m)
         print("  messages per worker process: "
               + ", ".join(f"{pid}: {n}" for pid, n in sorted(share.items())))
-        # The final "stopping: {... 'errors': 0}" counters line names no error.
+        # The "stopping: ...; {... 'errors': 0}" and "stopped: {...}" counters lines name no error.
         errors = [line for line in log_lines
-                  if ("error" in line.lower() and "stopping:" not in line) or "Traceback" in line]
+                  if ("error" in line.lower() and not _STOPPED.search(line)) or "Traceback" in line]
         if errors:
             print(f"relist logged {len(errors)} error line(s), first: {errors[0]}")
     return 0
