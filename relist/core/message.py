@@ -81,7 +81,7 @@ class HeaderField:
 
     def text(self) -> str:
         """The unfolded value as text (non-UTF-8 bytes kept as surrogates)."""
-        unfolded = re.sub(rb"\r?\n(?=[ \t])", b"", self.value)
+        unfolded = _FOLDS.sub(b"", self.value)
         return unfolded.decode("utf-8", "surrogateescape").strip()
 
 

@@ -333,7 +333,7 @@ def open_message(raw: bytes | RawMessage) -> tuple[object, str]:
             headers, body = canon.parse(raw.to_bytes() if isinstance(raw, RawMessage) else raw)
         else:
             headers, body = split
-        opened = dkimpy.DKIM(None, minkey=0)
+        opened = dkimpy.DKIM(None, logger=_DKIMPY_LOG, minkey=0)
         opened.headers, opened.body = [list(h) for h in headers], body
         return opened, ""
     except canon.MessageFormatError as exc:
@@ -341,6 +341,9 @@ def open_message(raw: bytes | RawMessage) -> tuple[object, str]:
     except dkimpy.DKIMException as exc:
         return None, _safe(str(exc))
 
+
+# dkimpy's own logger, as DKIM() would look it up (logging.getLogger) on every call.
+_DKIMPY_LOG = dkimpy.util.get_default_logger()
 
 _NAME_CHARS = bytes(range(0x21, 0x7F)).replace(b":", b"")   # canon's field name characters
 
