@@ -542,3 +542,39 @@ def test_mitigation_and_its_fallback_failing_ship_the_post_as_it_was(monkeypatch
     assert note.action == Action.SKIPPED
     assert "skipped, unmitigated: the fallback failed too (ValueError: boom" in note.detail
     assert out.message is not None and out.reply is None
+
+
+def test_mitigation_fallback_records_the_poster_signature_it_broke(monkeypatch):
+    from relist.core.steps import dmarc_mitigation
+    from tests.modes_support import sign as poster_signs
+    signed = poster_signs(POST)                 # poster.example/s1, p=reject
+    before = outcome(signed, "preserve")        # preserve keeps the poster's signature: no munging
+    assert step(before, "dmarc-mitigation").action == Action.SKIPPED
+    assert dict(before.record.extra)["breakage"] == ("poster.example/s1: survived",)
+    who = "poster.example/s1"
+    monkeypatch.setattr(dmarc_mitigation, "surviving", bug)  # the survival check is the bug
+    out = outcome(signed, "preserve")
+    note = step(out, "dmarc-mitigation")
+    assert note.action == Action.APPLIED and "; fallback: From: <" in note.detail
+    assert f"; broke {who} (signed header fields)" in note.detail
+    assert f"{who}: dmarc-mitigation" in dict(out.record.extra)["breakage"]
+
+
+def test_mitigation_fallback_needs_a_usable_list_address(monkeypatch):
+    from relist.core.steps import dmarc_mitigation
+    monkeypatch.setattr(dmarc_mitigation, "munge", bug)
+    lp = dataclasses.replace(POLICIES["resign"].lists[0], address="x@evil.example>, <ceo@bank.example")
+    new, why = dmarc_mitigation.bare_munge(RawMessage.parse(POST), lp)
+    assert new is None and why.startswith("cannot munge: list address 'x@evil.example>, <ceo@bank")
+
+
+def test_memory_error_in_the_fallback_reaches_the_edge(monkeypatch):
+    from relist.core.steps import dmarc_mitigation
+    monkeypatch.setattr(dmarc_mitigation, "munge", bug)
+
+    def no_memory(*args):
+        raise MemoryError
+    monkeypatch.setattr(dmarc_mitigation, "bare_munge", no_memory)
+    with pytest.raises(MemoryError):             # the edge answers 451 4.3.0: it may pass
+        outcome(POST, "resign")
+

@@ -37,7 +37,7 @@ from dataclasses import replace
 
 from relist.core import mime
 from relist.core.addresses import mailboxes, unusable
-from relist.core.guard import surviving
+from relist.core.guard import catch_up, settle, surviving, track
 from relist.core.message import HeaderField, RawMessage, clean_text, clean_value
 from relist.core.model import Action, Context, Work
 from relist.core.policy import ListPolicy
@@ -180,20 +180,29 @@ def munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
                  f"X-Original-From added{control}")
 
 
-def bare_munge(msg: RawMessage, lp: ListPolicy) -> RawMessage:
+def bare_munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
     """The least From munging (``on_error``'s fallback): ``From: <list address>``, the
     original From's bytes in ``X-Original-From``, and in ``Reply-To`` when the post has
-    none; no name, no address parsing, none of the list's templates."""
+    none; no name, no address parsing, none of the list's templates.  (None, why) when
+    the list address cannot be a From (``addresses.unusable``, as ``munge`` checks)."""
+    why = unusable(lp.address)
+    if why:
+        return None, f"cannot munge: list address {_printable(lp.address)!r} {why}"
     froms = msg.get_all("from")
     original = clean_value(froms[0].value, keep_8bit=True)[0] if froms else b""
     out = msg.replace_field("From", msg.make_field("From", f"<{lp.address}>"))
+    done = [f"From: <{_printable(lp.address)}>"]
     if original.strip(b" \t"):
         lead = b"" if original[:1] in (b" ", b"\t") else b" "
         out = out.remove("x-original-from").append(
             HeaderField(b"X-Original-From:" + lead + original + msg.eol, "x-original-from"))
+        done.append("the original From in X-Original-From")
         if not msg.get_all("reply-to"):
             out = out.append(HeaderField(b"Reply-To:" + lead + original + msg.eol, "reply-to"))
-    return out
+            done.append("and in Reply-To")
+    else:
+        done.append("no original From to keep")
+    return out, " ".join(done[1:]).join((done[0] + ", ", ""))
 
 
 # -- wrapping ------------------------------------------------------------------------------
@@ -275,22 +284,35 @@ def on_error(work: Work, ctx: Context, exc: BaseException) -> Work:
     the post unmitigated to receivers that apply the From domain's policy, and a 5xx
     would make Mailman count a bounce for every member.  So, unless the decision
     (``decide``, taking no poster signature as surviving: the safe side) says no
-    mitigation is needed, From is munged the least way (``bare_munge``); when that
-    fails too, the post goes on as it was, as for any other step."""
+    mitigation is needed, From is munged the least way (``bare_munge``), and the guard
+    records which poster signatures that broke, as it does for the step itself; when
+    the fallback fails too, the post goes on as it was, as for any other step.
+    ``MemoryError`` still reaches the edge (451: it may pass)."""
     lp = work.known.list_policy
     what = describe(exc)
     try:
         act, why = decide(lp, work.known.verdict, lambda: (False, "no poster signature is known to survive"))
-    except Exception:   # noqa: BLE001 - the decision itself failed: the safe side
-        act, why = True, "mitigating: the decision failed too (safe side)"
+    except MemoryError:
+        raise
+    except Exception as again:   # noqa: BLE001 - the decision itself failed: the safe side
+        act, why = True, f"mitigating: the decision failed too ({describe(again)}); safe side"
     if not act:
         return internal_error(NAME, work, exc, f"skipped: {why}")
     try:
-        new = bare_munge(work.message, lp)
+        new, detail = bare_munge(work.message, lp)
+    except MemoryError:
+        raise
     except Exception as again:   # noqa: BLE001 - the fallback failed: see the docstring
         return internal_error(NAME, work, exc, f"skipped, unmitigated: the fallback failed too "
                                                f"({describe(again)})")
+    if new is None:
+        return internal_error(NAME, work, exc, f"skipped, unmitigated: the fallback {detail}")
     known = work.known.found(internal_error=f"{NAME}: {what}")
-    return work.note(NAME, Action.APPLIED, f"internal error in step {NAME}: {what}; {why}; fallback: "
-                                           f"From: <{_printable(lp.address)}>, the original From in "
-                                           "X-Original-From", message=new, known=known)
+    note = f"internal error in step {NAME}: {what}; {why}; fallback: {detail}"
+    try:   # what the fallback broke, attributed to this step (relist.core.guard.settle)
+        before = catch_up(track(replace(work, known=known), ctx), ctx)
+        return settle(before, before.note(NAME, Action.APPLIED, note, message=new), ctx, NAME, protect=False)
+    except MemoryError:
+        raise
+    except Exception:   # noqa: BLE001 - the guard failed on these bytes: unattributed
+        return work.note(NAME, Action.APPLIED, note, message=new, known=known)
