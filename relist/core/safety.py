@@ -108,9 +108,9 @@ def ask_steps(steps, msg, policy, facts) -> set:
     it).  A step whose ``questions`` raises on these bytes asks for nothing; its ``apply``
     meets the same bytes under ``run_step``."""
     wanted: set = set()
-    for ask in _askers(steps):
+    for step in _asking(steps):
         try:
-            wanted.update(ask(msg, policy, facts))
+            wanted.update(step.questions(msg, policy, facts))
         except MemoryError:
             raise
         except Exception:   # noqa: BLE001 - a bug on these bytes: see the docstring
@@ -118,20 +118,23 @@ def ask_steps(steps, msg, policy, facts) -> set:
     return wanted
 
 
-def _askers(steps) -> tuple:
-    """The ``questions`` functions of ``steps``, memoized for a tuple of steps by its
-    identity (the pipeline's tuples live as long as the process; hashing one costs
-    more than the look-up saves, and a missing attribute costs an exception)."""
-    hit = _ASKERS.get(id(steps))
+def _asking(steps) -> tuple:
+    """The steps of ``steps`` that have ``questions``, memoized for a tuple of steps by
+    its identity (the pipeline's tuples live as long as the process; hashing one costs
+    more than the look-up saves, and asking a step without the attribute costs an
+    exception).  The functions themselves are looked up at each call."""
+    hit = _ASKING.get(id(steps))
     if hit is not None and hit[0] is steps:
         return hit[1]
-    askers = tuple(a for a in (getattr(s, "questions", None) for s in steps) if a is not None)
-    if type(steps) is tuple and len(_ASKERS) < 64:
-        _ASKERS[id(steps)] = (steps, askers)    # the steps kept alive: the id stays theirs
-    return askers
+    asking = tuple(s for s in steps if getattr(s, "questions", None) is not None)
+    if type(steps) is tuple:
+        if len(_ASKING) >= 64:      # tuples made per call (tests, benchmarks): start again
+            _ASKING.clear()
+        _ASKING[id(steps)] = (steps, asking)    # the steps kept alive: the id stays theirs
+    return asking
 
 
-_ASKERS: dict[int, tuple] = {}
+_ASKING: dict[int, tuple] = {}
 
 
 def log_safe(text: object) -> str:
