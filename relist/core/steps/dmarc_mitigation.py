@@ -152,9 +152,9 @@ def munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
     name, address = poster
     if address.lower() == lp.address.lower():
         return None, "From is already the list address"
-    why = unusable(lp.address)
+    why = _unusable_list_address(lp)
     if why:
-        return None, f"cannot munge: list address {_printable(lp.address)!r} {why}"
+        return None, why
     # The original From's bytes go into X-Original-From and Reply-To/Cc as they are,
     # but for a control character or a line break that is no fold (a bare CR, NUL...):
     # a field relist builds never carries one (relist.core.message.clean_value).
@@ -172,12 +172,23 @@ def munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
         where = f"original From added to {target}"
     else:
         where = f"original From already in {target}"
-    lead = b"" if original[:1] in (b" ", b"\t") else b" "
-    out = out.remove("x-original-from").append(
-        HeaderField(b"X-Original-From:" + lead + original + msg.eol, "x-original-from"))
+    out = out.remove("x-original-from").append(_original_field("X-Original-From", original, msg.eol))
     control = f"; {cleaned} control character(s) replaced by spaces" if cleaned else ""
     return out, (f"From: {_printable(lp.address)} for {_printable(address)}; {where}; "
                  f"X-Original-From added{control}")
+
+
+def _unusable_list_address(lp: ListPolicy) -> str:
+    """Why the list address cannot be a From (``addresses.unusable``), or ""."""
+    why = unusable(lp.address)
+    return f"cannot munge: list address {_printable(lp.address)!r} {why}" if why else ""
+
+
+def _original_field(name: str, original: bytes, eol: bytes) -> HeaderField:
+    """``name`` carrying the original From's value bytes as they are (a space after the
+    colon unless the value starts with white space)."""
+    lead = b"" if original[:1] in (b" ", b"\t") else b" "
+    return HeaderField(name.encode("ascii") + b":" + lead + original + eol, name.lower())
 
 
 def bare_munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
@@ -185,24 +196,20 @@ def bare_munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]
     original From's bytes in ``X-Original-From``, and in ``Reply-To`` when the post has
     none; no name, no address parsing, none of the list's templates.  (None, why) when
     the list address cannot be a From (``addresses.unusable``, as ``munge`` checks)."""
-    why = unusable(lp.address)
+    why = _unusable_list_address(lp)
     if why:
-        return None, f"cannot munge: list address {_printable(lp.address)!r} {why}"
+        return None, why
     froms = msg.get_all("from")
     original = clean_value(froms[0].value, keep_8bit=True)[0] if froms else b""
     out = msg.replace_field("From", msg.make_field("From", f"<{lp.address}>"))
-    done = [f"From: <{_printable(lp.address)}>"]
-    if original.strip(b" \t"):
-        lead = b"" if original[:1] in (b" ", b"\t") else b" "
-        out = out.remove("x-original-from").append(
-            HeaderField(b"X-Original-From:" + lead + original + msg.eol, "x-original-from"))
-        done.append("the original From in X-Original-From")
-        if not msg.get_all("reply-to"):
-            out = out.append(HeaderField(b"Reply-To:" + lead + original + msg.eol, "reply-to"))
-            done.append("and in Reply-To")
-    else:
-        done.append("no original From to keep")
-    return out, " ".join(done[1:]).join((done[0] + ", ", ""))
+    done = f"From: <{_printable(lp.address)}>"
+    if not original.strip(b" \t"):
+        return out, done + ", no original From to keep"
+    out = out.remove("x-original-from").append(_original_field("X-Original-From", original, msg.eol))
+    if msg.get_all("reply-to"):
+        return out, done + ", the original From in X-Original-From"
+    out = out.append(_original_field("Reply-To", original, msg.eol))
+    return out, done + ", the original From in X-Original-From and in Reply-To"
 
 
 # -- wrapping ------------------------------------------------------------------------------
