@@ -67,12 +67,14 @@ def describe(exc: BaseException, frames: int = 3) -> str:
     return f"{type(exc).__name__}: {text}{at}"
 
 
-def internal_error(name: str, work: Work, exc: BaseException, consequence: str) -> Work:
-    """``work`` (as it was before step ``name``) with the skipped note and the record entry."""
+def internal_error(name: str, work: Work, exc: BaseException, consequence: str, *,
+                   action: Action = Action.SKIPPED, message=None) -> Work:
+    """``work`` (as it was before step ``name``) with the step's note and the record
+    entry; an ``on_error`` that does something instead (``message``) notes ``action``."""
     what = describe(exc)
     known = work.known.found(internal_error=f"{name}: {what}")
-    return work.note(name, Action.SKIPPED, f"internal error in step {name}: {what}; {consequence}",
-                     known=known)
+    return work.note(name, action, f"internal error in step {name}: {what}; {consequence}",
+                     message=message, known=known)
 
 
 def _identify_failed(work: Work, ctx: Context, exc: BaseException) -> Work:

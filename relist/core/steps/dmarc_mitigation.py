@@ -296,7 +296,6 @@ def on_error(work: Work, ctx: Context, exc: BaseException) -> Work:
     the fallback fails too, the post goes on as it was, as for any other step.
     ``MemoryError`` still reaches the edge (451: it may pass)."""
     lp = work.known.list_policy
-    what = describe(exc)
     try:
         act, why = decide(lp, work.known.verdict, lambda: (False, "no poster signature is known to survive"))
     except MemoryError:
@@ -314,12 +313,12 @@ def on_error(work: Work, ctx: Context, exc: BaseException) -> Work:
                                                f"({describe(again)})")
     if new is None:
         return internal_error(NAME, work, exc, f"skipped, unmitigated: the fallback {detail}")
-    known = work.known.found(internal_error=f"{NAME}: {what}")
-    note = f"internal error in step {NAME}: {what}; {why}; fallback: {detail}"
+    done = f"{why}; fallback: {detail}"
     try:   # what the fallback broke, attributed to this step (relist.core.guard.settle)
-        before = catch_up(track(replace(work, known=known), ctx), ctx)
-        return settle(before, before.note(NAME, Action.APPLIED, note, message=new), ctx, NAME, protect=False)
+        before = catch_up(track(work, ctx), ctx)
+        after = internal_error(NAME, before, exc, done, action=Action.APPLIED, message=new)
+        return settle(before, after, ctx, NAME, protect=False)
     except MemoryError:
         raise
     except Exception:   # noqa: BLE001 - the guard failed on these bytes: unattributed
-        return work.note(NAME, Action.APPLIED, note, message=new, known=known)
+        return internal_error(NAME, work, exc, done, action=Action.APPLIED, message=new)
