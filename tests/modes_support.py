@@ -21,7 +21,6 @@ from relist.sandbox.dnsserver import DNSServer
 from tests.helpers import PERL
 
 
-
 def now() -> datetime:
     """The clock, to the second.  dkimpy signs with the clock (t=), so the time a test
     verifies at must be read when the test runs: a time read at import would be more
