@@ -322,12 +322,12 @@ class Guarded:
         return self.step.NAME
 
     @property
-    def questions(self):
+    def questions(self) -> Any:
         """The step's own ``questions`` (None when it asks none: the planner skips it)."""
         return getattr(self.step, "questions", None)
 
     @property
-    def on_error(self):
+    def on_error(self) -> Any:
         """The step's own ``on_error`` (relist.core.safety), None when it has none."""
         return getattr(self.step, "on_error", None)
 

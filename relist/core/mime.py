@@ -24,7 +24,7 @@ from relist.core.memo import small_lru_cache
 from relist.core.message import HeaderField
 
 __all__ = [
-    "ContentInfo", "Multipart", "ascii_compatible", "content_info", "decode_words",
+    "ContentInfo", "Multipart", "ascii_compatible", "content_info", "decode_words", "readable_words",
     "encode_words", "fold", "new_boundary", "qp_decode", "qp_encode", "b64_encode",
     "b64_decode", "needs_encoding", "scan_multipart", "set_charset",
 ]
@@ -154,10 +154,9 @@ def scan_multipart(body: bytes, boundary: str) -> Multipart | str:
         if rest.startswith(b"--") and not rest[2:].strip(b" \t\r\n"):
             if not opens:
                 return "close delimiter before any body part"
-            parts = []
-            starts = [o for o in opens] + [(i, None)]
-            for (_, content), (nxt, _) in zip(starts, starts[1:]):
-                end = nxt
+            parts: list[tuple[int, int]] = []
+            nexts = [start for start, _ in opens[1:]] + [i]   # where each part's next delimiter starts
+            for (_, content), end in zip(opens, nexts):
                 # The line ending before a delimiter belongs to the delimiter.
                 if body[end - 2:end] == b"\r\n":
                     end -= 2
@@ -251,17 +250,23 @@ def set_charset(field: HeaderField, charset: str, old: str) -> bytes | None:
 _DECODE_ERRORS = (LookupError, UnicodeError, ValueError, binascii.Error, MessageError)
 
 
-def decode_words(text: str, lenient: bool = False) -> str | None:
+def decode_words(text: str) -> str | None:
     """``text`` with RFC 2047 encoded words decoded; None when a word's charset is
-    unknown or its bytes do not decode.  ``lenient``: such a word becomes U+FFFD
-    instead (good enough to look for a prefix, not to rebuild the text)."""
+    unknown or its bytes do not decode."""
     if "=?" not in text:
         return text
     try:
         return str(make_header(decode_header(text)))
     except _DECODE_ERRORS:       # e.g. email.errors.CharsetError for a non-ASCII name
-        if not lenient:
-            return None
+        return None
+
+
+def readable_words(text: str) -> str:
+    """``decode_words``, where a word that does not decode becomes U+FFFD instead (good
+    enough to look for a prefix or show a name, not to rebuild the text)."""
+    decoded = decode_words(text)
+    if decoded is not None:
+        return decoded
     try:
         chunks = decode_header(text)
     except _DECODE_ERRORS:

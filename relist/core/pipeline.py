@@ -32,7 +32,7 @@ from relist.core.steps import dkim_sign as sign
 
 __all__ = ["INGRESS_STEPS", "STEPS", "plan", "process", "step_names", "substitute"]
 
-STEPS = (
+STEPS: tuple = (   # (step modules and wrappers: relist.core.steps.Step)
     # Read identities first: every later step needs the Message-ID and the list.
     parse,
     # Which list, hence which policy: before anything list-specific.
@@ -94,7 +94,7 @@ STEPS = (
 
 # The ingress leg (MTA -> relist -> Mailman): verify and record before Mailman changes
 # anything; the post goes on to Mailman otherwise unchanged.
-INGRESS_STEPS = (
+INGRESS_STEPS: tuple = (
     parse,
     # The list the post is addressed to (recipient, else List-Id), for the record.
     ingress_list,

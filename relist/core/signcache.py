@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -66,7 +65,7 @@ class Entry:
                            + len(self.separator) + len(self.body))
 
 
-_EMPTY: Mapping[str, Entry] = MappingProxyType({})
+_EMPTY: MappingProxyType[str, Entry] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +80,7 @@ class SignCache:
     ttl: int = 300
     max_entries: int = 256
     max_bytes: int = 64 * 1024 * 1024
-    entries: Mapping[str, Entry] = field(default_factory=lambda: _EMPTY)   # read-only, shared
+    entries: MappingProxyType[str, Entry] = field(default_factory=lambda: _EMPTY)   # read-only, shared
     total: int = 0
 
     def lookup(self, key: str, now: datetime) -> Entry | None:

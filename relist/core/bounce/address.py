@@ -47,7 +47,7 @@ def _split(address: str) -> tuple[str, str] | None:
     return local, domain.lower().rstrip(".")
 
 
-def recognise(rcpt: str, list_addresses: Iterable[str]) -> BounceAddress | None:
+def recognise(rcpt: str | None, list_addresses: Iterable[object]) -> BounceAddress | None:
     """The list bounce address ``rcpt`` is, or ``None`` when it is none of them.
 
     ``list_addresses`` are the lists' posting addresses (``plain@lists.example.org``);
@@ -59,7 +59,9 @@ def recognise(rcpt: str, list_addresses: Iterable[str]) -> BounceAddress | None:
     local, domain = mine
     folded = local.lower()
     for list_address in list_addresses:
-        theirs = _split(list_address) if isinstance(list_address, str) else None
+        if not isinstance(list_address, str):
+            continue
+        theirs = _split(list_address)
         if theirs is None or theirs[1] != domain:
             continue
         bounces = theirs[0].lower() + _BOUNCES

@@ -56,10 +56,10 @@ def _permanent(status: str, diagnostic: str) -> bool:
     return m is None or m.group(1)[0] == "5"
 
 
-def classify(status: str, diagnostic: str) -> Classification:
-    """Why the delivery failed (see the module doc and ``rules``)."""
-    status = status.strip() if isinstance(status, str) else ""
-    diagnostic = diagnostic if isinstance(diagnostic, str) else ""
+def classify(given_status: str | None, given_diagnostic: str | None) -> Classification:
+    """Why the delivery failed (see the module doc and ``rules``); None: not given."""
+    status = given_status.strip() if isinstance(given_status, str) else ""
+    diagnostic = given_diagnostic if isinstance(given_diagnostic, str) else ""
     found = enhanced_codes(diagnostic[:_MAX_TEXT])
     codes = tuple(dict.fromkeys(((status,) if status else ()) + found))
     text = _readable(diagnostic)

@@ -31,6 +31,7 @@ import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from flufl.bounce import all_failures
 
@@ -278,8 +279,9 @@ def _attached(msg: email.message.Message) -> ReturnedHeaders | None:
 
 # -- the whole ----------------------------------------------------------------------
 
-def parse(raw: bytes) -> Report:
-    """What the bounce ``raw`` says (see the module doc).  Never raises."""
+def parse(raw: Any) -> Report:
+    """What the bounce ``raw`` (bytes-like; anything else is a problem in the report)
+    says (see the module doc).  Never raises."""
     problems: list[str] = []
     try:
         data = bytes(raw)

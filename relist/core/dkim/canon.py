@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from typing import Protocol, TypeVar
 
 __all__ = ["HASHERS", "STREAM_CHUNK", "BodyMemo", "Canon", "Header", "MessageFormatError", "body_digest",
            "crlf_lines", "index", "parse", "relaxed_body", "relaxed_headers", "relaxed_lines", "select",
@@ -101,7 +102,7 @@ def _parse_lines(message: bytes) -> tuple[list[Header], bytes]:
         if nm is not None:
             headers.append([nm.group(1), line[nm.end():] + b"\r\n"])
         elif not line.startswith(b"From "):
-            raise MessageFormatError("Unexpected characters in RFC822 header: %s" % line)
+            raise MessageFormatError("Unexpected characters in RFC822 header: %r" % line)
     return [(n, v) for n, v in headers], b"" if body is None else crlf_lines(body)
 
 
@@ -126,7 +127,10 @@ def select(headers: list[Header], names: tuple[bytes, ...],
     return [headers[i] for i in selected(positions, tuple(names))]
 
 
-def selected(positions: dict[bytes, list[int]], names: tuple[bytes, ...]) -> list[int]:
+Name = TypeVar("Name", str, bytes)   # field names as written (bytes), or decoded (the guard's)
+
+
+def selected(positions: dict[Name, list[int]], names: tuple[Name, ...]) -> list[int]:
     """``select`` as positions, by runs of one name in h= (an oversigned h= is one run
     per name): a run of r takes the next r instances of its name, bottom-up."""
     runs, distinct = _runs(names)
@@ -137,7 +141,7 @@ def selected(positions: dict[bytes, list[int]], names: tuple[bytes, ...]) -> lis
             if at:
                 out += at[::-1][:r]
         return out
-    taken: dict[bytes, int] = {}
+    taken: dict[Name, int] = {}
     for name, r in runs:
         at = positions.get(name)
         if at:
@@ -148,7 +152,7 @@ def selected(positions: dict[bytes, list[int]], names: tuple[bytes, ...]) -> lis
 
 
 @functools.lru_cache(maxsize=256)
-def _runs(names: tuple[bytes, ...]) -> tuple[tuple[tuple[bytes, int], ...], bool]:
+def _runs(names: tuple[Name, ...]) -> tuple[tuple[tuple[Name, int], ...], bool]:
     """h= as (name, times in a row), and whether every name has only one run
     (memoized: a list signs with the same few h= values)."""
     runs: list[list] = []
@@ -229,6 +233,16 @@ def relaxed_lines(body: bytes) -> bytes:
             at = m.start()
             body = body[:at] + body[at:].replace(b" \r\n", b"\r\n") if at else body.replace(b" \r\n", b"\r\n")
     return body
+
+
+class HashState(Protocol):
+    """A hashlib hash object, as ``BodyMemo`` keeps it."""
+
+    def copy(self) -> HashState: ...
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def digest(self) -> bytes: ...
 
 
 HASHERS = {"sha256": hashlib.sha256, "sha1": hashlib.sha1}
@@ -331,7 +345,7 @@ class BodyMemo:
         # (c_body, hash_name) -> (hash state over the canonical body up to the end of
         # its last text, the CRLFs after it, that text's canonical length): whole
         # bodies up to STREAM_CHUNK that end with a line end.
-        self._open: dict[tuple[str, str], tuple[object, int, int]] = {}
+        self._open: dict[tuple[str, str], tuple[HashState, int, int]] = {}
 
     def digest(self, c_body: str, hash_name: str, length: int | None = None) -> tuple[bytes, int]:
         """(hash of the body canonicalized ``c_body``, cut at ``length`` when given;

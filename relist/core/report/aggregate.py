@@ -147,7 +147,7 @@ class Aggregator:
                 post.noted = False
                 self._pending[relist_id] = post
         if '"breakage"' in facts:
-            entries = breakage_of(facts)
+            entries: list[str] | tuple[str, ...] | None = breakage_of(facts)
             if entries is None:
                 entries = facts_of(facts).get("breakage") or ()
             survived = False

@@ -16,7 +16,7 @@ from typing import Any
 __all__ = ["breakage_of", "cause_of", "facts_of", "is_notice", "mitigation_kind", "note_dicts", "notes_of",
            "post_notes", "verify_source"]
 
-_scanstring = json.decoder.scanstring
+_scanstring = getattr(json.decoder, "scanstring")   # (json's C string scanner; not in its type stubs)
 _POLICY = re.compile(r"\bp=(none|quarantine|reject)\b")
 
 

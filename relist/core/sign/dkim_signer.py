@@ -68,14 +68,17 @@ def oversigned(names: Iterable[str | bytes],
     """h= for ``names``: each listed (occurrences in ``headers``) + 1 times, in order.
     ``headers`` is a parsed header list, the message bytes or a ``prepare``d message
     (which then remembers the fields this h= selects, for the signatures made with it)."""
-    msg = None if isinstance(headers, list) else prepare(headers)
+    if isinstance(headers, list):
+        msg, positions = None, index(headers)
+    else:
+        msg = prepare(headers)
+        positions = msg.index
     if names is not _DEFAULT_B:
         names = _unique_names(tuple(names))
     if msg is not None:
         h = msg._oversigned.get(names)
         if h is not None:
             return h
-    positions = index(headers) if msg is None else msg.index
     out: list[bytes] = []
     picked: list[int] = []   # = canon.selected(positions, h), made in the same pass (an oversigned
     for n in names:          # h= takes every instance of each name, bottom-up): ~7 µs less a signature
@@ -152,9 +155,9 @@ def _fixed_tags(algorithm: str, c: bytes, domain: str, identity: str | None,
 
 
 def sign_dkim(message: bytes | Prepared, *, domain: str, selector: str, key: SigningKey, now: datetime,
-              canonicalization: str = "relaxed/relaxed", headers: Iterable[str] | None = None,
+              canonicalization: str = "relaxed/relaxed", headers: Iterable[str | bytes] | None = None,
               ttl: int = 0, identity: str | None = None, copy_headers: bool = False,
-              canonical: list | None = None) -> bytes:
+              canonical: list[bytes | None] | None = None) -> bytes:
     """The ``DKIM-Signature:`` field for ``message`` (RFC 6376 §5), ready to prepend.
 
     ``headers``: None for ``DEFAULT_SIGN_HEADERS`` oversigned; otherwise the h= list

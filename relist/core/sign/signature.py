@@ -133,7 +133,7 @@ def _prepended(before: Prepared, after: RawMessage, added: int,
         m = _canon._CRLF_FIELDS.fullmatch(f.raw)
         if m is None:
             return None
-        new.append(m.groups())
+        new.append((m[1], m[2]))
     headers = new + before.headers
     one_line = all([v.count(b"\n") == 1 for _, v in new])
     prepared = Prepared(headers, before.body, index(headers), before.unfolded and one_line, after)
@@ -178,7 +178,8 @@ def _from_fields(msg: RawMessage) -> tuple[list[Header], bytes, dict[bytes, list
     field's bytes are then its lines, continuations included, each ending CRLF), and
     every field's name (up to its first colon) non-empty and made of the characters
     ``parse`` accepts (no mbox ``From `` line, no malformed line, no space before ':')."""
-    if msg.separator != b"\r\n":
+    memo = msg.body_memo()
+    if msg.separator != b"\r\n" or memo is None:    # (a CRLF separator has a memo)
         return None
     fields = msg.fields
     head = b"".join([f.raw for f in fields])
@@ -190,7 +191,7 @@ def _from_fields(msg: RawMessage) -> tuple[list[Header], bytes, dict[bytes, list
     if b"" in names or b"".join(names).translate(None, _NAME_CHARS):
         return None
     headers = [(n, v) for n, _, v in parts]
-    return headers, msg.body_memo().body, index(headers), crlf == len(headers)   # (CRLF separator: a memo)
+    return headers, memo.body, index(headers), crlf == len(headers)
 
 
 @functools.lru_cache(maxsize=8)
@@ -238,9 +239,9 @@ def _hash_input(message: Prepared, names: tuple[bytes, ...], canon: Canon) -> by
     if picked is None:
         picked = message.selections[names] = _canon.selected(message.index, names)
     if message._canonical and canon.header == "relaxed":   # fields a signer made
-        known = [message._canonical.get(i) for i in picked]
-        if None not in known:
-            return b"".join(known)
+        known = message._canonical
+        if all([i in known for i in picked]):
+            return b"".join([known[i] for i in picked])
     headers = message.headers
     return canon.hash_input([headers[i] for i in picked], message.unfolded)
 

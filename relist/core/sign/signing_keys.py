@@ -18,6 +18,7 @@ import binascii
 import enum
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,8 @@ class SigningKey:
         where = f" from {self.source}" if self.source else ""
         return f"<SigningKey {self.algorithm} {self.bits}-bit{where}>"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
     @property
     def kind(self) -> str:
@@ -209,7 +211,7 @@ def _spki_from_pkcs1(pkcs1: bytes) -> bytes:
     return b"\x30" + der_len(len(body)) + body
 
 
-def check_record(key: SigningKey, records: tuple[bytes, ...], min_bits: int = 1024) -> RecordCheck:
+def check_record(key: SigningKey, records: Sequence[bytes], min_bits: int = 1024) -> RecordCheck:
     """Compare the published TXT ``records`` at the key's name with ``key``.
 
     Several TXT records at one name: RFC 6376 §3.6.2.2 lets a verifier use any, so

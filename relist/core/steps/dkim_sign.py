@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from relist.core.dkim.tags import valid_domain
 from relist.core.errors import RejectMessage
+from relist.core.message import HeaderField
 from relist.core.model import Action, Context, Work
 from relist.core.safety import describe, internal_error, printable
 from relist.core.sign import SignError, oversigned, prepare, sign_dkim
@@ -103,7 +104,9 @@ def apply(work: Work, ctx: Context) -> Work:
     if valid_domain(domain) != domain:
         return on_error(work, ctx, SignError(f"the signing domain {domain!r} is not a domain name"))
     msg, tidied = signable(work)
-    fields, done, canonical = [], [], []
+    fields: list[HeaderField] = []
+    done: list[str] = []
+    canonical: list[bytes | None] = []   # sign_dkim's relaxed fields, for pass_on
     try:
         data = prepare(msg)   # parsed once, body hashed once, for every signature
         h = oversigned(header_names(lp), data)

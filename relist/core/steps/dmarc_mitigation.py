@@ -113,7 +113,7 @@ def _poster(from_field: HeaderField) -> tuple[str, str] | None:
     """(display name, address) of the first mailbox in From."""
     for name, addr in mailboxes(from_field.text()):
         if "@" in addr:
-            name = mime.decode_words(name, lenient=True) or ""
+            name = mime.readable_words(name)
             return _printable(name).strip(), addr
     return None
 
@@ -230,7 +230,8 @@ def wrap(msg: RawMessage, lp: ListPolicy, domain: str = "") -> tuple[RawMessage 
     if head is None:
         return None, why
     eol = msg.eol
-    poster = _poster(msg.get("from"))
+    from_field = msg.get("from")
+    poster = _poster(from_field) if from_field is not None else None
     who = f"{poster[0]} <{poster[1]}>" if poster and poster[0] else (poster[1] if poster else "?")
     text = "\n".join(clean_text(line)[0] for line in _note_text(who, lp, domain).split("\n"))
     if text.isascii():
@@ -296,6 +297,8 @@ def on_error(work: Work, ctx: Context, exc: BaseException) -> Work:
     the fallback fails too, the post goes on as it was, as for any other step.
     ``MemoryError`` still reaches the edge (451: it may pass)."""
     lp = work.known.list_policy
+    if lp is None:       # (apply skips such a post first: no list, no address to munge to)
+        return internal_error(NAME, work, exc, "skipped: no list")
     try:
         act, why = decide(lp, work.known.verdict, lambda: (False, "no poster signature is known to survive"))
     except MemoryError:

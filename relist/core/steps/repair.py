@@ -48,7 +48,7 @@ _WSP = re.compile(r"\s+")
 
 
 def _words(text: str) -> str:
-    return _WSP.sub(" ", mime.decode_words(text, lenient=True) or text).strip()
+    return _WSP.sub(" ", mime.readable_words(text) or text).strip()
 
 
 def meaning(field: HeaderField):

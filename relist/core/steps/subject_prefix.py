@@ -58,7 +58,7 @@ def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
         return msg.append(new), f"Subject added: {prefix + NO_SUBJECT!r}"
     raw_text = field.text()
     decoded = mime.decode_words(raw_text)
-    text = mime.decode_words(raw_text, lenient=True) if decoded is None else decoded
+    text = mime.readable_words(raw_text) if decoded is None else decoded
     core = prefix.strip()
     rest = text.lstrip()
     markers = ""
@@ -92,7 +92,7 @@ def transform(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]:
 
 def _raw8(text: str) -> bool:
     """True when ``text`` carries raw 8-bit bytes that are not UTF-8 (surrogates)."""
-    return any("\udc80" <= c <= "\udcff" for c in text)
+    return any(0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 def _encode(text: str, prefix: str = "") -> str:

@@ -64,7 +64,7 @@ class Checker:
     facts: Facts
     now: int                   # seconds since the epoch (from ``ctx.now``)
     min_key_bits: int = 1024
-    dkim: object = None        # ``open_message``: the message's fields and body, or None
+    dkim: dkimpy.DKIM | None = None   # ``open_message``: the message's fields and body, or None
     dkim_error: str = ""       # why the message could not be read
     memo: BodyMemo | None = None   # the body's hashes, shared (``RawMessage.body_memo``)
 
@@ -219,9 +219,10 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
         return done(Result.PERMERROR, "key has t=s but the i= domain is a subdomain of d=")
 
     # -- body hash, then the header signature --------------------------------------
-    if checker.dkim is None:
+    opened = checker.dkim
+    if opened is None:
         return done(Result.PERMERROR, f"message could not be read: {checker.dkim_error}")
-    body_ok, header_ok, detail = _crypto(checker, index, tags, canonicalization, hash_name,
+    body_ok, header_ok, detail = _crypto(checker, opened, index, tags, canonicalization, hash_name,
                                          length, key, headers, partial, b, bh)
     if detail:
         return done(Result.PERMERROR, detail)
@@ -251,12 +252,11 @@ def verify_signature(value: bytes, index: int, checker: Checker, *, kind: str = 
     return done(Result.PASS, "; ".join([f"{key.bits}-bit key"] + notes))
 
 
-def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization: str,
+def _crypto(checker: Checker, opened: dkimpy.DKIM, index: int, tags: dict[str, str], canonicalization: str,
             hash_name: str, length: int | None, key: KeyRecord, headers: tuple[str, ...],
             partial: dict, b: str, bh: str) -> tuple[bool | None, bool | None, str]:
-    """(body_hash_ok, header_hash_ok, error); ``b`` and ``bh`` are the tags' values
-    without white space, checked as base64."""
-    opened = checker.dkim
+    """(body_hash_ok, header_hash_ok, error) of ``opened`` (``checker.dkim``); ``b`` and
+    ``bh`` are the tags' values without white space, checked as base64."""
     memo = checker.memo if checker.memo is not None and checker.memo.body is opened.body else None
     digest, total = body_hash(opened.body, canonicalization, hash_name, length, memo)
     partial["body_total"] = total
@@ -268,14 +268,17 @@ def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization
     sig = {b"b": b.encode("ascii"), b"c": canonicalization.encode("ascii")}
     include = [h.encode("utf-8", "surrogateescape") for h in headers]
     try:
-        if key.k == "rsa":
-            header_ok = _rsa_header_ok(opened, sig, include, sig_fields[index], hash_name, key.public_key)
+        public = key.public_key          # RSA exactly when k=rsa (key_records)
+        if isinstance(public, rsa.RSAPublicKey):
+            header_ok = _rsa_header_ok(opened, sig, include, sig_fields[index], hash_name, public)
         else:
             data = _signed_input(opened.headers, sig, include, sig_fields[index])
-            key.public_key.verify(base64.b64decode(b), _HASHERS[hash_name](data).digest())
+            public.verify(base64.b64decode(b), _HASHERS[hash_name](data).digest())
             header_ok = True
-    except (InvalidSignature, binascii.Error, ValueError, TypeError):
-        header_ok = False   # e.g. a b= of the wrong length for the key: it does not verify
+    except (InvalidSignature, binascii.Error, ValueError):
+        # e.g. a b= of the wrong length for the key: it does not verify.  (Not TypeError:
+        # that is a bug, which the step's safety net records, not a failed signature.)
+        header_ok = False
     partial["header_hash_ok"] = header_ok
     return body_ok, header_ok, ""
 
@@ -283,11 +286,13 @@ def _crypto(checker: Checker, index: int, tags: dict[str, str], canonicalization
 def _signed_input(headers, sig: dict, include: list[bytes], sig_field) -> bytes:
     """What the header hash covers (dkimpy's ``hash_headers``): the fields h= selects,
     From once more than h= names it (dkimpy's rule, its bug#644046), canonical, then the
-    signature field with b= emptied and no trailing CRLF."""
+    signature field with b= emptied and no trailing CRLF.  ``headers`` and ``sig_field``
+    as dkimpy keeps them, [name, value] lists: canon takes (name, value) tuples."""
     if b"from" in include:
         include = include + [b"from"]
     policy = Canon.from_c(sig[b"c"].decode("ascii"))     # c= checked by _canon
-    return policy.signed_input(canon.select(headers, tuple(include)), sig_field)
+    fields = [(name, value) for name, value in headers]
+    return policy.signed_input(canon.select(fields, tuple(include)), (sig_field[0], sig_field[1]))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -321,7 +326,7 @@ def _rsa_header_ok(opened, sig: dict, include: list[bytes], sig_field, hash_name
         return False
 
 
-def open_message(raw: bytes | RawMessage) -> tuple[object, str]:
+def open_message(raw: bytes | RawMessage) -> tuple[dkimpy.DKIM | None, str]:
     """The message's fields (as lists) and CRLF body (``.headers``, ``.body``), or None
     and why it cannot be read.  A ``RawMessage`` is taken as split when that split is
     the one ``canon.parse`` makes of its bytes (no copy of the message is made)."""
@@ -338,8 +343,8 @@ def open_message(raw: bytes | RawMessage) -> tuple[object, str]:
         return opened, ""
     except canon.MessageFormatError as exc:
         return None, _safe(str(exc))
-    except dkimpy.DKIMException as exc:
-        return None, _safe(str(exc))
+    except dkimpy.DKIMException as bad:   # (not `exc`: compiled, one name has one type)
+        return None, _safe(str(bad))
 
 
 # dkimpy's own logger, as DKIM() would look it up (logging.getLogger) on every call.

@@ -224,8 +224,8 @@ def _exists(domain: str, facts: Facts) -> bool | None:
 
 @dataclass
 class _Discovery:
+    walk: Walk
     record: Record | None = None
-    walk: Walk | None = None
     pending: set = field(default_factory=set)
     temperror: str = ""
 
@@ -292,10 +292,11 @@ def evaluate(msg: RawMessage, facts: Facts, signatures: tuple[SignatureResult, .
         result = "permerror" if ("From fields" in problem or "domains" in problem) else "none"
         return DmarcResult(result=result, reason=f"{problem}: DMARC not possible (RFC 9989 §5.3.1)")
     disc = _discover(author, facts, need_org=False)
-    queries = disc.walk.queries if disc.walk else 0
+    queries = disc.walk.queries
     if disc.record is None:
         if disc.temperror or disc.pending:
-            name = disc.temperror or disc.walk.pending.qname
+            pending = disc.walk.pending
+            name = disc.temperror or (pending.qname if pending is not None else "?")
             return DmarcResult(result="temperror", domain=author, queries=queries,
                                reason=f"DNS temporary error for _dmarc.{name}" if disc.temperror
                                else f"{name} not resolved")

@@ -21,7 +21,7 @@ import re
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from relist.core.addresses import mailboxes
 from relist.core.verify.key_records import KeyProblem, lookup_key
@@ -161,11 +161,12 @@ def _verify_one(msg: RawMessage, pos: int, index: int, facts: Facts) -> Signatur
     if isinstance(key, KeyProblem):
         return done(key.result, key.reason)
     info["key_bits"], info["key_testing"] = key.bits, key.testing
-    if key.k != "rsa":
+    public = key.public_key
+    if key.k != "rsa" or not isinstance(public, rsa.RSAPublicKey):
         return done(Result.PERMERROR, f"key type k={key.k} cannot verify rsa-sha1")
     data = canonical_data(covered, msg.body, canon == "nofws")
     try:
-        key.public_key.verify(signature, data, padding.PKCS1v15(), hashes.SHA1())
+        public.verify(signature, data, padding.PKCS1v15(), hashes.SHA1())
     except (InvalidSignature, ValueError):
         info["header_hash_ok"] = False
         return done(Result.FAIL, "signature did not verify")

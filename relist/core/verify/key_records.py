@@ -26,7 +26,7 @@ __all__ = ["KeyProblem", "KeyRecord", "key_name", "key_question", "lookup_key", 
 class KeyRecord:
     k: str                      # "rsa" | "ed25519"
     p: str                      # base64, white space removed
-    public_key: object          # cryptography public key
+    public_key: rsa.RSAPublicKey | ed25519.Ed25519PublicKey   # RSA exactly when k=rsa
     bits: int
     hashes: tuple[str, ...]     # h= (empty: any)
     services: tuple[str, ...]   # s=
@@ -101,8 +101,8 @@ def parse_key_record(text: bytes | str) -> KeyRecord | KeyProblem:
                 return KeyProblem(perm, f"key syntax error: Ed25519 key is {len(der)} bytes, not 32")
             key = ed25519.Ed25519PublicKey.from_public_bytes(der)
             bits = 256
-    except (ValueError, TypeError) as exc:
-        return KeyProblem(perm, f"key syntax error: {str(exc)[:80]}")
+    except (ValueError, TypeError) as bad:   # (not `exc`: compiled, one name has one type)
+        return KeyProblem(perm, f"key syntax error: {str(bad)[:80]}")
     return KeyRecord(k=k, p=p, public_key=key, bits=bits, hashes=_colon_list(tags.get("h", "")),
                      services=services, flags=_colon_list(tags.get("t", "")), text=text)
 

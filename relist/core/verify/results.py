@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "Alignment", "ArcResult", "ArcSet", "DmarcResult", "Result", "SignatureResult", "Verdict",
@@ -43,7 +43,8 @@ class _AsDict:
     __slots__ = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        # (every _AsDict is a dataclass; the type checker cannot know it of a mixin)
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(cast(Any, self))}
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,16 +39,14 @@ def questions(msg: RawMessage, max_signatures: int, facts: Facts) -> set[Questio
 
 
 def _over_cap(value: bytes, index: int, cap: int) -> SignatureResult:
-    info = {}
     try:
         tags = parse_tags(value)
-        info = {"domain": tags.get("d", "")[:255].lower(), "selector": tags.get("s", "")[:255],
-                "algorithm": tags.get("a", "")[:40].lower()}
     except TagError:
-        pass
+        tags = {}
     return SignatureResult("dkim", Result.POLICY,
                            f"not verified: over the limit of {cap} signatures per message",
-                           index=index, **info)
+                           index=index, domain=tags.get("d", "")[:255].lower(),
+                           selector=tags.get("s", "")[:255], algorithm=tags.get("a", "")[:40].lower())
 
 
 def verify_message(msg: RawMessage, facts: Facts, now: datetime, *, max_signatures: int = 10,
