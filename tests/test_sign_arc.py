@@ -137,6 +137,17 @@ def test_empty_results_become_none():
     assert verify(sealed(POST, s))[0] == b"pass"
 
 
+def test_results_with_bytes_that_were_not_utf8_are_written_as_replacement_characters():
+    """A poster's 8-bit junk reaches the results as a surrogate (surrogateescape): the
+    AAR carries U+FFFD for it, as Authentication-Results does, and the chain verifies."""
+    s = seal(POST, results='dkim=fail reason="bad \udca9 byte" header.d=example.net;\n arc=none\x07')
+    assert s.sealed
+    assert s.fields[2] == ("ARC-Authentication-Results: i=1; lists.example.org;\r\n"
+                           '    dkim=fail reason="bad \ufffd byte" header.d=example.net;\r\n'
+                           "    arc=none\r\n").encode("utf-8")
+    assert verify(sealed(POST, s))[0] == b"pass"
+
+
 def test_a_prepared_message_seals_as_its_bytes():
     # the arc-seal step hands over the pipeline's message parsed once (relist.core.sign.prepare)
     from relist.core.message import RawMessage

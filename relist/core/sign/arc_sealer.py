@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
+from relist.core.message import clean_text
 from relist.core.sign.dkim_signer import _DEFAULT_B, NEVER_SIGN, h_names, oversigned
 from relist.core.sign.signing_keys import RSA, SigningKey
 from relist.core.sign.signature import (
@@ -70,8 +71,10 @@ def _aar_value(instance: int, authserv_id: str, results: str) -> tuple[bytes, by
     and the same on one line, with a space for each line break.  Relaxed
     canonicalization gives both the same bytes (unfolding and reducing the whitespace
     run between two parts, neither of which starts or ends with whitespace, leaves one
-    space), and the one-line form usually without regex work."""
-    lines = [ln.strip() for ln in results.replace("\r\n", "\n").split("\n")]
+    space), and the one-line form usually without regex work.  Each line is cleaned as
+    a field relist writes (``clean_text``: a byte that was not UTF-8 in what the
+    poster sent, here as a surrogate, becomes U+FFFD, as in Authentication-Results)."""
+    lines = [clean_text(ln)[0].strip() for ln in results.replace("\r\n", "\n").split("\n")]
     parts = [ln for ln in lines if ln] or ["none"]  # RFC 8601 §2.2: no results
     head = f"i={instance}; {authserv_id};"
     return ("\r\n    ".join([head, *parts]).encode("utf-8"),
