@@ -6,6 +6,12 @@ Data flow, by module:
                      '-> edge/store (one record per transaction)
 """
 
+from relist import core_build
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# Which build of relist/core runs, compiled or its Python sources, and why: decided
+# before any core module loads (relist/core_build.py).
+BUILD = core_build.select()
+
+__all__ = ["BUILD", "__version__"]

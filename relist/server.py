@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from relist.app import Relay
 from relist.config import Config, check_signing
+from relist import BUILD
 from relist.edge import metrics
 from relist.edge.dns import Resolver
 from relist.edge.key_files import load_configured_keys
@@ -350,6 +351,8 @@ def serve(config: Config) -> int:
     # relist with an error naming the file (KeyFileError is an OSError: exit 2).
     keys = load_configured_keys(config.relay)
     log.info("%d signing key(s) loaded", len(keys))
+    # Which core runs, compiled or the Python sources, and why (relist.core_build).
+    (log.warning if BUILD.unused else log.info)("core: %s", BUILD.describe())
     # Create and migrate the store once, before the workers exist: they then open a
     # database that is already current (SQLite: in WAL mode), and a store that cannot be
     # opened stops relist here with its reason (exit 2) instead of killing each worker.

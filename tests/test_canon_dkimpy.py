@@ -158,7 +158,7 @@ def test_b_removal_is_dkimpys(value):
 def test_the_body_memo_travels_with_the_body_only():
     msg = RawMessage.parse(b"From: a@example.org\r\nSubject: x\r\n\r\nbody  text \r\n\r\n")
     memo = msg.body_memo()
-    assert memo.digest("relaxed", "sha256") is memo.digest("relaxed", "sha256")
+    assert memo.digest("relaxed", "sha256")[0] is memo.digest("relaxed", "sha256")[0]   # made once
     assert msg.prepend(msg.make_field("X-A", "1")).body_memo() is memo           # header edit: kept
     assert msg.remove("subject").body_memo() is memo
     assert msg.with_body(msg.body + b"more\r\n").body_memo() is not memo          # new body: new memo

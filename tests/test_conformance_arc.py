@@ -40,14 +40,8 @@ def _facts(records: dict) -> Facts:
     answers = {}
     for name, value in records.items():
         answers[Question.txt(name)] = Answer(Status.FOUND, ("".join(value.split("\n")).encode(),))
-    return _Absent(answers)
-
-
-class _Absent(Facts):
-    """Names the scenario does not list do not exist (the suite's DNS)."""
-
-    def get(self, question):
-        return self.answers.get(question, Answer(Status.ABSENT, (), "NXDOMAIN"))
+    # Names the scenario does not list do not exist (the suite's DNS).
+    return Facts(answers, otherwise=Answer(Status.ABSENT, (), "NXDOMAIN"))
 
 
 @pytest.mark.skipif(not CASES, reason="../shared/conformance/arc_test_suite is absent")

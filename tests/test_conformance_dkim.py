@@ -64,12 +64,7 @@ def corpus_facts() -> Facts:
             answers[q] = Answer(Status.FOUND, (b"",))
         else:
             answers[q] = Answer(Status.FOUND, (value.encode(),))
-    return _AbsentElsewhere(answers)
-
-
-class _AbsentElsewhere(Facts):
-    def get(self, question):
-        return self.answers.get(question, Answer(Status.ABSENT, (), "NXDOMAIN"))
+    return Facts(answers, otherwise=Answer(Status.ABSENT, (), "NXDOMAIN"))   # absent elsewhere
 
 
 def _expected():

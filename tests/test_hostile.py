@@ -430,6 +430,7 @@ def test_where_the_exception_came_from_is_on_record():
         assert "(at relist.core.message:" in describe(exc)
 
 
+@pytest.mark.replaces_core
 def test_sign_failing_relays_unsigned_while_from_is_the_posters(monkeypatch):
     from relist.core.sign import SignError
     from relist.core.steps import dkim_sign as sign
@@ -448,6 +449,7 @@ def test_sign_failing_relays_unsigned_while_from_is_the_posters(monkeypatch):
     assert step(out, "sign").detail.endswith("relayed without the list's signature (From is the poster's)")
 
 
+@pytest.mark.replaces_core
 def test_sign_failing_after_from_munging_is_refused_for_good(monkeypatch):
     from relist.core.steps import dkim_sign as sign
     monkeypatch.setattr(sign, "sign_dkim", bug)
@@ -488,6 +490,7 @@ def test_plan_asks_nothing_of_a_step_whose_questions_raise():
 
 # -- DMARC mitigation failing: the post still leaves in a form the policy accepts ------------
 
+@pytest.mark.replaces_core
 def test_mitigation_failing_falls_back_to_the_bare_list_address(monkeypatch):
     from relist.core.steps import dmarc_mitigation
     original = RawMessage.parse(POST).get("from").value
@@ -516,6 +519,7 @@ def test_mitigation_failing_falls_back_to_the_bare_list_address(monkeypatch):
     assert {s.domain for s in mine} == {verdict.dmarc.domain} == {lp.address.split("@")[1]}   # aligned
 
 
+@pytest.mark.replaces_core
 def test_mitigation_failing_where_none_is_needed_is_skipped(monkeypatch):
     from relist.core.steps import dmarc_mitigation
     answers = iter([ValueError("boom"), (False, "no mitigation: test")])   # apply's, on_error's
@@ -533,6 +537,7 @@ def test_mitigation_failing_where_none_is_needed_is_skipped(monkeypatch):
     assert RawMessage.parse(out.message).get("from").value == RawMessage.parse(POST).get("from").value
 
 
+@pytest.mark.replaces_core
 def test_mitigation_and_its_fallback_failing_ship_the_post_as_it_was(monkeypatch):
     from relist.core.steps import dmarc_mitigation
     monkeypatch.setattr(dmarc_mitigation, "munge", bug)
@@ -544,6 +549,7 @@ def test_mitigation_and_its_fallback_failing_ship_the_post_as_it_was(monkeypatch
     assert out.message is not None and out.reply is None
 
 
+@pytest.mark.replaces_core
 def test_mitigation_fallback_records_the_poster_signature_it_broke(monkeypatch):
     from relist.core.steps import dmarc_mitigation
     from tests.modes_support import sign as poster_signs
@@ -567,6 +573,7 @@ def test_mitigation_fallback_needs_a_usable_list_address():
     assert new is None and why.startswith("cannot munge: list address 'x@evil.example>, <ceo@bank")
 
 
+@pytest.mark.replaces_core
 def test_memory_error_in_the_fallback_reaches_the_edge(monkeypatch):
     from relist.core.steps import dmarc_mitigation
     monkeypatch.setattr(dmarc_mitigation, "munge", bug)

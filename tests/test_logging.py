@@ -86,6 +86,7 @@ def rows(db):
         return conn.execute("select message_id, list_address, facts from transactions").fetchall()
 
 
+@pytest.mark.replaces_core
 def test_a_crashed_transaction_logs_and_records_what_is_known(relist_server, sink, caplog, monkeypatch,
                                                              tmp_path):
     """An exception the core lets through (MemoryError: it may pass on the next try) is
@@ -112,6 +113,7 @@ def test_a_crashed_transaction_logs_and_records_what_is_known(relist_server, sin
     assert relist_server.relay.counters["errors"] == 1
 
 
+@pytest.mark.replaces_core
 def test_a_step_error_shows_in_the_log_line(relist_server, sink, caplog, monkeypatch):
     """A bug in a step, however the core handles it (skips the step, or lets it through
     to the edge), is named in the transaction's log line."""
@@ -128,6 +130,7 @@ def test_a_step_error_shows_in_the_log_line(relist_server, sink, caplog, monkeyp
     assert 'error="trace: RuntimeError' in line
 
 
+@pytest.mark.replaces_core
 def test_a_crash_before_the_core_still_has_the_message_id(relist_server, sink, caplog, monkeypatch):
     def broken(raw):
         raise ValueError("parser bug")

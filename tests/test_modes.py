@@ -98,6 +98,7 @@ def test_guard_reverifies_only_changes_a_signature_covers(recheck_calls):
     assert calls == [["poster.example/s1"], ["poster.example/s1"]]   # subject-prefix, footer
 
 
+@pytest.mark.replaces_core
 def test_covered_header_change_that_keeps_the_signature_is_applied(monkeypatch):
     # h= names Authentication-Results once; the verifier takes the bottom-most one (RFC 6376
     # §5.4.2), so relist's field on top changes a covered name without breaking it.

@@ -201,6 +201,7 @@ def test_the_pipelines_message_is_not_parsed_again():
     assert len(prepared.headers) == len(msg.fields)
 
 
+@pytest.mark.replaces_core
 def test_one_prepared_message_for_rsa_and_ed25519_hashes_the_body_once():
     from relist.core.dkim import canon
     from relist.core.sign import prepare
@@ -266,6 +267,7 @@ def _dkimpy_field(name: bytes, tags, signed, c: bytes, key) -> bytes:
                                     namelen=len(name), linesep=b"\r\n")
 
 
+@pytest.mark.replaces_core
 def test_signed_field_same_as_dkimpys_gen_header():
     import random
     from relist.core.sign.signature import canon_policy, signed_field

@@ -217,6 +217,7 @@ def test_wrap_attaches_the_post_byte_identical(eol, body):
 
 @pytest.mark.parametrize("footer_text, survives", [("", True), ("-- \nDev\n", False)],
                          ids=["unchanged-body", "footer"])
+@pytest.mark.replaces_core
 def test_evidence_uses_guard_tracking_only_for_the_same_bytes(footer_text, survives, monkeypatch):
     from relist.core import guard
     raw = signed_post(poster_headers=PLAIN_H)

@@ -4,14 +4,18 @@ present, questions(msg, policy, facts) and on_error(work, ctx, exc)."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
+import sys
+from types import ModuleType
 
 import pytest
 
 from relist.core import pipeline
-from relist.core.steps import Step, description
+from relist.core.steps import Step
 from relist.core.steps.mode import Decided
+from tests.helpers import ROOT
 
 KEBAB = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -24,6 +28,21 @@ def flat(steps):
 
 
 ALL = [*flat(pipeline.STEPS), *flat(pipeline.INGRESS_STEPS)]
+
+
+def description(step) -> str:
+    """The first paragraph of what ``step`` says it does (a wrapper: its step's), from
+    the source as written: a module or class compiled with mypyc keeps no docstring."""
+    target = getattr(step, "step", None) or step
+    module = target if isinstance(target, ModuleType) else sys.modules[type(target).__module__]
+    source = ROOT.joinpath(*module.__name__.split(".")).with_suffix(".py")   # (a compiled module's
+    # __file__ is where mypyc took its shared library to be: not beside its source)
+    tree = ast.parse(source.read_text())
+    if not isinstance(target, ModuleType):
+        name = type(target).__name__
+        tree = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name)
+    doc = ast.get_docstring(tree) or ""
+    return " ".join(doc.strip().split("\n\n")[0].split())
 
 
 def _arity(fn) -> int:

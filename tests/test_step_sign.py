@@ -9,7 +9,7 @@ test_step_dmarc.py and test_step_downgrade.py.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import dkim
@@ -44,13 +44,6 @@ FULL = (parse, identify, verify, trace, authres,
 LP = ListPolicy(address=LIST, configured=True, display_name="Dev", subject_prefix="[dev] ",
                 footer="-- \nDev list\n", selector="r1", private_key="/k/rsa.key",
                 ed25519_selector="e1", ed25519_private_key="/k/ed.key")
-
-
-@dataclass(frozen=True, slots=True)
-class Ctx(Context):
-    """Context with the field proposed for the lead (``upstream_8bitmime``)."""
-
-    upstream_8bitmime: bool = True
 
 
 def policy(**changes) -> RelayPolicy:
@@ -89,9 +82,9 @@ def facts_for(raw: bytes, relay: RelayPolicy, txt: dict | None = None, steps=FUL
 
 
 def context(raw: bytes, relay: RelayPolicy | None = None, *, txt=None, keys=KEYS, rcpt="m@example.com",
-            relist_id="R1", now=NOW, upstream_8bitmime=True, temperror=()) -> Ctx:
+            relist_id="R1", now=NOW, upstream_8bitmime=True, temperror=()) -> Context:
     relay = relay or policy()
-    return Ctx(envelope=Envelope("dev-bounces@lists.example.org", (rcpt,), client_ip="127.0.0.1",
+    return Context(envelope=Envelope("dev-bounces@lists.example.org", (rcpt,), client_ip="127.0.0.1",
                                  client_helo="mailman.test"),
                policy=relay, now=now, relist_id=relist_id,
                facts=facts_for(raw, relay, txt, temperror=temperror), keys=keys,

@@ -212,7 +212,7 @@ def test_a_record_that_cannot_be_stored_does_not_lose_the_others(where, read):
     store = Store(where, linger=60)
     record = real_record()
     store.save(replace(record, relist_id="GOOD1"), UPSTREAM, REPLY, 1.0)
-    store.save(replace(record, relist_id="BAD", steps=None), UPSTREAM, REPLY, 1.0)
+    store.save(replace(record, relist_id="BAD", steps=("not a step note",)), UPSTREAM, REPLY, 1.0)
     store.save(replace(record, relist_id="GOOD2"), UPSTREAM, REPLY, 1.0)
     store.close()
     assert (store.written, store.failures) == (2, 1)

@@ -24,7 +24,7 @@ from relist.config import MTA_SIZE_MARGIN, Config, ConfigError, check_signing, l
 from relist.edge.key_files import configured_keys, read_configured_keys
 from relist.edge.smtp_out import Connection, UpstreamError
 
-__all__ = ["Finding", "add_parser", "check", "size_finding"]
+__all__ = ["Finding", "add_parser", "check", "core_finding", "size_finding"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def offline(cfg: Config) -> tuple[list[Finding], set[str]]:
 def check(cfg: Config, *, nameservers=(), network: bool = True) -> list[Finding]:
     """Every finding for ``cfg`` (already loaded: loading is the first check)."""
     where = str(cfg.path) if cfg.path else "built-in defaults"
-    out = [_ok("configuration", f"{where}: valid ({len(cfg.relay.lists)} list section(s))")]
+    out = [_ok("configuration", f"{where}: valid ({len(cfg.relay.lists)} list section(s))"), core_finding()]
     found, failed = offline(cfg)
     out += found
     if not network:
@@ -142,6 +142,16 @@ def check(cfg: Config, *, nameservers=(), network: bool = True) -> list[Finding]
         out.append(_network_hop(f"ingress deliver_to ({proto})", host, port, lmtp=proto == "lmtp",
                                 helo=helo, timeout=timeout)[1])
     return out
+
+
+def core_finding(build=None) -> Finding:
+    """Which build of the core runs (relist.core_build): a warning when a compiled
+    build is there but cannot run (stale after an upgrade, or incomplete)."""
+    if build is None:
+        from relist import BUILD as build
+    if build.unused:
+        return Finding("warning", "core", build.describe(), 1)
+    return _ok("core", build.describe())
 
 
 def _run(args) -> int:

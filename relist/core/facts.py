@@ -45,15 +45,18 @@ _UNANSWERED = Answer(Status.TEMPERROR, (), "not resolved")
 @dataclass(frozen=True, slots=True)
 class Facts:
     answers: dict[Question, Answer] = field(default_factory=dict)
+    # The answer to a question not in ``answers``: not resolved yet (the edge asks the
+    # DNS), or, for a closed world such as a test suite's zone, NXDOMAIN.
+    otherwise: Answer = _UNANSWERED
 
     def get(self, question: Question) -> Answer:
-        return self.answers.get(question, _UNANSWERED)
+        return self.answers.get(question, self.otherwise)
 
     def txt(self, name: str) -> Answer:
         return self.get(Question.txt(name))
 
     def merged(self, other: Facts) -> Facts:
-        return Facts({**self.answers, **other.answers})
+        return Facts({**self.answers, **other.answers}, self.otherwise)
 
     def __hash__(self) -> int:  # dicts are unhashable; Facts is compared by identity
         return id(self)

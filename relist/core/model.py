@@ -28,6 +28,15 @@ __all__ = [
 ]
 
 
+def _native(cls: type) -> bool:
+    """Whether ``cls`` is a class mypyc compiled, whose objects only its ``__init__`` makes."""
+    try:
+        object.__new__(cls)
+    except TypeError:
+        return True
+    return False
+
+
 @functools.cache
 def _replacer(cls: type):
     """A function ``(obj, changes) -> copy of obj with changes`` for a frozen dataclass
@@ -37,10 +46,15 @@ def _replacer(cls: type):
     fs = fields(cls)
     if hasattr(cls, "__post_init__") or any(not f.init for f in fs):
         return None
-    lines = ["def replacer(obj, changes):", "    new = new_object(cls)", "    pop = changes.pop"]
-    for f in fs:
-        n = f.name
-        lines.append(f"    set_attr(new, {n!r}, pop({n!r}) if {n!r} in changes else obj.{n})")
+    if _native(cls):   # compiled (relist.core_build): built through its own __init__, in C
+        lines = ["def replacer(obj, changes):", "    pop = changes.pop",
+                 "    new = cls(" + ", ".join(f"pop({f.name!r}) if {f.name!r} in changes else obj.{f.name}"
+                                            for f in fs) + ")"]
+    else:
+        lines = ["def replacer(obj, changes):", "    new = new_object(cls)", "    pop = changes.pop"]
+        for f in fs:
+            n = f.name
+            lines.append(f"    set_attr(new, {n!r}, pop({n!r}) if {n!r} in changes else obj.{n})")
     lines += ["    if changes:",
               "        raise TypeError(f'{cls.__name__} has no field {next(iter(changes))!r}')",
               "    return new"]

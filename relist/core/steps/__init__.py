@@ -5,28 +5,9 @@ a docstring saying what and why, and ``apply(work, ctx) -> Work``.  The order li
 in ``relist.core.pipeline.STEPS``.
 """
 
-from typing import Protocol, runtime_checkable
+from relist.core.steps.protocol import Step
 
-__all__ = ["Step", "apply_transform", "description"]
-
-
-@runtime_checkable
-class Step(Protocol):
-    """What ``relist.core.pipeline`` runs: a step module, or a wrapper around steps
-    (``guard.guarded``/``attributed``, ``mode.decided``).  Optional: ``questions(msg,
-    policy, facts)`` (the DNS facts it needs) and ``on_error(work, ctx, exc)`` (what a
-    failure on these bytes means; relist.core.safety)."""
-
-    NAME: str
-
-    def apply(self, work, ctx): ...
-
-
-def description(step) -> str:
-    """The first paragraph of what ``step`` says it does (a wrapper: its step's)."""
-    inner = getattr(step, "step", None)
-    doc = (inner.__doc__ if inner is not None else step.__doc__) or ""
-    return " ".join(doc.strip().split("\n\n")[0].split())
+__all__ = ["Step", "apply_transform"]
 
 
 def apply_transform(name, transform, work):
