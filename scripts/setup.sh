@@ -70,8 +70,8 @@ else
     .venv/bin/python -m pip install -q -e .
 fi
 
-# The core compiled with mypyc (relist/core_build.py): about a fifth less CPU per
-# post.  Built once, and again only when its sources change.  Without a C compiler or
+# The core compiled with mypyc (relist/core_build.py): 10-15 % less CPU in the core
+# per post.  Built once, and again only when its sources change.  Without a C compiler or
 # the Python headers the Python sources run, and say so (relist check-config).
 if [ $want_test = 1 ]; then
     sh scripts/build_core.sh
