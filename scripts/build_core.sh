@@ -1,6 +1,6 @@
 #!/bin/sh
-# Compile relist's core with mypyc into extension modules beside its sources (about
-# 90 s on 2 cores; nothing to do when the build is current).  relist/core_build.py
+# Compile relist's core with mypyc into extension modules beside its sources (about a
+# minute on 2 cores; nothing to do when the build is current).  relist/core_build.py
 # says when the build runs; `relist check-config` shows which core runs.
 #   sh scripts/build_core.sh            build, unless current
 #   sh scripts/build_core.sh --force    build again

@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from relist import BUILD
 from relist.config import MTA_SIZE_MARGIN, Config, ConfigError, check_signing, load
 from relist.edge.key_files import configured_keys, read_configured_keys
+from relist.core_build import Build
 from relist.edge.smtp_out import Connection, UpstreamError
 
 __all__ = ["Finding", "add_parser", "check", "core_finding", "size_finding"]
@@ -144,11 +146,9 @@ def check(cfg: Config, *, nameservers=(), network: bool = True) -> list[Finding]
     return out
 
 
-def core_finding(build=None) -> Finding:
+def core_finding(build: Build = BUILD) -> Finding:
     """Which build of the core runs (relist.core_build): a warning when a compiled
     build is there but cannot run (stale after an upgrade, or incomplete)."""
-    if build is None:
-        from relist import BUILD as build
     if build.unused:
         return Finding("warning", "core", build.describe(), 1)
     return _ok("core", build.describe())
