@@ -59,3 +59,33 @@ def test_log_lines_under_journald_have_no_timestamp(tmp_path, monkeypatch):
         assert not to_journal(stream) and "%(asctime)s" in _format(stream)
     monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
     assert not to_journal(io.StringIO())      # no file descriptor: not the journal
+
+
+def test_test_constraints_pin_what_pyproject_asks_for():
+    """scripts/test-constraints.txt (what ``setup.sh --test`` installs) pins every
+    requirement of relist and its test and build extras, each within pyproject's range:
+    a range moved without its pin would make pip refuse, or test what is not shipped."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for line in (ROOT / "scripts" / "test-constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line}"
+            pins[canonicalize_name(name)] = version
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"],
+              *project["optional-dependencies"]["build"]]
+    env = {"sys_platform": "linux", "extra": ""}
+    for text in wanted:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate(env):
+            continue
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is not pinned in scripts/test-constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"{req.name}=={pins[name]} is outside pyproject's {req.specifier}"
