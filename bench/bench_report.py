@@ -29,16 +29,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from relist import demo  # noqa: E402
+from relist.edge.ids import IdMaker  # noqa: E402
 from relist.edge.store import connect  # noqa: E402
 
 CHUNK = 50_000
-_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
 _ids = random.Random(1414)
+_now = [0]
+_make_id = IdMaker(clock=lambda: _now[0], draw=_ids.randbytes)
 
 
-def new_relist_id() -> str:
-    """A 12-character id in relist's alphabet (as relist makes them)."""
-    return "".join(_ids.choice(_ALPHABET) for _ in range(12))
+def new_relist_id(when: datetime) -> str:
+    """A relist id as relist makes them (relist.edge.ids), at ``when``, drawn from a
+    seeded generator."""
+    _now[0] = int(when.timestamp() * 1e9)
+    return _make_id()
 
 
 def templates(db_path: Path) -> list[list[tuple]]:
@@ -87,8 +91,8 @@ def build(path: Path, n: int, days: int) -> float:
             last = None
             renamed = {}   # the template's ingress ids -> this copy's (named in egress verify notes)
             for i, (row, sigs, verdict) in enumerate(post):
-                rid = new_relist_id()
-                when = (base + timedelta(seconds=i)).isoformat()
+                moment = base + timedelta(seconds=i)
+                rid, when = new_relist_id(moment), moment.isoformat()
                 mid = row[6].replace("@", f".{copy}@", 1) if row[6] else row[6]
                 steps = row[10]
                 if '"leg": "ingress"' in row[11]:
@@ -108,7 +112,7 @@ def build(path: Path, n: int, days: int) -> float:
                 bounce_rows.append((when, lst, rcpts[0] if rcpts else "m@members.example", "dmarc", 1,
                                     "5.7.26", "550-5.7.26 Unauthenticated email", "gmail-dmarc", mid, rid,
                                     "poster.example", "mailman", "gmail-smtp-in.l.google.com",
-                                    new_relist_id()))
+                                    new_relist_id(datetime.fromisoformat(when))))
             if len(tx_rows) >= CHUNK:
                 flush()
         copy += 1

@@ -19,6 +19,15 @@ and alternates the two (same run, same machine load), each on its own fresh data
 in a temporary directory.  ``--url postgresql://...`` writes into that
 PostgreSQL database instead of SQLite files (bench/bench_store_backends.py compares the
 backends from two processes).
+
+``--prefill N``: each round starts from a copy of a store that already holds N such
+transactions (with their signature and verdict rows), as a store does after months of
+traffic: a cost that grows with the store shows there.  ``--ids relist`` (default) gives
+the records relist's own ids (``relist.edge.ids``: the time first); ``--ids random``
+the 12 random characters relist used before; ``--ids both`` alternates the two, each
+prefilled with its own kind of ids:
+
+    .venv/bin/python bench/bench_store.py --prefill 1000000 --ids both --n 15000 --rate 1500 --rounds 2
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,6 +53,9 @@ from profile_core import setup  # noqa: E402 - the post bench_relay --resign sen
 from relist.core import pipeline  # noqa: E402
 from relist.core.model import Reply  # noqa: E402
 from relist.edge import store as current_store  # noqa: E402
+from relist.edge.ids import IdMaker, new_relist_id  # noqa: E402
+from relist.edge.store.rows import record_row, verdict_rows  # noqa: E402
+from relist.edge.store.sqlite import SQLiteBackend  # noqa: E402
 
 
 def load_store_at(rev: str):
@@ -69,9 +82,45 @@ def load_store_at(rev: str):
     return importlib.import_module(name)   # the package's modules import each other relatively
 
 
-def new_relist_id() -> str:
-    """A fresh 12-character id, as relist's own."""
-    return os.urandom(9).hex()[:12].upper()
+_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
+
+
+def random_relist_id() -> str:
+    """A 12-character id as relist made them before ``relist.edge.ids``: all drawn."""
+    n = int.from_bytes(os.urandom(8), "big")
+    out = []
+    for _ in range(12):
+        n, r = divmod(n, len(_ALPHABET))
+        out.append(_ALPHABET[r])
+    return "".join(out)
+
+
+IDS = {"relist": new_relist_id, "random": random_relist_id}
+
+
+def prefill(path: Path, n: int, record, upstream, reply, kind: str) -> None:
+    """A SQLite store at ``path`` holding ``n`` copies of ``record``'s rows, under ids of
+    ``kind`` (relist's: made as if over the last ``n`` seconds), in bulk transactions."""
+    backend = SQLiteBackend(path)
+    tx = record_row(record, upstream, reply, 12.345)
+    sigs, verdict = verdict_rows(record)
+    if kind == "relist":
+        clock = iter(range(time.time_ns() - n * 10**9, time.time_ns(), 10**9))
+        make = IdMaker(clock=lambda: next(clock))
+    else:
+        make = random_relist_id
+    try:
+        for at in range(0, n, 50_000):
+            tables: dict[str, list[tuple]] = {"transactions": [], "signatures": [], "verdicts": []}
+            for _ in range(min(50_000, n - at)):
+                rid = make()
+                tables["transactions"].append((rid,) + tx[1:])
+                tables["signatures"].extend((rid,) + row[1:] for row in sigs)
+                if verdict is not None:
+                    tables["verdicts"].append((rid,) + verdict[1:])
+            backend.write(tables)
+    finally:
+        backend.close()
 
 
 def records(n: int, recipients: int):
@@ -137,32 +186,55 @@ def main() -> int:
     ap.add_argument("--linger", type=float, help="Store(linger=...) for the working tree's store")
     ap.add_argument("--url", help="a postgresql:// url to write into instead of SQLite files "
                     "(the working tree's store only)")
+    ap.add_argument("--prefill", type=int, default=0, metavar="N",
+                    help="start each round from a store already holding N transactions (SQLite)")
+    ap.add_argument("--ids", choices=("relist", "random", "both"), default="relist",
+                    help="relist's ids (time first), the 12 random characters of before, or both")
     args = ap.parse_args()
-    recs, upstream, reply = records(args.n * args.rounds * (1 + bool(args.compare)),
-                                    args.recipients)
-    variants = [("working tree", current_store)]
+    if args.prefill and args.url:
+        ap.error("--prefill is for SQLite files")
+    kinds = ["random", "relist"] if args.ids == "both" else [args.ids]
+    stores = [("working tree", current_store)]
     if args.compare:
-        variants.insert(0, (args.compare, load_store_at(args.compare)))
+        stores.insert(0, (args.compare, load_store_at(args.compare)))
+    variants = [(name if len(kinds) == 1 else f"{name}, {kind} ids", module, kind)
+                for name, module in stores for kind in kinds]
+    recs, upstream, reply = records(args.n * args.rounds * len(variants), args.recipients)
     rate = None if args.burst else args.rate
-    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in variants}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in variants}
+    width = max(len(name) for name in results)
     print(f"{args.n} records per round, {'burst' if args.burst else f'{args.rate:.0f}/s'}, "
           f"{args.recipients} recipient(s), {len(recs[0].steps)} step notes, "
-          f"{len(recs[0].verdict.signatures)} signature(s)")
+          f"{len(recs[0].verdict.signatures)} signature(s)"
+          + (f", into a store of {args.prefill} transactions" if args.prefill else ""))
     with tempfile.TemporaryDirectory() as tmp:
+        filled = {}
+        if args.prefill:
+            for kind in kinds:
+                filled[kind] = Path(tmp) / f"prefilled-{kind}.db"
+                t = time.monotonic()
+                prefill(filled[kind], args.prefill, recs[0], upstream, reply, kind)
+                print(f"  prefilled {kind} in {time.monotonic() - t:.0f} s "
+                      f"({filled[kind].stat().st_size / 1e9:.2f} GB)", flush=True)
         k = 0
         for rnd in range(args.rounds):
-            for name, module in variants:
+            for name, module, kind in variants:
                 chunk, k = recs[k:k + args.n], k + args.n
-                r = run_once(module, args.url or Path(tmp) / f"{rnd}-{len(results[name])}-{name[:8]}.db",
-                             chunk, upstream, reply, rate,
+                chunk = [replace(r, relist_id=IDS[kind]()) for r in chunk]
+                path = args.url or Path(tmp) / f"{rnd}-{len(results[name])}-{kind}-{name[:8]}.db"
+                if args.prefill:
+                    shutil.copyfile(filled[kind], path)
+                r = run_once(module, path, chunk, upstream, reply, rate,
                              {"linger": args.linger}
                              if args.linger is not None and module is current_store else {})
+                if args.prefill:
+                    Path(path).unlink()
                 results[name].append(r)
-                print(f"  round {rnd + 1} {name:<14} save {r[0]:7.1f} µs  writer {r[1]:7.1f} µs  "
-                      f"total {r[0] + r[1]:7.1f} µs per record  ({r[2]:.1f} records per commit)")
+                print(f"  round {rnd + 1} {name:<{width}} save {r[0]:7.1f} µs  writer {r[1]:7.1f} µs  "
+                      f"total {r[0] + r[1]:7.1f} µs per record  ({r[2]:.1f} records per commit)", flush=True)
     for name, rs in results.items():
         save, writer = statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)
-        print(f"{name:<14} median: save {save:7.1f} µs + writer {writer:7.1f} µs = "
+        print(f"{name:<{width}} median: save {save:7.1f} µs + writer {writer:7.1f} µs = "
               f"{save + writer:7.1f} µs CPU per record")
     return 0
 

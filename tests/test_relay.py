@@ -266,7 +266,7 @@ def test_store_records_each_transaction(relist_server, sink, tmp_path):
     row = db.execute("SELECT relist_id, mail_from, rcpt_tos, message_id, list_address, size_in, "
                      "steps, upstream, reply, client_ip FROM transactions").fetchone()
     relist_id, mail_from, rcpts, mid, lst, size, steps, upstream, reply, ip = row
-    assert len(relist_id) == 12 and mail_from == SENDER
+    assert len(relist_id) == 16 and mail_from == SENDER
     assert json.loads(rcpts) == ["a@example.com"]
     assert mid == "<m1@poster.example>" and lst == "test@lists.example.org"
     assert size == len(MSG)

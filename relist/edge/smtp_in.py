@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from datetime import datetime, timezone
 from typing import Protocol
@@ -35,11 +34,11 @@ from aiosmtpd.lmtp import LMTP
 from relist.core.message import RawMessage
 from relist.core.model import Envelope, Outcome, Record, Reply
 from relist.core.safety import log_safe
+from relist.edge.ids import new_relist_id
 from relist.edge.smtp_out import Capabilities, Connection, Pool, UpstreamError
 from relist.edge.smtp_session import RelistSMTP
 
-__all__ = ["Relay", "RelayHandler", "must_declare_8bitmime",
-           "new_relist_id"]
+__all__ = ["Relay", "RelayHandler", "must_declare_8bitmime"]
 
 log = logging.getLogger("relist.smtpd")
 
@@ -48,20 +47,6 @@ INTERNAL_ERROR = "relist: internal error (id {id}); try again later"
 # aiosmtpd represents the null reverse-path (RFC 5321 §4.5.5, used by bounces) as
 # the string "<>"; upstream it must go out as MAIL FROM:<>, not <<>>.
 NULL_PATH = "<>"
-
-
-
-_ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
-
-
-def new_relist_id() -> str:
-    """A short unique id in the manner of a Postfix queue id (12 characters)."""
-    n = int.from_bytes(os.urandom(8), "big")
-    out = []
-    for _ in range(12):
-        n, r = divmod(n, len(_ID_ALPHABET))
-        out.append(_ID_ALPHABET[r])
-    return "".join(out)
 
 
 class Relay(Protocol):

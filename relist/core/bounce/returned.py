@@ -6,13 +6,14 @@ relist writes into the Received field it prepends (``steps/trace.py``)::
 
     Received: from HELO ([IP])
     \tby HOST (relist)
-    \twith ESMTP id 0123456789BC; DATE      (LMTP on the ingress leg)
+    \twith ESMTP id 2D5K7QH2K9D3MXBC; DATE      (LMTP on the ingress leg)
 
-The id is ``relist.edge.smtp_in.new_relist_id()``: 12 characters of ``0-9`` and the consonants
-``BCDFGHJKLMNPQRSTVWXYZ``.  A post passes relist twice (ingress leg before Mailman,
-egress leg after), so the returned header may hold two such fields; the topmost is
-the latest hop, the egress transaction the bounce is about (``relist_id``), and all
-of them are kept, top first (``relist_ids``).
+The id is ``relist.edge.ids.new_relist_id()``: 16 characters of ``0-9`` and the
+consonants ``BCDFGHJKLMNPQRSTVWXYZ``, or 12 for a post relist relayed before its ids
+began with the time (a bounce can come back days later).  A post passes relist
+twice (ingress leg before Mailman, egress leg after), so the returned header may hold
+two such fields; the topmost is the latest hop, the egress transaction the bounce is
+about (``relist_id``), and all of them are kept, top first (``relist_ids``).
 
 Where the header comes from, best first: a ``message/rfc822`` (or RFC 6532
 ``message/global``) part, a ``text/rfc822-headers`` part (RFC 6522), or a header
@@ -36,7 +37,8 @@ __all__ = ["ReturnedHeaders", "from_fields", "quoted"]
 # trace.py: f"by {hostname} (relist)", f"with ESMTP id {relist_id}" (LMTP on the ingress
 # leg), folded with CRLF TAB.
 _RELIST_RECEIVED = re.compile(
-    r"\bby\s+\S+\s+\(relist\)\s+with\s+(?:E?SMTP|LMTP)S?A?\s+id\s+([0-9BCDFGHJKLMNPQRSTVWXYZ]{12})(?![0-9A-Za-z])")
+    r"\bby\s+\S+\s+\(relist\)\s+with\s+(?:E?SMTP|LMTP)S?A?\s+id\s+"
+    r"([0-9BCDFGHJKLMNPQRSTVWXYZ]{12}(?:[0-9BCDFGHJKLMNPQRSTVWXYZ]{4})?)(?![0-9A-Za-z])")
 _LIST_ID = re.compile(r"<([^<>]*)>")
 # A line that may start a quoted header block: a field name and a colon.
 _FIELD_START = re.compile(rb"(?im)^(?:return-path|received|dkim-signature|arc-seal|message-id|from|date|"
