@@ -11,7 +11,12 @@ from relist import core_build
 __version__ = "0.1.0"
 
 # Which build of relist/core runs, compiled or its Python sources, and why: decided
-# before any core module loads (relist/core_build.py).
-BUILD = core_build.select()
+# before any core module loads (relist/core_build.py).  A RELIST_CORE that cannot be
+# met leaves none: each core import raises ImportError saying why, and the CLI says
+# it in one line (exit 2).
+try:
+    BUILD = core_build.select()
+except core_build.ChoiceError as exc:
+    BUILD = core_build.refuse(str(exc))
 
 __all__ = ["BUILD", "__version__"]

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CORE", "STAMP", "Build", "compilable", "select", "state"]
+__all__ = ["CORE", "STAMP", "Build", "ChoiceError", "compilable", "refuse", "select", "state"]
 
 CORE = Path(__file__).resolve().parent / "core"
 STAMP = CORE / "compiled.json"
@@ -66,9 +66,10 @@ def stamp_for(sources: list[Path], core: Path = CORE) -> dict:
 
 @dataclass(frozen=True)
 class Build:
-    """Which core runs (``running``: "compiled" or "python") and why, in a line;
-    ``unused`` when a compiled build is there but cannot run (stale, incomplete, for
-    another interpreter): worth a warning, since someone meant it to run."""
+    """Which core runs (``running``: "compiled" or "python"; "none" when RELIST_CORE
+    asked for what cannot be, see ``refuse``) and why, in a line; ``unused`` when a
+    compiled build is there but cannot run (stale, incomplete, for another interpreter):
+    worth a warning, since someone meant it to run."""
 
     running: str
     reason: str
@@ -78,6 +79,8 @@ class Build:
     def describe(self) -> str:
         if self.running == "compiled":
             return f"compiled with mypyc ({self.modules} modules)"
+        if self.running == "none":
+            return f"none ({self.reason})"
         return f"Python sources ({self.reason})"
 
 
@@ -104,16 +107,28 @@ def state(core: Path = CORE) -> Build:
         what = f"new module {added[0]}" if added else f"module {gone[0]} removed"
         return Build("python", f"the compiled build is stale ({what}){rebuild}", unused=True)
     suffix = stamp.get("extension", "")
-    if not (core / f"{GROUP.rpartition('.')[2]}__mypyc{suffix}").exists():
-        return Build("python", f"the compiled build is incomplete (no shared library){rebuild}", unused=True)
+    if suffix != importlib.machinery.EXTENSION_SUFFIXES[0]:
+        # (same cache tag, another platform or ABI: the import system would not even
+        # look for these files, and would load the sources while this said compiled)
+        return Build("python", f"the compiled build's extension modules end {suffix!r}, this interpreter "
+                               f"loads {importlib.machinery.EXTENSION_SUFFIXES[0]!r}{rebuild}", unused=True)
+    if not _readable(core / f"{GROUP.rpartition('.')[2]}__mypyc{suffix}"):
+        return Build("python", f"the compiled build is incomplete (no readable shared library){rebuild}",
+                     unused=True)
     for name, path in names.items():
         if _digest(path) != recorded[name]:
             return Build("python", f"the compiled build is stale ({name} changed since){rebuild}",
                          unused=True)
-        if not path.with_name(path.name[:-3] + suffix).exists():
-            return Build("python", f"the compiled build is incomplete ({name} has no extension module)"
-                                   f"{rebuild}", unused=True)
+        if not _readable(path.with_name(path.name[:-3] + suffix)):
+            return Build("python", f"the compiled build is incomplete ({name} has no readable extension "
+                                   f"module){rebuild}", unused=True)
     return Build("compiled", "current", len(sources))
+
+
+def _readable(path: Path) -> bool:
+    """There, and readable by this process (a build made under umask 077 by another
+    user is not: loading it would fail at the first core import)."""
+    return path.is_file() and os.access(path, os.R_OK)
 
 
 class _CoreFinder:
@@ -147,18 +162,44 @@ class _CoreFinder:
             finder.invalidate_caches()
 
 
+class ChoiceError(ImportError):
+    """``RELIST_CORE`` asks for what cannot be: an unknown value, or ``compiled``
+    without a current build."""
+
+
 def select(environ=os.environ) -> Build:
     """Decide which core runs (``RELIST_CORE``), before any core module loads (relist's
-    ``__init__`` calls it); returns the decision.  Raises ImportError for ``compiled``
-    when no current build is there."""
+    ``__init__`` calls it); returns the decision.  Raises ChoiceError for a value it
+    does not know, and for ``compiled`` when no current build is there."""
     wanted = environ.get(ENV, "auto").strip().lower() or "auto"
     if wanted not in ("auto", "python", "compiled"):
-        raise ImportError(f"{ENV}={wanted!r}: expected auto, python or compiled")
+        raise ChoiceError(f"{ENV}={wanted!r}: expected auto, python or compiled")
     build = state()
     if wanted == "compiled" and build.running != "compiled":
-        raise ImportError(f"{ENV}=compiled, but the core runs as {build.describe()}")
+        raise ChoiceError(f"{ENV}=compiled, but the core runs as {build.describe()}")
     if wanted == "python" and build.running == "compiled":
         build = Build("python", f"{ENV}=python")
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _CoreFinder)]
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, (_CoreFinder, _Refusal))]
     sys.meta_path.insert(0, _CoreFinder(build.running == "compiled"))
     return build
+
+
+class _Refusal:
+    """A meta path finder that refuses every core module with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "relist.core" or name.startswith("relist.core."):
+            raise ImportError(self.reason, name=name)
+        return None
+
+
+def refuse(reason: str) -> Build:
+    """After a ChoiceError: no core module loads (each import raises ImportError with
+    ``reason``), so nothing runs a build that was not chosen; ``relist <command>``
+    says ``reason`` in one line and exits 2 (relist.cli)."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, (_CoreFinder, _Refusal))]
+    sys.meta_path.insert(0, _Refusal(reason))
+    return Build("none", reason)

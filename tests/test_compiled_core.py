@@ -4,11 +4,14 @@ it is current, and the test pass runs the build it says it runs."""
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ from relist.core.bounce import wiring
 from relist.core.sign import signature
 from relist.core.dkim import canon
 from relist.core.steps import Step, footer
+from tests.helpers import ROOT
 
 SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
@@ -69,8 +73,13 @@ def test_a_current_build_runs(tmp_path):
     (lambda core: (core / "steps/b.py").write_text("B = 3\n"), "stale (steps/b.py changed since)"),
     (lambda core: (core / "c.py").write_text(""), "stale (new module c.py)"),
     (lambda core: (core / "a.py").unlink(), "stale (module a.py removed)"),
-    (lambda core: (core / f"a{SUFFIX}").unlink(), "incomplete (a.py has no extension module)"),
-    (lambda core: (core / f"native__mypyc{SUFFIX}").unlink(), "incomplete (no shared library)"),
+    (lambda core: (core / f"a{SUFFIX}").unlink(), "incomplete (a.py has no readable extension module)"),
+    (lambda core: (core / f"native__mypyc{SUFFIX}").unlink(), "incomplete (no readable shared library)"),
+    # Built elsewhere, same cache tag, another platform: the import system would load
+    # the sources while this said compiled.
+    (lambda core: (core / "compiled.json").write_text(json.dumps(dict(
+        json.loads((core / "compiled.json").read_text()), extension=".cpython-311-aarch64-linux-gnu.so"))),
+     "extension modules end '.cpython-311-aarch64-linux-gnu.so'"),
     (lambda core: (core / "compiled.json").write_text("{"), "unreadable"),
     (lambda core: (core / "compiled.json").write_text(json.dumps(
         dict(json.loads((core / "compiled.json").read_text()), interpreter="cpython-399"))),
@@ -112,7 +121,106 @@ def test_an_unknown_choice_stops_the_import():
     proc = subprocess.run([sys.executable, "-c", "import relist.core"], capture_output=True, text=True,
                           env=dict(os.environ, RELIST_CORE="fastest"), timeout=60)
     assert proc.returncode == 1
-    assert "RELIST_CORE='fastest': expected auto, python or compiled" in proc.stderr
+    assert "ImportError: RELIST_CORE='fastest': expected auto, python or compiled" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["check-config", "--offline"], ["serve"], ["--version"]])
+def test_an_unknown_choice_stops_every_command_in_one_line(tmp_path, args):
+    """Under systemd a traceback per restart says less than one line: exit 2 (usage)."""
+    proc = subprocess.run([sys.executable, "-m", "relist", *args], capture_output=True, text=True,
+                          cwd=tmp_path, env=dict(os.environ, RELIST_CORE="Fastest ", RELIST_CONFIG=""),
+                          timeout=60)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "relist: RELIST_CORE='fastest': expected auto, python or compiled\n"
+
+
+def test_an_extension_module_this_process_cannot_read_does_not_run(tmp_path, monkeypatch):
+    """A build made by another user under umask 077: loading it would fail at the first
+    core import, so the sources run, with a warning.  What os.access says for this
+    process decides (the test after this one shows it with real file modes)."""
+    core = _core(tmp_path)
+    _build(core)
+    unreadable = core / f"a{SUFFIX}"
+    real_access = os.access
+    monkeypatch.setattr(compiled.os, "access", lambda p, mode: real_access(p, mode) and (
+        Path(p) != unreadable or not mode & os.R_OK))
+    build = compiled.state(core)
+    assert (build.running, build.unused) == ("python", True)
+    assert "a.py has no readable extension module" in build.reason
+
+
+def test_an_unreadable_extension_module_by_its_file_mode():
+    """The same with real file modes, checked by an unprivileged user (root reads any
+    file): nobody, with an interpreter of this one's kind that nobody can run (this
+    one, or the system's when this one is under root's home)."""
+    as_user: list[str] = []
+    python = sys.executable
+    if os.geteuid() == 0:
+        if not shutil.which("runuser"):
+            pytest.skip("as root, without runuser")
+        as_user = ["runuser", "-u", "nobody", "--"]
+        same = f"import sys; sys.exit(sys.implementation.cache_tag != {sys.implementation.cache_tag!r})"
+        usable = [p for p in (sys.executable, "/usr/bin/python3") if subprocess.run(
+            [*as_user, p, "-c", same], capture_output=True, timeout=60).returncode == 0]
+        if not usable:
+            pytest.skip(f"nobody can run no {sys.implementation.cache_tag} interpreter")
+        python = usable[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        shutil.copy(Path(compiled.__file__), Path(tmp) / "core_build.py")
+        core = _core(Path(tmp))
+        _build(core)
+        for path in [core, *core.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                "import core_build as c; b = c.state(Path(sys.argv[1]) / 'core'); "
+                "print(b.running, b.unused, b.reason, sep='|')")
+
+        def state() -> list[str]:
+            proc = subprocess.run([*as_user, python, "-c", code, tmp], capture_output=True, text=True,
+                                  timeout=60, cwd=tmp)
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout.strip().split("|")
+
+        assert state()[:2] == ["compiled", "False"]
+        (core / f"a{SUFFIX}").chmod(0o600)     # another user's, under umask 077
+        running, unused, reason = state()
+        assert (running, unused) == ("python", "True")
+        assert "a.py has no readable extension module" in reason
+
+
+def _build_files() -> dict[str, tuple[int, int]]:
+    """The build in the tree as it is: (inode, mtime) of the stamp and each extension module."""
+    files = [compiled.STAMP, *compiled.CORE.rglob("*.so")]
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in files if p.exists()}
+
+
+def _build_core(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "build_core.py"), "--force"],
+                          capture_output=True, text=True, env=dict(os.environ, **env), timeout=600)
+
+
+def test_without_a_compiler_the_build_says_so_and_changes_nothing():
+    before = _build_files()
+    proc = _build_core({"CC": "no-such-cc"})
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("build_core: cannot compile the core: no C compiler (no-such-cc)")
+    assert "apt install gcc libc6-dev python3-dev" in proc.stderr
+    assert _build_files() == before
+
+
+def test_a_compile_that_fails_leaves_the_previous_build_as_it_was():
+    """The modules are built aside and moved in only when all are: a compiler that
+    fails (here: false) leaves the build, and what runs, as they were."""
+    if importlib.util.find_spec("mypyc") is None:
+        pytest.skip("mypy is not installed (pip install -e '.[build]')")
+    before, running = _build_files(), compiled.state().describe()
+    proc = _build_core({"CC": "false"})
+    assert proc.returncode == 1
+    assert "build_core: compiling failed (" in proc.stderr
+    assert proc.stderr.rstrip().endswith(f"the previous build is left as it was: the core runs as {running}")
+    assert _build_files() == before
 
 
 def test_the_finder_takes_the_build_chosen(tmp_path):

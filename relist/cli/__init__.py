@@ -7,13 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from relist import __version__
-from relist.config import ConfigError, load
+from relist import BUILD, __version__
 
 __all__ = ["main"]
 
 
 def _serve(args) -> int:
+    from relist.config import load
     from relist.server import serve
     return serve(load(args.config))
 
@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if BUILD.running == "none":    # RELIST_CORE asked for what cannot be (relist/core_build.py)
+        print(f"relist: {BUILD.reason}", file=sys.stderr)
+        return 2
+    from relist.config import ConfigError
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
