@@ -54,10 +54,21 @@ def missing() -> str:
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
         lacking.append(f"Python headers ({sysconfig.get_paths()['include']}/Python.h)")
     if importlib.util.find_spec("mypyc") is None:
-        lacking.append("mypy (pip install -e '.[build]', which scripts/setup.sh does)")
-    if not lacking:
-        return ""
-    return ("no " + " and no ".join(lacking) + "; Debian: apt install gcc libc6-dev python3-dev")
+        lacking.append("mypy")
+    if lacking:
+        return ("no " + " and no ".join(lacking) + "; Debian: apt install gcc libc6-dev python3-dev, "
+                "then sh scripts/setup.sh")
+    # setup() below reads pyproject.toml, whose SPDX license string needs setuptools 77:
+    # a venv made before that (Debian 12's has 66) must be updated first.
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        have = version("setuptools")
+    except PackageNotFoundError:
+        have = "none"
+    if have == "none" or int(have.split(".")[0]) < 77:
+        return (f"setuptools {have} in the venv, the build needs 77 or later: sh scripts/setup.sh "
+                "updates it (pip install -e '.[build]')")
+    return ""
 
 
 def install(built: list[Path]) -> None:

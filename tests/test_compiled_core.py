@@ -4,6 +4,7 @@ it is current, and the test pass runs the build it says it runs."""
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -168,6 +169,7 @@ def test_an_unreadable_extension_module_by_its_file_mode():
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
         shutil.copy(Path(compiled.__file__), Path(tmp) / "core_build.py")
+        (Path(tmp) / "core_build.py").chmod(0o644)     # (a clone made under umask 077)
         core = _core(Path(tmp))
         _build(core)
         for path in [core, *core.rglob("*")]:
@@ -208,6 +210,22 @@ def test_without_a_compiler_the_build_says_so_and_changes_nothing():
     assert proc.stderr.startswith("build_core: cannot compile the core: no C compiler (no-such-cc)")
     assert "apt install gcc libc6-dev python3-dev" in proc.stderr
     assert _build_files() == before
+
+
+def test_setuptools_too_old_for_pyproject_is_said_in_one_line(monkeypatch):
+    """A venv made before pyproject's SPDX license string (Debian 12's has setuptools
+    66) cannot run setup(): build_core says so before compiling, and how to update."""
+    monkeypatch.setenv("RELIST_CORE", os.environ.get("RELIST_CORE", "auto"))  # (the script sets it)
+    spec = importlib.util.spec_from_file_location("build_core_script", ROOT / "scripts" / "build_core.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    if script.missing():
+        pytest.skip(f"cannot compile here: {script.missing()}")
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "66.1.1" if name == "setuptools" else real(name))
+    assert script.missing() == ("setuptools 66.1.1 in the venv, the build needs 77 or later: "
+                                "sh scripts/setup.sh updates it (pip install -e '.[build]')")
 
 
 def test_a_compile_that_fails_leaves_the_previous_build_as_it_was():

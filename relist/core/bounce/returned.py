@@ -6,7 +6,7 @@ relist writes into the Received field it prepends (``steps/trace.py``)::
 
     Received: from HELO ([IP])
     \tby HOST (relist)
-    \twith ESMTP id 2D5K7QH2K9D3MXBC; DATE      (LMTP on the ingress leg)
+    \twith ESMTP id 2398LNTG69D3MXBC; DATE      (LMTP on the ingress leg)
 
 The id is ``relist.edge.ids.new_relist_id()``: 16 characters of ``0-9`` and the
 consonants ``BCDFGHJKLMNPQRSTVWXYZ``, or 12 for a post relist relayed before its ids
