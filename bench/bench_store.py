@@ -25,7 +25,9 @@ transactions (with their signature and verdict rows), as a store does after mont
 traffic: a cost that grows with the store shows there.  ``--ids relist`` (default) gives
 the records relist's own ids (``relist.edge.ids``: the time first); ``--ids random``
 the 12 random characters relist used before; ``--ids both`` alternates the two, each
-prefilled with its own kind of ids:
+prefilled with its own kind of ids.  ``--arrivals poisson`` paces the saves at random
+intervals of mean 1/rate (the same sequence for each variant of a round), so the
+writer's batches vary in length as they do with real mail:
 
     .venv/bin/python bench/bench_store.py --prefill 1000000 --ids both --n 15000 --rate 1500 --rounds 2
 """
@@ -36,6 +38,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -137,7 +140,7 @@ def records(n: int, recipients: int):
 
 
 def run_once(module, path: Path, recs, upstream, reply, rate: float | None,
-             options: dict) -> tuple[float, float, float]:
+             options: dict, poisson: random.Random | None = None) -> tuple[float, float, float]:
     """(save µs, writer µs, records per commit) per record."""
     store = module.Store(path, **options)
     writes = 0
@@ -163,7 +166,7 @@ def run_once(module, path: Path, recs, upstream, reply, rate: float | None,
         store.save(rec, upstream, reply, 12.345)
         spent += time.thread_time() - t
         if interval:
-            due += interval
+            due += poisson.expovariate(rate) if poisson else interval
             pause = due - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
@@ -190,6 +193,9 @@ def main() -> int:
                     help="start each round from a store already holding N transactions (SQLite)")
     ap.add_argument("--ids", choices=("relist", "random", "both"), default="relist",
                     help="relist's ids (time first), the 12 random characters of before, or both")
+    ap.add_argument("--arrivals", choices=("regular", "poisson"), default="regular",
+                    help="paced saves at even intervals, or at random ones (Poisson, as mail "
+                    "arrives: batches of varying length), the same sequence for each variant")
     args = ap.parse_args()
     if args.prefill and args.url:
         ap.error("--prefill is for SQLite files")
@@ -226,7 +232,8 @@ def main() -> int:
                     shutil.copyfile(filled[kind], path)
                 r = run_once(module, path, chunk, upstream, reply, rate,
                              {"linger": args.linger}
-                             if args.linger is not None and module is current_store else {})
+                             if args.linger is not None and module is current_store else {},
+                             random.Random(rnd) if args.arrivals == "poisson" else None)
                 if args.prefill:
                     Path(path).unlink()
                 results[name].append(r)

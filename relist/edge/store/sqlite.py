@@ -91,6 +91,23 @@ def _insert_rows(table: str, n: int) -> str:
     one = "(" + ",".join("?" * len(COLUMNS[table])) + ")"
     return INSERT[table].rsplit(" VALUES ", 1)[0] + " VALUES " + ",".join([one] * n)
 
+def _chunks(n: int, step: int):
+    """(start, size) of the statements that insert ``n`` rows in order: ``step`` rows
+    each, then what is left in powers of two.  So a table has a few statement texts,
+    which sqlite3's statement cache keeps prepared; a size per batch (the batch's length
+    varies) had each multi-row INSERT parsed again, thousands of ? each time."""
+    at = 0
+    while n - at >= step:
+        yield at, step
+        at += step
+    size = 1 << max(0, (n - at).bit_length() - 1)
+    while at < n:
+        while size > n - at:
+            size >>= 1
+        yield at, size
+        at += size
+
+
 # The egress transaction of a bounced post: the latest one with a list, and what
 # verification found of its From domain.  Ingress records carry their list too; their
 # facts say leg = "ingress" (relist.core.steps.ingress_list).
@@ -130,11 +147,11 @@ class SQLiteBackend:
         try:
             for table, rows in tables.items():
                 step = max(1, min(ROWS_PER_STATEMENT, self.max_variables // len(COLUMNS[table])))
-                for at in range(0, len(rows), step):
+                for at, size in _chunks(len(rows), step):
                     # (rows are inserted in order: a later row replaces an earlier one with
                     # its key, as executemany did)
-                    chunk = rows[at:at + step]
-                    conn.execute(_insert_rows(table, len(chunk)), [v for row in chunk for v in row])
+                    chunk = rows[at:at + size]
+                    conn.execute(_insert_rows(table, size), [v for row in chunk for v in row])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
