@@ -64,6 +64,31 @@ def test_parse_is_dkimpys(message):
     assert _relist_parse(message) == _dkimpy_parse(message)
 
 
+@SETTINGS
+@given(messages)
+def test_the_raw_messages_own_split_is_the_parse_when_it_says_so(message):
+    """RawMessage.dkim_split (what the verifier and the signer start from, instead of
+    parsing the bytes again) is canon.parse's result, or None; never another one."""
+    split = RawMessage.parse(message).dkim_split()
+    if split is None:
+        return
+    headers, body, unfolded = split
+    assert (headers, body) == canon.parse(message)
+    assert unfolded == all(v.count(b"\n") == 1 for _, v in headers)
+
+
+def test_the_raw_messages_own_split_on_the_corpus():
+    from tests.helpers import ROOT
+    taken = 0
+    for path in sorted((ROOT / "fixtures").rglob("*.eml")):
+        raw = path.read_bytes()
+        split = RawMessage.parse(raw).dkim_split()
+        if split is not None:
+            assert split[:2] == canon.parse(raw), path
+            taken += 1
+    assert taken >= 300     # (the corpus is mostly CRLF mail: the split is taken)
+
+
 def test_parse_errors_say_what_dkimpy_says():
     bad = b"From: a\r\nnot a header\r\n\r\nx\r\n"
     try:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from relist.core.dkim.canon import BodyMemo, crlf_lines
+from relist.core.dkim.canon import NAME_CHARS, BodyMemo, crlf_lines
 
 __all__ = ["HeaderField", "RawMessage", "clean_text", "clean_value"]
 
@@ -171,6 +171,32 @@ class RawMessage:
             memo = BodyMemo(crlf_lines(self.body))
             object.__setattr__(self, "_memo", memo)
         return memo
+
+    def dkim_split(self) -> tuple[list[tuple[bytes, bytes]], bytes, bool] | None:
+        """What ``relist.core.dkim.canon.parse(self.to_bytes())`` gives, taken from the
+        fields as split here without making the bytes: (headers, body, unfolded: no field
+        has a continuation line); or None unless that is certainly the same.  It is
+        when there is a CRLF empty line after the header (so the body is the same), every
+        CR and LF in the header part is part of a CRLF (a field's bytes are then its
+        lines, continuations included, each ending CRLF), and every field's name (up to
+        its first colon) is non-empty and made of the characters ``parse`` accepts (no
+        mbox ``From `` line, no malformed line, no space before ':').  The verifier and
+        the signer both start from it."""
+        if self.separator != b"\r\n":
+            return None
+        memo = self.body_memo()
+        if memo is None:    # (never: a CRLF separator has a memo)
+            return None
+        fields = self.fields
+        head = b"".join([f.raw for f in fields])
+        crlf = head.count(b"\r\n")
+        if crlf != head.count(b"\r") or crlf != head.count(b"\n"):
+            return None
+        parts = [f.raw.partition(b":") for f in fields]
+        names = [p[0] for p in parts]
+        if b"" in names or b"".join(names).translate(None, NAME_CHARS):
+            return None
+        return [(n, v) for n, _, v in parts], memo.body, crlf == len(parts)
 
     def _edit(self, **changes) -> RawMessage:
         """``replace(self, **changes)``, keeping the body memo when the body and the

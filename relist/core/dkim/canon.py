@@ -29,6 +29,9 @@ __all__ = ["HASHERS", "STREAM_CHUNK", "BodyMemo", "Canon", "Header", "MessageFor
 Header = tuple[bytes, bytes]   # (name as written, value after the colon, CRLF line ends)
 
 _NAME = re.compile(rb"([\x21-\x7e]+?):")    # dkimpy's field name rule
+# The characters of a field name as _NAME takes it (up to the first colon), for
+# RawMessage.dkim_split: bytes.translate(None, NAME_CHARS) leaves what is not one.
+NAME_CHARS = bytes(range(0x21, 0x7F)).replace(b":", b"")
 _EOL = re.compile(rb"\r?\n")
 # An LF that no CR comes right before.  The literal first lets the regex engine skip
 # to each LF; half the time of counting LF and CRLF (2 x 44 µs over 64 KiB).

@@ -168,30 +168,16 @@ def prepare(message: bytes | RawMessage | Prepared, handoff: Handoff | None = No
     return Prepared(headers, body, _canon.index(headers), unfolded)
 
 
-_NAME_CHARS = bytes(range(0x21, 0x7F)).replace(b":", b"")   # canon._NAME's, up to the colon
 
 
 def _from_fields(msg: RawMessage) -> tuple[list[Header], bytes, dict[bytes, list[int]], bool] | None:
-    """``parse(msg.to_bytes())`` and its index from the fields as ``RawMessage`` split
-    them, or None unless that is certainly the same: a CRLF empty line after the
-    header (so the body is the same), every CR and LF in the header part of a CRLF (a
-    field's bytes are then its lines, continuations included, each ending CRLF), and
-    every field's name (up to its first colon) non-empty and made of the characters
-    ``parse`` accepts (no mbox ``From `` line, no malformed line, no space before ':')."""
-    memo = msg.body_memo()
-    if msg.separator != b"\r\n" or memo is None:    # (a CRLF separator has a memo)
+    """``parse(msg.to_bytes())`` and its index, from the fields as ``RawMessage`` split
+    them (``RawMessage.dkim_split``), or None when that is not certainly the same."""
+    split = msg.dkim_split()
+    if split is None:
         return None
-    fields = msg.fields
-    head = b"".join([f.raw for f in fields])
-    crlf = head.count(b"\r\n")
-    if crlf != head.count(b"\r") or crlf != head.count(b"\n"):
-        return None
-    parts = [f.raw.partition(b":") for f in fields]
-    names = [p[0] for p in parts]
-    if b"" in names or b"".join(names).translate(None, _NAME_CHARS):
-        return None
-    headers = [(n, v) for n, _, v in parts]
-    return headers, memo.body, index(headers), crlf == len(headers)
+    headers, body, unfolded = split
+    return headers, body, index(headers), unfolded
 
 
 @functools.lru_cache(maxsize=8)

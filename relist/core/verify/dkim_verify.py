@@ -333,11 +333,11 @@ def open_message(raw: bytes | RawMessage) -> tuple[dkimpy.DKIM | None, str]:
     try:
         if not raw:
             return dkimpy.DKIM(b"", minkey=0), ""
-        split = _split_of(raw) if isinstance(raw, RawMessage) else None
+        split = raw.dkim_split() if isinstance(raw, RawMessage) else None
         if split is None:
             headers, body = canon.parse(raw.to_bytes() if isinstance(raw, RawMessage) else raw)
         else:
-            headers, body = split
+            headers, body, _ = split
         opened = dkimpy.DKIM(None, logger=_DKIMPY_LOG, minkey=0)
         opened.headers, opened.body = [list(h) for h in headers], body
         return opened, ""
@@ -349,24 +349,3 @@ def open_message(raw: bytes | RawMessage) -> tuple[dkimpy.DKIM | None, str]:
 
 # dkimpy's own logger, as DKIM() would look it up (logging.getLogger) on every call.
 _DKIMPY_LOG = dkimpy.util.get_default_logger()
-
-_NAME_CHARS = bytes(range(0x21, 0x7F)).replace(b":", b"")   # canon's field name characters
-
-
-def _split_of(msg: RawMessage) -> tuple[list, bytes] | None:
-    """``canon.parse(msg.to_bytes())`` from the fields as ``RawMessage`` split them, or
-    None unless that is certainly the same: a CRLF empty line after the header, every
-    CR and LF in the header part of a CRLF, every field's name non-empty and made of
-    the characters ``canon.parse`` accepts (no mbox line, no space before ':')."""
-    if msg.separator != b"\r\n":
-        return None
-    head = b"".join([f.raw for f in msg.fields])
-    crlf = head.count(b"\r\n")
-    if crlf != head.count(b"\r") or crlf != head.count(b"\n"):
-        return None
-    parts = [f.raw.partition(b":") for f in msg.fields]
-    names = [p[0] for p in parts]
-    if b"" in names or b"".join(names).translate(None, _NAME_CHARS):
-        return None
-    memo = msg.body_memo()
-    return [(n, v) for n, _, v in parts], memo.body if memo is not None else canon.crlf_lines(msg.body)
