@@ -58,17 +58,18 @@ def missing() -> str:
     if lacking:
         return ("no " + " and no ".join(lacking) + "; Debian: apt install gcc libc6-dev python3-dev, "
                 "then sh scripts/setup.sh")
-    # setup() below reads pyproject.toml, whose SPDX license string needs setuptools 77:
-    # a venv made before that (Debian 12's has 66) must be updated first.
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        have = version("setuptools")
-    except PackageNotFoundError:
-        have = "none"
-    if have == "none" or int(have.split(".")[0]) < 77:
-        return (f"setuptools {have} in the venv, the build needs 77 or later: sh scripts/setup.sh "
-                "updates it (pip install -e '.[build]')")
     return ""
+
+
+def _absolute(extensions: list) -> list:
+    """mypycify's extensions with their paths made absolute, so that setup() can run
+    in build/core: there it reads no project configuration (pyproject.toml's, which an
+    older setuptools in the venv may refuse; relist's package is not what it builds)."""
+    for ext in extensions:
+        ext.sources = [str(ROOT / p) for p in ext.sources]
+        ext.include_dirs = [str(ROOT / p) for p in ext.include_dirs]
+        ext.depends = [str(ROOT / p) for p in ext.depends]
+    return extensions
 
 
 def install(built: list[Path]) -> None:
@@ -112,11 +113,12 @@ def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     shutil.rmtree(LIB, ignore_errors=True)
     try:
-        extensions = mypycify(["--ignore-missing-imports", *rel], opt_level="3",
-                              group_name=compiled.GROUP, target_dir="build/core")
+        extensions = _absolute(mypycify(["--ignore-missing-imports", *rel], opt_level="3",
+                                        group_name=compiled.GROUP, target_dir="build/core"))
         jobs = str(os.cpu_count() or 1)
+        os.chdir(ROOT / "build" / "core")
         setup(name="relist-core", ext_modules=extensions, script_args=[
-            "-q", "build_ext", "--build-lib", str(LIB), "--build-temp", "build/core/temp",
+            "-q", "build_ext", "--build-lib", str(LIB), "--build-temp", str(ROOT / "build" / "core" / "temp"),
             "--parallel", jobs, *(["--force"] if force else [])])
     except (Exception, SystemExit) as exc:   # distutils ends a failed compile with SystemExit
         why = str(exc).strip() or exc.__class__.__name__
