@@ -105,14 +105,15 @@ def build(path: Path, n: int, days: int) -> float:
                 if verdict is not None:
                     verdict_rows.append((rid,) + verdict[1:])
                 if '"leg": "ingress"' not in row[11]:
-                    last = (rid, when, row[7], mid, json.loads(row[5]))
+                    last = (rid, moment, row[7], mid, json.loads(row[5]))
                 made += 1
             if last and last[2] and rnd.random() < 0.02:
-                rid, when, lst, mid, rcpts = last
-                bounce_rows.append((when, lst, rcpts[0] if rcpts else "m@members.example", "dmarc", 1,
+                rid, moment, lst, mid, rcpts = last
+                bounce_rows.append((moment.isoformat(), lst, rcpts[0] if rcpts else "m@members.example",
+                                    "dmarc", 1,
                                     "5.7.26", "550-5.7.26 Unauthenticated email", "gmail-dmarc", mid, rid,
                                     "poster.example", "mailman", "gmail-smtp-in.l.google.com",
-                                    new_relist_id(datetime.fromisoformat(when))))
+                                    new_relist_id(moment)))
             if len(tx_rows) >= CHUNK:
                 flush()
         copy += 1

@@ -56,7 +56,7 @@ from profile_core import setup  # noqa: E402 - the post bench_relay --resign sen
 from relist.core import pipeline  # noqa: E402
 from relist.core.model import Reply  # noqa: E402
 from relist.edge import store as current_store  # noqa: E402
-from relist.edge.ids import IdMaker, new_relist_id  # noqa: E402
+from relist.edge.ids import ALPHABET, IdMaker, new_relist_id  # noqa: E402
 from relist.edge.store.rows import record_row, verdict_rows  # noqa: E402
 from relist.edge.store.sqlite import SQLiteBackend  # noqa: E402
 
@@ -85,16 +85,13 @@ def load_store_at(rev: str):
     return importlib.import_module(name)   # the package's modules import each other relatively
 
 
-_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZ"
-
-
 def random_relist_id() -> str:
     """A 12-character id as relist made them before ``relist.edge.ids``: all drawn."""
     n = int.from_bytes(os.urandom(8), "big")
     out = []
     for _ in range(12):
-        n, r = divmod(n, len(_ALPHABET))
-        out.append(_ALPHABET[r])
+        n, r = divmod(n, len(ALPHABET))
+        out.append(ALPHABET[r])
     return "".join(out)
 
 

@@ -179,9 +179,14 @@ def select(environ=os.environ) -> Build:
         raise ChoiceError(f"{ENV}=compiled, but the core runs as {build.describe()}")
     if wanted == "python" and build.running == "compiled":
         build = Build("python", f"{ENV}=python")
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, (_CoreFinder, _Refusal))]
-    sys.meta_path.insert(0, _CoreFinder(build.running == "compiled"))
+    _put_first(_CoreFinder(build.running == "compiled"))
     return build
+
+
+def _put_first(finder: _CoreFinder | _Refusal) -> None:
+    """``finder`` first on sys.meta_path, in place of the one an earlier call put there."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, (_CoreFinder, _Refusal))]
+    sys.meta_path.insert(0, finder)
 
 
 class _Refusal:
@@ -200,6 +205,5 @@ def refuse(reason: str) -> Build:
     """After a ChoiceError: no core module loads (each import raises ImportError with
     ``reason``), so nothing runs a build that was not chosen; ``relist <command>``
     says ``reason`` in one line and exits 2 (relist.cli)."""
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, (_CoreFinder, _Refusal))]
-    sys.meta_path.insert(0, _Refusal(reason))
+    _put_first(_Refusal(reason))
     return Build("none", reason)

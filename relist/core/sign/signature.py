@@ -168,8 +168,6 @@ def prepare(message: bytes | RawMessage | Prepared, handoff: Handoff | None = No
     return Prepared(headers, body, _canon.index(headers), unfolded)
 
 
-
-
 def _from_fields(msg: RawMessage) -> tuple[list[Header], bytes, dict[bytes, list[int]], bool] | None:
     """``parse(msg.to_bytes())`` and its index, from the fields as ``RawMessage`` split
     them (``RawMessage.dkim_split``), or None when that is not certainly the same."""
