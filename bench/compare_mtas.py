@@ -3,7 +3,7 @@
     .venv/bin/python bench/compare_mtas.py [--messages 1000] [--rounds 3] [--sizes 4096,65536]
                                            [--recipients 1,10] [--sessions 4] [--workers 2]
                                            [--milter unix|inet] [--amavis-sink unix|inet]
-                                           [--workload grid|mailman|both] [--posts 10]
+                                           [--workload grid|mailman|both] [--posts 10] [--floor]
 
 Run by hand, as root (a private Postfix instance drops privileges itself, and so does
 amavisd; not part of the test suite).  Same load generator for all, Postfix's
@@ -45,6 +45,18 @@ since a child that exits is counted only once reaped, so each run ends with a 0.
 pause, not timed, for the master to reap).  Before the rounds, a sample
 of each system's output is captured by a dumping sink and its first DKIM-Signature
 verified (dkimpy, with the bench's DNS zone).
+
+Before the rounds (and again at the end) a line names the machine: its CPU, whether it
+has AVX-512 IFMA (OpenSSL's fastest RSA path) and the CPU time of one RSA-2048 signature
+with the bench's key.  relist's pipeline makes three a message, OpenDKIM and amavisd-new
+one, so the ratios move with that figure from one machine to the next (243 µs on an
+AVX-512 IFMA machine, 740-940 µs on an AMD EPYC 7003 VM without it).  ``--floor`` adds a
+fourth system to the grid: edge_floor.py's lean relay (a command loop over asyncio
+streams, relist's upstream client, no parse, no verify, no store), ``--workers``
+processes on one port, making the same three RSA-2048 signatures over each message's
+SHA-256 and adding one as a field: what any relay doing relist's signing in Python on
+this machine spends at least, so ``floor/Postfix`` is the most relist's ratio can be
+here.
 
 ``--workload mailman`` (or ``both``: the grid, then this) is the Mailman case: one post
 to a 1,000-member list is 100 SMTP transactions of 10 recipients with identical bytes
@@ -94,6 +106,7 @@ AMAVIS_SEED = ("/usr/share/amavis/conf.d", "/etc/amavis/conf.d")
 # The day's mix of posts: (size, share of the posts).
 MIX = ((4096, 0.70), (65536, 0.25), (1024 * 1024, 0.05))
 POST_TRANSACTIONS, POST_RECIPIENTS = 100, 10     # one post to a 1,000-member list
+RELIST_SIGNATURES = 3    # RSA signatures a grid message: DKIM-Signature, ARC-Message-Signature, ARC-Seal
 
 
 def _proc_cpu(pid: int, children: bool = False) -> float:
@@ -434,6 +447,9 @@ def print_grid(results: dict, systems: dict, args) -> None:
     head += ["relist/Postfix delivered by round (min / median / max)"]
     head += ["relist CPU ms/msg", "OpenDKIM's", "Postfix's (approx.)"]
     head += ["amavisd-new's (approx.)"] if am else []
+    floor = "floor" in systems
+    if floor:
+        head += ["floor msgs/s", "floor/Postfix delivered (by round: min / median / max)", "floor CPU ms/msg"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for (size, r), cell in results.items():
@@ -445,6 +461,11 @@ def print_grid(results: dict, systems: dict, args) -> None:
         row += [f"{min(rounds):.2f} / {med(rounds):.2f} / {max(rounds):.2f}"]
         row += [f"{med(cell[k]):.2f}" for k in ("relist_cpu", "odkim_cpu", "pf_cpu")]
         row += [f"{med(cell['am_cpu']):.2f}"] if am else []
+        if floor:
+            f = med(cell["floor"])
+            by_round = [x / y for x, y in zip(cell["floor"], cell["pf_delivered"])]
+            spread = f"{min(by_round):.2f} / {med(by_round):.2f} / {max(by_round):.2f}"
+            row += [f"{f:.0f}", f"{f / bd:.2f}x ({spread})", f"{med(cell['floor_cpu']):.2f}"]
         print("| " + " | ".join(row) + " |")
 
 
@@ -543,6 +564,47 @@ def stop(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
+def start_floor(tmp: Path, key_path: Path, port: int, sink_port: int, workers: int) -> list[subprocess.Popen]:
+    """``workers`` processes of edge_floor.py's lean relay on one port (SO_REUSEPORT, as
+    relist's workers), each making ``RELIST_SIGNATURES`` RSA signatures a message."""
+    cmd = [sys.executable, str(ROOT / "bench" / "edge_floor.py"), "--serve", "lean", "--port", str(port),
+           "--upstream", str(sink_port), "--signs", str(RELIST_SIGNATURES), "--key", str(key_path),
+           "--reuse-port"]
+    return [subprocess.Popen(cmd, stderr=open(tmp / "floor.log", "a")) for _ in range(workers)]
+
+
+def machine_line(key_path: Path, n: int = 200) -> str:
+    """The CPU, and what one RSA-2048 signature costs on it (the bench's key, through
+    ``cryptography`` as relist signs): relist's pipeline makes three a message,
+    OpenDKIM and amavisd one, so the ratios depend on this figure."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    digest, pad, algo = hashlib.sha256(b"x").digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256())
+    times = []
+    for _ in range(n):
+        t = time.process_time()
+        key.sign(digest, pad, algo)
+        times.append(time.process_time() - t)
+    model, ifma = "?", False
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "?":
+                model = line.partition(":")[2].strip()
+            if line.startswith("flags"):
+                ifma = ifma or "avx512ifma" in line.split()
+    except OSError:
+        pass
+    return (f"machine: {model}, {os.cpu_count()} CPUs, AVX-512 IFMA {'yes' if ifma else 'no'}; "
+            f"one RSA-2048 signature {statistics.median(times) * 1e6:.0f} µs CPU (median of {n}); "
+            f"a message: relist {RELIST_SIGNATURES} (DKIM-Signature, ARC-Message-Signature, "
+            "ARC-Seal), OpenDKIM 1, amavisd-new 1")
+
+
 def start_relist(tmp: Path, name: str, config: str, port: int, sink_port: int, args, nameserver: str,
                  sign_once: bool) -> subprocess.Popen:
     conf = tmp / f"{name}.toml"
@@ -570,6 +632,8 @@ def main() -> int:
                     help="the sizes x recipients grid, the Mailman workload (module doc), or both")
     ap.add_argument("--posts", type=int, default=10,
                     help="Mailman workload: posts a run (100 transactions each)")
+    ap.add_argument("--floor", action="store_true",
+                    help="grid: also the RSA floor, a lean relay making relist's signatures (module doc)")
     args = ap.parse_args()
     for tool in ("smtp-source", "smtp-sink", "postfix", "opendkim"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -617,6 +681,13 @@ def main() -> int:
         postfix = start_postfix(tmp, pf_port, milter, sink_port)
         systems = {"relist": System("relist", relist_port, lambda: cpu_seconds(relist.pid)),
                    "pf": System("Postfix + OpenDKIM", pf_port, lambda: tree_cpu(postfix.pid()), postfix)}
+        if args.floor:
+            floor_port = free_port()
+            floors = start_floor(tmp, key_path, floor_port, sink_port, args.workers)
+            procs.extend(floors)
+            wait_port(floor_port)
+            systems["floor"] = System(f"floor ({RELIST_SIGNATURES} RSA)", floor_port,
+                                      lambda: sum(_proc_cpu(p.pid) for p in floors))
         if AMAVISD is not None:
             am_port = free_port()
             if args.amavis_sink == "unix":
@@ -630,7 +701,7 @@ def main() -> int:
             live = {"am": amavisd}     # replaced below, after the sample
             systems["am"] = System("amavisd-new", am_port, lambda: tree_cpu(live["am"].pid))
         checked = {}
-        sampled = list(systems.values())
+        sampled = [s for key, s in systems.items() if key != "floor"]   # no DKIM signature to verify
         if once is not None:
             sampled.append(System("relist sign_once", once_port, lambda: 0.0))
         for s in sampled:
@@ -655,6 +726,8 @@ def main() -> int:
             procs.append(amavisd)
             live["am"] = amavisd
         # -- the rounds ------------------------------------------------------------------
+        machine = machine_line(key_path)
+        print(machine, flush=True)
         saved = {}
         if args.workload in ("grid", "both"):
             results = grid(systems, posts, args, sizes, rcpts)
@@ -669,7 +742,8 @@ def main() -> int:
             hits, total = reused(tmp / "relist-once.db")
             print(f"\nrelist sign_once: {hits} of {total} transactions reused a signature (its store)")
             saved["mailman"] = mm
-        print("\nsignatures verified on a sample (dkimpy, d=" + LIST + "): " + "; ".join(
+        print("\n" + machine)
+        print("signatures verified on a sample (dkimpy, d=" + LIST + "): " + "; ".join(
             f"{name} {ok}/{n}" for name, (ok, n) in checked.items()))
         if AMAVISD is None:
             print(f"amavisd-new: left out: not installed ({AMAVIS_INSTALL})")

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import ipaddress
 import re
 import signal
@@ -77,7 +79,28 @@ async def _rcpt(conn: Connection, state: dict, rcpt: str) -> str:
 
 # -- lean: a command loop over asyncio streams ----------------------------------------------
 
-async def _lean_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: int) -> None:
+def _signer(key_path: str | None, signs: int):
+    """``content -> content`` with ``signs`` RSA signatures made over it (PKCS#1 v1.5 over
+    its SHA-256, the primitive of rsa-sha256 DKIM and ARC), the first added as a field:
+    the RSA work a relay making relist's signatures cannot avoid, and nothing else."""
+    if not signs:
+        return lambda content: content
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
+    pad, algo = padding.PKCS1v15(), Prehashed(hashes.SHA256())
+
+    def sign(content: bytes) -> bytes:
+        digest = hashlib.sha256(content).digest()
+        made = [key.sign(digest, pad, algo) for _ in range(signs)]
+        return b"X-Floor-Signature: " + base64.b64encode(made[0]) + b"\r\n" + content
+    return sign
+
+
+async def _lean_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: int,
+                        sign=lambda content: content) -> None:
     conn, state = _upstream(up), {"from": "", "rcpts": []}
     writer.write(b"220 edge-floor ESMTP\r\n")
     try:
@@ -103,7 +126,7 @@ async def _lean_session(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
                 content = data[:-3]
                 if content.startswith(b"."):
                     content = content[1:]
-                content = content.replace(b"\r\n.", b"\r\n")
+                content = sign(content.replace(b"\r\n.", b"\r\n"))
                 reply = (await conn.data(content))[0].line() if state["rcpts"] else "554 5.5.1 no recipients"
                 state = {"from": "", "rcpts": []}
             elif verb == "RSET":
@@ -166,11 +189,12 @@ class _SessionRelay(_Relay):
         pass
 
 
-async def _serve(kind: str, port: int, up: int) -> None:
+async def _serve(kind: str, port: int, up: int, sign=lambda content: content,
+                 reuse_port: bool = False) -> None:
     loop = asyncio.get_running_loop()
     if kind == "lean":
-        server = await asyncio.start_server(lambda r, w: _lean_session(r, w, up), "127.0.0.1", port,
-                                            limit=1 << 20)
+        server = await asyncio.start_server(lambda r, w: _lean_session(r, w, up, sign), "127.0.0.1", port,
+                                            limit=1 << 20, reuse_port=reuse_port)
     elif kind == "aiosmtpd":
         from aiosmtpd.smtp import SMTP
         handler = _Relay(up)
@@ -221,10 +245,15 @@ def main() -> int:
     ap.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    # lean only, for compare_mtas.py --floor: RSA signatures a message, the key, and
+    # several processes on one port.
+    ap.add_argument("--signs", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--key", help=argparse.SUPPRESS)
+    ap.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         from relist.server import _run     # the event loop relist serve runs on (uvloop if there)
-        _run(_serve(args.serve, args.port, args.upstream))
+        _run(_serve(args.serve, args.port, args.upstream, _signer(args.key, args.signs), args.reuse_port))
         return 0
     if tools_missing():
         return 2
