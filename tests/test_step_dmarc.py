@@ -15,7 +15,7 @@ from relist.core.message import RawMessage
 from relist.core.model import Action, Known, Work
 from relist.core.steps import dmarc_mitigation, verify
 from tests.test_step_sign import (
-    FULL, TXT, context, dkimpy_ok, facts_for, list_sigs, note, policy, run, signed_post,
+    FULL, LP, TXT, context, dkimpy_ok, facts_for, list_sigs, note, policy, run, signed_post,
     verify_out,
 )
 
@@ -237,3 +237,38 @@ def test_evidence_uses_guard_tracking_only_for_the_same_bytes(footer_text, survi
     # tracking made on other bytes is not trusted: verified again
     stale = Known(intact=(b,), intact_on=RawMessage.parse(raw))
     assert dmarc_mitigation.surviving(msg, verdict, ctx, stale) == slow and opened == [1, 1]
+
+
+# The header's last field cut short after a fold: only white space follows its last line
+# break, and no empty line, no body (issue 11's hostile input; found by
+# test_hostile_fuzz: the comma relist added began a line of its own, which a reader
+# takes for the start of the body, so List-*, Sender and the signature fields fell
+# into the body).
+CUT = b"\r\n "
+
+
+@pytest.mark.parametrize("head, lp, field, expect", [
+    (b"From: Alice <alice@example.net>\r\nCc: Carol <carol@example.com>" + CUT, {"reply_to": "list"},
+     "Cc", ["carol@example.com", "alice@example.net"]),
+    (b"From: Alice <alice@example.net>\r\nReply-To: Bob <bob@example.com>" + CUT, {},
+     "Reply-To", ["bob@example.com", "alice@example.net"]),
+    (b"Reply-To: Bob <bob@example.com>\r\nFrom: Alice <alice@example.net>" + CUT, {},
+     "Reply-To", ["bob@example.com", "alice@example.net"]),
+    (b"From: Alice <alice@example.net>" + CUT, {}, "Reply-To", ["alice@example.net"]),
+], ids=["cc-last", "reply-to-last", "from-last", "from-only"])
+def test_munge_after_a_value_that_ends_in_a_fold(head, lp, field, expect):
+    msg = RawMessage.parse(b"Subject: hi\r\n" + head)
+    assert not msg.separator and not msg.body     # the input as the fuzzer made it
+    out, detail = dmarc_mitigation.munge(msg, replace(LP, **lp))
+    assert out is not None, detail
+    again = RawMessage.parse(out.to_bytes() + b"\r\nbody\r\n")
+    # every header line is a field or a continuation of one, up to the empty line
+    assert all(f.name for f in again.fields), [f.raw for f in again.fields if not f.name]
+    assert again.body == b"body\r\n"
+    assert [f.name for f in again.fields][-1] == "x-original-from"
+    # no line of only white space in what relist wrote (RFC 5322 §3.2.2)
+    written = [again.get(field), again.get("x-original-from")]
+    assert not any(re.search(rb"\n[ \t]*\r?\n", f.raw) for f in written), [f.raw for f in written]
+    m = parsed(again.to_bytes())
+    assert [a.addr_spec for a in m[field].addresses] == expect
+    assert str(m["X-Original-From"]) == "Alice <alice@example.net>"

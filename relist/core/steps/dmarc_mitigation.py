@@ -50,6 +50,7 @@ NAME = "dmarc-mitigation"
 
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FWS = b" \t\r\n"   # white space and the line breaks of folds, stripped at a value's ends
 # Outer fields of a wrapped post: the message's identity, threading, list fields and the
 # trace block (Received, Authentication-Results, ARC sets continue on the outer message).
 _WRAP_COPY = ("subject", "to", "cc", "date", "message-id", "in-reply-to", "references",
@@ -131,11 +132,14 @@ def _addresses(fields: tuple[HeaderField, ...]) -> list[str]:
 
 
 def _add_to(msg: RawMessage, name: str, value: bytes) -> RawMessage:
-    """``name`` with ``value`` (a From value) added after the existing addresses."""
+    """``name`` with ``value`` (a From value) added after the existing addresses.  Each
+    value loses the white space and folds at its ends: a value may end in a fold with
+    only white space after it (the header's last field, cut short), and a comma or line
+    ending written after that fold would begin a line that is no field."""
     old = msg.get_all(name)
-    value = value.strip(b" \t")
+    value = value.strip(_FWS)
     if old:
-        joined = (b"," + msg.eol + b" ").join(f.value.strip(b" \t") for f in old)
+        joined = (b"," + msg.eol + b" ").join(f.value.strip(_FWS) for f in old)
         value = joined + b"," + msg.eol + b" " + value
     field = HeaderField(name.encode("ascii") + b": " + value + msg.eol, name.lower())
     return msg.replace_field(name, field)
@@ -187,6 +191,7 @@ def _unusable_list_address(lp: ListPolicy) -> str:
 def _original_field(name: str, original: bytes, eol: bytes) -> HeaderField:
     """``name`` carrying the original From's value bytes as they are (a space after the
     colon unless the value starts with white space)."""
+    original = original.rstrip(_FWS)     # no line of only white space at its end (RFC 5322 §3.2.2)
     lead = b"" if original[:1] in (b" ", b"\t") else b" "
     return HeaderField(name.encode("ascii") + b":" + lead + original + eol, name.lower())
 
@@ -203,7 +208,7 @@ def bare_munge(msg: RawMessage, lp: ListPolicy) -> tuple[RawMessage | None, str]
     original = clean_value(froms[0].value, keep_8bit=True)[0] if froms else b""
     out = msg.replace_field("From", msg.make_field("From", f"<{lp.address}>"))
     done = f"From: <{_printable(lp.address)}>"
-    if not original.strip(b" \t"):
+    if not original.strip(_FWS):
         return out, done + ", no original From to keep"
     out = out.remove("x-original-from").append(_original_field("X-Original-From", original, msg.eol))
     if msg.get_all("reply-to"):
