@@ -353,6 +353,29 @@ def test_a_field_added_never_runs_into_the_line_before_or_the_body():
         assert RawMessage.parse(out.to_bytes()).body == b"body, no empty line\r\n"
 
 
+# The common fields of a post, each in turn as the header's last field, cut short: after a
+# fold with only white space on its new line, after a line end with no empty line, or
+# with a line of only white space before the body (tests/data/hostile/cc-ends-in-a-fold.eml
+# is the case the fuzzer found: the original From appended to such a Cc split the header).
+LAST_FIELDS = (b"From: Alice Poster <alice@poster.example>", b"To: ant@lists.example.org",
+               b"Subject: hello list", b"Date: Wed, 01 May 2024 10:00:00 +0000",
+               b"Message-ID: <p1@poster.example>", b"MIME-Version: 1.0",
+               b"Content-Type: text/plain; charset=us-ascii", b"Cc: Carol <carol@example.com>",
+               b"Reply-To: Bob <bob@example.com>", b"List-Id: <ant.lists.example.org>",
+               b"Sender: x@poster.example", b"In-Reply-To: <a@b>", b"References: <a@b>",
+               b"Content-Transfer-Encoding: 7bit")
+CUT_ENDS = (b"\r\n ", b"\r\n \t", b"\r\n", b" ", b"\r\n \r\n", b"\r\n \r\n\r\nbody\r\n")
+
+
+@pytest.mark.parametrize("last", LAST_FIELDS, ids=[f.split(b":")[0].decode() for f in LAST_FIELDS])
+def test_any_field_cut_short_at_the_end_of_the_header(last):
+    head = b"\r\n".join([f for f in LAST_FIELDS if f != last] + [last])
+    for end in CUT_ENDS:
+        for config in [*CONFIGS, "plain"]:
+            for eightbit in (False, True):
+                check(head + end, config, ingress=None, eightbit=eightbit)
+
+
 def test_nested_comments_do_not_reach_the_recursion_limit():
     out = check(read("nested-comments-from"), "resign")
     assert out.record.verdict.dmarc.domain == "poster.example"          # (auth.dmarc)
