@@ -376,6 +376,22 @@ def test_any_field_cut_short_at_the_end_of_the_header(last):
                 check(head + end, config, ingress=None, eightbit=eightbit)
 
 
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_an_arc_field_added_after_the_ingress_copy_gets_no_seal_over_it(config):
+    """tests/test_hostile_fuzz.py's case: the verdict comes from the ingress copy (no
+    ARC field: arc=none), and the post Mailman handed on carries ``ARC-Seal: i=0(``.
+    relist used to seal i=1 cv=none over it, which dkimpy's validation then failed
+    (it hashes the i=0 field into set 1); now no set is added, and the note says why."""
+    post = (b"From: Alice Poster <alice@poster.example>\r\nTo: ant@lists.example.org\r\n"
+            b"Subject: hello list\r\nDate: Wed, 01 May 2024 10:00:00 +0000\r\n"
+            b"Message-ID: <p1@poster.example>\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=us-ascii\r\n\r\nhello\r\n")
+    out = check(b"ARC-Seal: i=0(\r\n" + post, config, ingress=post, eightbit=False)
+    seal = next(n for n in out.record.steps if n.step == "arc-seal")
+    assert seal.action == Action.SKIPPED
+    assert "1 ARC field(s) without a valid instance" in seal.detail
+
+
 def test_nested_comments_do_not_reach_the_recursion_limit():
     out = check(read("nested-comments-from"), "resign")
     assert out.record.verdict.dmarc.domain == "poster.example"          # (auth.dmarc)

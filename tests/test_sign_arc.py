@@ -158,3 +158,34 @@ def test_a_prepared_message_seals_as_its_bytes():
         assert seal(message, headers=h) == seal(signed, headers=h)
         assert seal(message) == seal(signed)
     assert verify(sealed(signed, seal(prepare(signed)))) == (b"pass", "success")
+
+
+@pytest.mark.parametrize("field", [
+    b"ARC-Seal: i=0(\r\n",                        # what tests/test_hostile_fuzz.py drew
+    b"ARC-Seal: i=0; cv=none; a=rsa-sha256; d=x.example; s=s; b=\r\n",
+    b"ARC-Message-Signature: i=1x; a=rsa-sha256\r\n",
+    b"ARC-Authentication-Results: lists.example.org; arc=none\r\n",
+], ids=["i=0(", "i=0", "i=1x", "no i="])
+def test_no_seal_over_an_arc_field_of_no_set(field):
+    """An ARC field no set numbered 1 to 50 owns: dkimpy reads ``i=0(`` or ``i=1x`` by
+    its leading digits and hashes an instance 0 into set 1's seal, relist's strict
+    reading leaves them out, so a seal would validate for one verifier and fail for
+    the other: none is added, with the reason."""
+    message = field + POST
+    s = seal(message)
+    assert not s.sealed and s.fields == ()
+    assert s.reason.startswith("1 ARC field(s) without a valid instance (i=1 to 50")
+    # beside a valid chain too
+    first = seal(POST)
+    chained = sealed(POST, first)
+    assert verify(chained) == (b"pass", "success")
+    assert not seal(field + chained, cv="pass", results="arc=pass").sealed
+
+
+def test_the_fields_dkimpy_puts_in_set_1_would_break_a_seal_made_without_them():
+    """Why the rule above (dkimpy's reading, which the rule must not depend on): the
+    set relist made before the rule, over the post with ``i=0(`` left out, validates
+    without that field and fails with it."""
+    s = seal(POST)                                # the same set, made where no junk is
+    assert verify(sealed(POST, s))[0] == b"pass"
+    assert verify(b"ARC-Seal: i=0(\r\n" + sealed(POST, s))[0] == b"fail"

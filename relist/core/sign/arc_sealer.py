@@ -8,6 +8,8 @@ results text (comments kept), not Authentication-Results re-read from the messag
 Rules applied here (each a reason when no set is added):
 * the newest existing ARC-Seal says cv=fail: the chain is over, do not seal (§5.1 step 2);
 * there are already 50 sets: i=51 is not allowed (§4.2.1);
+* an ARC field belongs to no set numbered 1 to 50 (no readable i=, or i=0): verifiers
+  disagree on where it goes, so no new set could validate for all of them (§4.2.1);
 * i=1 must carry cv=none, i>1 pass or fail (§4.1.3, §5.2 step 3);
 * cv=fail: the new ARC-Seal covers only the new set (§5.1.2).
 Call this last, after DKIM signing: the default AMS h= covers the DKIM-Signature fields
@@ -66,6 +68,17 @@ def arc_sets(headers: list[Header]) -> dict[int, dict[bytes, list[Header]]]:
     return sets
 
 
+def _unnumbered(headers: list[Header], sets: dict[int, dict[bytes, list[Header]]]) -> int:
+    """How many ARC fields of ``headers`` belong to no set numbered 1 to MAX_INSTANCE
+    (none above: the caller refuses those on its own): no i= relist can read
+    (``i=0(``, ``i=1x``), or i=0.  dkimpy reads the digits at the start of any i= and
+    puts an instance of 0 in the seal of set 1, where relist's strict reading leaves
+    it out, so the two would hash different fields."""
+    total = sum([1 for h in headers if h[0].lower().rstrip() in _ARC])
+    numbered = sum([len(fields) for n, by_name in sets.items() if n >= 1 for fields in by_name.values()])
+    return total - numbered
+
+
 def _aar_value(instance: int, authserv_id: str, results: str) -> tuple[bytes, bytes]:
     """``i=N; authserv-id;`` then the results, one per line as written (RFC 8617 §4.1.1);
     and the same on one line, with a space for each line break.  Relaxed
@@ -106,7 +119,15 @@ def seal_arc(message: bytes | Prepared, *, domain: str, selector: str, key: Sign
     msg = prepare(message)
     raw = msg.headers
     # (a prepared message's names have no space before the colon: its index has them all)
-    sets = arc_sets(raw) if any([n in msg.index for n in _ARC]) else {}
+    has_arc = any([n in msg.index for n in _ARC])
+    sets = arc_sets(raw) if has_arc else {}
+    if has_arc:
+        unnumbered = _unnumbered(raw, sets)
+        if unnumbered:
+            return Seal((), 0, cv, f"{unnumbered} ARC field(s) without a valid instance (i=1 to "
+                                   f"{MAX_INSTANCE}, RFC 8617 §4.2.1): verifiers do not agree on "
+                                   "which set such a field belongs to, so a new set would validate "
+                                   "for some and fail for others; no new set")
     newest = max(sets, default=0)
     if newest:
         seals = sets[newest].get(b"arc-seal", [])
