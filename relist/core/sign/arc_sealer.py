@@ -57,26 +57,16 @@ class Seal:
 
 
 def arc_sets(headers: list[Header]) -> dict[int, dict[bytes, list[Header]]]:
-    """Existing ARC fields grouped by instance, relaxed-canonicalized (RFC 8617 §4.2)."""
+    """Existing ARC fields grouped by instance, relaxed-canonicalized (RFC 8617 §4.2).
+    Instance 0 holds the fields of no set: i=0, or no i= relist can read (``i=0(``,
+    ``i=1x``).  dkimpy reads the digits at the start of any i= and hashes such a field
+    into the seal of set 1, where relist's strict reading leaves it out."""
     relaxed = canon_policy("relaxed/relaxed")
     sets: dict[int, dict[bytes, list[Header]]] = {}
     for name, value in relaxed.headers([h for h in headers if h[0].lower().rstrip() in _ARC]):
         m = _INSTANCE.search(value.strip())
-        if m is None:
-            continue  # no i=: not part of any set (the verifier reports it)
-        sets.setdefault(int(m.group(1)), {}).setdefault(name, []).append((name, value))
+        sets.setdefault(int(m.group(1)) if m else 0, {}).setdefault(name, []).append((name, value))
     return sets
-
-
-def _unnumbered(headers: list[Header], sets: dict[int, dict[bytes, list[Header]]]) -> int:
-    """How many ARC fields of ``headers`` belong to no set numbered 1 to MAX_INSTANCE
-    (none above: the caller refuses those on its own): no i= relist can read
-    (``i=0(``, ``i=1x``), or i=0.  dkimpy reads the digits at the start of any i= and
-    puts an instance of 0 in the seal of set 1, where relist's strict reading leaves
-    it out, so the two would hash different fields."""
-    total = sum([1 for h in headers if h[0].lower().rstrip() in _ARC])
-    numbered = sum([len(fields) for n, by_name in sets.items() if n >= 1 for fields in by_name.values()])
-    return total - numbered
 
 
 def _aar_value(instance: int, authserv_id: str, results: str) -> tuple[bytes, bytes]:
@@ -119,15 +109,13 @@ def seal_arc(message: bytes | Prepared, *, domain: str, selector: str, key: Sign
     msg = prepare(message)
     raw = msg.headers
     # (a prepared message's names have no space before the colon: its index has them all)
-    has_arc = any([n in msg.index for n in _ARC])
-    sets = arc_sets(raw) if has_arc else {}
-    if has_arc:
-        unnumbered = _unnumbered(raw, sets)
-        if unnumbered:
-            return Seal((), 0, cv, f"{unnumbered} ARC field(s) without a valid instance (i=1 to "
-                                   f"{MAX_INSTANCE}, RFC 8617 §4.2.1): verifiers do not agree on "
-                                   "which set such a field belongs to, so a new set would validate "
-                                   "for some and fail for others; no new set")
+    sets = arc_sets(raw) if any([n in msg.index for n in _ARC]) else {}
+    if 0 in sets:
+        unnumbered = sum([len(fields) for fields in sets[0].values()])
+        return Seal((), 0, cv, f"{unnumbered} ARC field(s) without a valid instance (i=1 to "
+                               f"{MAX_INSTANCE}, RFC 8617 §4.2.1): verifiers do not agree on "
+                               "which set such a field belongs to, so a new set would validate "
+                               "for some and fail for others; no new set")
     newest = max(sets, default=0)
     if newest:
         seals = sets[newest].get(b"arc-seal", [])
