@@ -91,19 +91,16 @@ def _insert_rows(table: str, n: int) -> str:
     one = "(" + ",".join("?" * len(COLUMNS[table])) + ")"
     return INSERT[table].rsplit(" VALUES ", 1)[0] + " VALUES " + ",".join([one] * n)
 
+
 def _chunks(n: int, step: int):
     """(start, size) of the statements that insert ``n`` rows in order: ``step`` rows
     each, then what is left in powers of two.  So a table has a few statement texts,
     which sqlite3's statement cache keeps prepared; a size per batch (the batch's length
     varies) had each multi-row INSERT parsed again, thousands of ? each time."""
     at = 0
-    while n - at >= step:
-        yield at, step
-        at += step
-    size = 1 << max(0, (n - at).bit_length() - 1)
     while at < n:
-        while size > n - at:
-            size >>= 1
+        left = n - at
+        size = step if left >= step else 1 << (left.bit_length() - 1)   # the largest power of two in left
         yield at, size
         at += size
 
