@@ -574,21 +574,16 @@ def start_floor(tmp: Path, key_path: Path, port: int, sink_port: int, workers: i
 
 
 def machine_line(key_path: Path, n: int = 200) -> str:
-    """The CPU, and what one RSA-2048 signature costs on it (the bench's key, through
-    ``cryptography`` as relist signs): relist's pipeline makes three a message,
+    """The CPU, and what one RSA-2048 signature costs on it (the bench's key, signed
+    as relist signs: ``SigningKey.sign``): relist's pipeline makes three a message,
     OpenDKIM and amavisd one, so the ratios depend on this figure."""
-    import hashlib
+    from relist.edge.key_files import read_private_key
 
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding
-    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-
-    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-    digest, pad, algo = hashlib.sha256(b"x").digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256())
+    key = read_private_key(key_path)
     times = []
     for _ in range(n):
         t = time.process_time()
-        key.sign(digest, pad, algo)
+        key.sign(b"x")
         times.append(time.process_time() - t)
     model, ifma = "?", False
     try:

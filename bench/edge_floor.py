@@ -80,21 +80,19 @@ async def _rcpt(conn: Connection, state: dict, rcpt: str) -> str:
 # -- lean: a command loop over asyncio streams ----------------------------------------------
 
 def _signer(key_path: str | None, signs: int):
-    """``content -> content`` with ``signs`` RSA signatures made over it (PKCS#1 v1.5 over
-    its SHA-256, the primitive of rsa-sha256 DKIM and ARC), the first added as a field:
-    the RSA work a relay making relist's signatures cannot avoid, and nothing else."""
+    """``content -> content`` with ``signs`` signatures made with the key as relist
+    signs (``SigningKey.sign``: rsa-sha256 over a small hash input, here the content's
+    SHA-256, hashed once as a body hash is), the first added as a field: the RSA work a
+    relay making relist's signatures cannot avoid, and nothing else."""
     if not signs:
         return lambda content: content
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding
-    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    from relist.edge.key_files import read_private_key
 
-    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
-    pad, algo = padding.PKCS1v15(), Prehashed(hashes.SHA256())
+    key = read_private_key(key_path)
 
     def sign(content: bytes) -> bytes:
         digest = hashlib.sha256(content).digest()
-        made = [key.sign(digest, pad, algo) for _ in range(signs)]
+        made = [key.sign(digest) for _ in range(signs)]
         return b"X-Floor-Signature: " + base64.b64encode(made[0]) + b"\r\n" + content
     return sign
 
